@@ -1,0 +1,107 @@
+"""``lclstream-buffer``: a thin argparse shell over ``Buffer``.
+
+Exit codes: 0 every stream complete and delivered; 1 a producer never ended, data was left or
+no consumer got the end-of-stream record; 2 bad options or a socket that cannot be opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+from airflow_provider_lclstream.buffer.config import TRANSPORTS, BufferConfig, parse_size
+from airflow_provider_lclstream.exceptions import BufferConfigError, TransportError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lclstream-buffer",
+        description="Buffer messages between parallel producers (PUSH, dialing --input) and "
+        "consumers (PULL, dialing --output), with end-of-stream accounting.",
+    )
+    p.add_argument("--input", required=True, help="URL producers dial, e.g. tcp://0.0.0.0:5000")
+    p.add_argument("--output", required=True, help="URL consumers dial, e.g. tcp://0.0.0.0:5001")
+    p.add_argument("--input-transport", default="zmq", help=f"one of {', '.join(TRANSPORTS)}")
+    p.add_argument("--output-transport", default="zmq", help=f"one of {', '.join(TRANSPORTS)}")
+    p.add_argument("--capacity-bytes", default="256MiB", help="FIFO byte cap, e.g. 32MB")
+    p.add_argument("--capacity-messages", default="10000", help="FIFO message cap")
+    p.add_argument("--expect-producers", type=int, help="end the stream after N producers end")
+    p.add_argument("--metrics", metavar="HOST:PORT", help="serve /metrics and /stats over HTTP")
+    p.add_argument("--idle-timeout", type=float, metavar="S", help="give up after S s of no input")
+    p.add_argument("--drain-timeout", type=float, default=30.0, metavar="S",
+                   help="time to drain after a stop or the end (default 30)")  # fmt: skip
+    p.add_argument("--callback", metavar="URL", help="POST psik-style state changes here")
+    p.add_argument("--callback-secret", metavar="S", help="HMAC-SHA256 key for callbacks")
+    p.add_argument("--jobid", help="jobid in callbacks (default $LCLSTREAM_JOBID or buffer name)")
+    p.add_argument("--persistent", action="store_true", help="serve stream after stream")
+    p.add_argument("--dial-input", action="store_true", help="dial --input (stack behind a buffer)")
+    p.add_argument("--dial-output", action="store_true", help="dial --output instead of listening")
+    p.add_argument("--socket-queue", type=int, default=2, help="messages queued per socket pipe")
+    p.add_argument(
+        "--log-interval", type=float, default=5.0, metavar="S", help="progress log period"
+    )
+    p.add_argument("--report", metavar="PATH", help="write the final stats as JSON here")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> BufferConfig:
+    return BufferConfig(
+        input=args.input,
+        output=args.output,
+        input_transport=args.input_transport,
+        output_transport=args.output_transport,
+        capacity_bytes=parse_size(args.capacity_bytes, "--capacity-bytes"),
+        capacity_messages=parse_size(args.capacity_messages, "--capacity-messages"),
+        expect_producers=args.expect_producers,
+        metrics=args.metrics,
+        idle_timeout_s=args.idle_timeout,
+        drain_timeout_s=args.drain_timeout,
+        callback=args.callback,
+        callback_secret=args.callback_secret,
+        jobid=args.jobid,
+        persistent=args.persistent,
+        dial_input=args.dial_input,
+        dial_output=args.dial_output,
+        socket_queue=args.socket_queue,
+        log_interval_s=args.log_interval,
+        report=args.report,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = config_from_args(args)
+    except BufferConfigError as err:
+        parser.error(str(err))
+    from airflow_provider_lclstream.buffer.core import Buffer
+
+    buffer = Buffer(config)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: buffer.request_stop())
+    try:
+        code = buffer.run()
+    except TransportError as err:
+        print(f"lclstream-buffer: error: {err}", file=sys.stderr)
+        return 2
+    if config.report:
+        with open(config.report, "w") as fh:
+            json.dump(buffer.last_report, fh, indent=1, default=str)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

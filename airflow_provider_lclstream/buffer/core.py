@@ -1,0 +1,441 @@
+"""The buffer: producers -> bounded FIFO -> consumers, with end-of-stream accounting.
+
+One thread runs the data path: it polls the input (only while the FIFO has room, so a full FIFO
+back-pressures producers through the transport) and the output (only while something is queued),
+moving messages without looking inside them except for the end-of-stream prefix.
+
+A stream ends when the expected producers have ended (or the idle timeout or a stop request
+cuts it short) and the FIFO is drained. Then the buffer sends its own ``EndOfStream`` once per
+connected consumer. PUSH round-robin cannot address a consumer, and a busy consumer's pipe may be
+skipped, so one consumer can get two copies and another none: the buffer therefore waits for the
+consumers to hang up and sends one more copy per consumer still connected every
+``EOS_RESEND_S``, until none is left or ``drain_timeout_s`` passes. Every copy carries the same
+``extra.stream_id``; receivers (and downstream buffers) count an EOS once per
+``(producer, stream_id)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from airflow_provider_lclstream.buffer.accounting import StreamAccounting
+from airflow_provider_lclstream.buffer.callbacks import CallbackSender
+from airflow_provider_lclstream.buffer.config import parse_hostport
+from airflow_provider_lclstream.buffer.consumers import ConsumerTable
+from airflow_provider_lclstream.buffer.endpoints import open_endpoint
+from airflow_provider_lclstream.buffer.fifo import BoundedFifo, payload_size
+from airflow_provider_lclstream.buffer.metrics import MetricsServer
+from airflow_provider_lclstream.buffer.stats import RateMeter, build_stats
+from airflow_provider_lclstream.exceptions import ProtocolError
+from airflow_provider_lclstream.protocol import EOS_MAGIC, EndOfStream
+
+if TYPE_CHECKING:
+    from airflow_provider_lclstream.buffer.config import BufferConfig
+
+log = logging.getLogger("lclstream.buffer")
+
+POLL_S = 0.05
+BATCH = 512
+EOS_RESEND_S = 1.0
+RUNNING, DRAINING, FANOUT = "running", "draining", "fanout"
+
+
+def _is_eos(payload: Any) -> bool:
+    view = payload if isinstance(payload, bytes) else payload.buffer
+    return bytes(view[: len(EOS_MAGIC)]) == EOS_MAGIC
+
+
+class Buffer:
+    """``run()`` blocks until the stream (or, with ``persistent``, a stop request) ends.
+
+    ``start()`` runs it on a thread (tests, embedding); ``stop()`` drains and joins;
+    ``stats()`` is safe from any thread; ``request_stop()`` is safe from a signal handler.
+    """
+
+    def __init__(self, config: BufferConfig) -> None:
+        self.config = config
+        self.name = f"buffer:{socket.gethostname()}:{os.getpid()}"
+        self.fifo = BoundedFifo(config.capacity_bytes, config.capacity_messages)
+        self.acct = StreamAccounting(config.expect_producers)
+        self.consumers = ConsumerTable()
+        self.rates = RateMeter()
+        self.ready = threading.Event()
+        self.metrics_port: int | None = None
+        self.exit_code: int | None = None
+        self.error: BaseException | None = None
+        self._lock = threading.RLock()
+        self._stops = 0
+        self._thread: threading.Thread | None = None
+        self.state = "starting"
+        self.phase = RUNNING
+        self.counts = {"messages_in": 0, "bytes_in": 0, "messages_out": 0, "bytes_out": 0}
+        self.dropped = [0, 0]  # messages, bytes left undelivered (cumulative)
+        self.corrupt_eos = 0
+        self.streams_finished = 0
+        self.jobndx = 1
+        self.last_report: dict[str, Any] = {}
+        self.callbacks: CallbackSender | None = None
+        self.metrics: MetricsServer | None = None
+        self._new_stream()
+
+    # ------------------------------------------------------------------ public API
+    def run(self) -> int:
+        """Serve until done; return the exit code (0: every stream complete and delivered)."""
+        try:
+            self._open()
+        except BaseException as err:
+            self.error = err
+            self.ready.set()
+            raise
+        self.ready.set()
+        code = 0
+        try:
+            while True:
+                if self.callbacks is not None:
+                    self.callbacks.post("active", self.jobndx)
+                code = self._run_stream()
+                if not self.config.persistent or self._stops:
+                    break
+                self._new_stream()
+                self.acct.reset()
+        finally:
+            self._close()
+        self.exit_code = code
+        return code
+
+    def start(self, timeout_s: float = 10.0) -> Buffer:
+        """Run on a daemon thread; return once both sockets listen (or raise their error)."""
+
+        def target() -> None:
+            try:
+                self.run()
+            except BaseException as err:  # noqa: BLE001 - kept for the caller of stop()/wait()
+                self.error = err
+                self.exit_code = 2
+
+        self._thread = threading.Thread(target=target, name="lclstream-buffer", daemon=True)
+        self._thread.start()
+        self.ready.wait(timeout_s)
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def request_stop(self) -> None:
+        """First call: stop accepting and drain; second call: stop now."""
+        self._stops += 1
+
+    def wait(self, timeout_s: float | None = None) -> int | None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        return self.exit_code
+
+    def stop(self, timeout_s: float | None = None) -> int | None:
+        self.request_stop()
+        timeout = self.config.drain_timeout_s + 5 if timeout_s is None else timeout_s
+        return self.wait(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return build_stats(self)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _open(self) -> None:
+        cfg = self.config
+        self.context = zmq.Context()
+        self.inp = open_endpoint(
+            cfg.input_transport, cfg.input, "input", dial=cfg.dial_input,
+            queue=cfg.socket_queue, linger_s=0, context=self.context,
+        )  # fmt: skip
+        try:
+            self.out = open_endpoint(
+                cfg.output_transport, cfg.output, "output", dial=cfg.dial_output,
+                queue=cfg.socket_queue, linger_s=cfg.drain_timeout_s, context=self.context,
+            )  # fmt: skip
+        except BaseException:
+            self.inp.close()
+            raise
+        if cfg.metrics:
+            host, port = parse_hostport(cfg.metrics)
+            self.metrics = MetricsServer(host, port, self.stats)
+            self.metrics_port = self.metrics.port
+        if cfg.callback:
+            jobid = cfg.jobid or os.environ.get("LCLSTREAM_JOBID") or self.name
+            self.callbacks = CallbackSender(cfg.callback, cfg.callback_secret, jobid)
+        where = (
+            f"; metrics on http://{cfg.metrics.rsplit(':', 1)[0]}:{self.metrics_port}"
+            if cfg.metrics
+            else ""
+        )
+        log.info(
+            "%s: input %s %s (%s), output %s %s (%s), cap %d bytes / %d messages%s",
+            self.name, "dials" if cfg.dial_input else "listens on", cfg.input, cfg.input_transport,
+            "dials" if cfg.dial_output else "listens on", cfg.output, cfg.output_transport,
+            cfg.capacity_bytes, cfg.capacity_messages, where,
+        )  # fmt: skip
+
+    def _close(self) -> None:
+        if self.out.library == "zmq":
+            stuck = self.consumers.connected() and self.phase != FANOUT
+            self.out.socket.setsockopt(zmq.LINGER, 0 if stuck else 1000)
+        self.inp.close()
+        self.out.close()
+        self.context.term()
+        if self.callbacks is not None:
+            self.callbacks.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+    def _new_stream(self) -> None:
+        self.stream_id = uuid.uuid4().hex
+        self.stream_out = [0, 0]
+        self.stream_dropped = 0
+        self.phase, self.state, self.reason = RUNNING, "running", ""
+        self.deadline: float | None = None
+        self.last_input = time.monotonic()
+        self.eos_rounds, self.eos_sent, self.last_round = 0, 0, 0.0
+        self.control: list[bytes] = []
+        if self.streams_finished:
+            self.jobndx += 1
+
+    # ------------------------------------------------------------------ the loop
+    def _run_stream(self) -> int:
+        poller_items: list[tuple[Any, int]] = []
+        next_log = time.monotonic() + self.config.log_interval_s
+        nng_backoff = 0.0
+        while True:
+            want_in = self.phase == RUNNING and self.fifo.has_room()
+            want_out = bool(self.fifo) or bool(self.control)
+            poller_items = self.inp.poll_items(want_in) + self.out.poll_items(want_out)
+            poller = zmq.Poller()
+            for target, flag in poller_items:
+                poller.register(target, flag)
+            timeout = POLL_S if nng_backoff == 0 else nng_backoff
+            poller.poll(int(timeout * 1000))
+            now = time.monotonic()
+            with self._lock:
+                self._peer_events(now)
+                if want_in:
+                    self._receive()
+                if want_out:
+                    stalled = not self._send()
+                    # NNG's send fd can stay readable while no pipe is ready: back off.
+                    if stalled and self.out.library == "nng":
+                        nng_backoff = min(max(nng_backoff * 2, 0.001), POLL_S)
+                    else:
+                        nng_backoff = 0.0
+                else:
+                    nng_backoff = 0.0
+                self.rates.sample(self.counts)
+                code = self._advance(now)
+            if now >= next_log:
+                next_log = now + self.config.log_interval_s
+                self._log_progress()
+            if code is not None:
+                return code
+
+    def _peer_events(self, now: float) -> None:
+        for event in self.inp.take_events():
+            if event.kind == "connect":
+                self.acct.connect(event.key, event.address)
+            else:
+                self.acct.disconnect(event.key)
+        for event in self.out.take_events():
+            if event.kind == "connect":
+                self.consumers.connect(event.key, event.address)
+                log.info("consumer %s connected from %s", event.key, event.address or "?")
+            else:
+                record = self.consumers.disconnect(event.key, mid_stream=self.phase != FANOUT)
+                if record is not None and record.lost:
+                    log.warning(
+                        "consumer %s disconnected mid-stream after ~%d messages (estimate); "
+                        "what it had not read yet is lost (at-most-once delivery)",
+                        event.key, round(record.sent_estimate),
+                    )  # fmt: skip
+
+    def _receive(self) -> None:
+        for _ in range(BATCH):
+            if not self.fifo.has_room():
+                return
+            got = self.inp.recv_nowait()
+            if got is None:
+                return
+            payload, key = got
+            self.last_input = time.monotonic()
+            if _is_eos(payload):
+                self._end_of_stream(payload, key)
+                continue
+            size = payload_size(payload)
+            self.fifo.put(payload)
+            self.acct.data(key, size)
+            self.counts["messages_in"] += 1
+            self.counts["bytes_in"] += size
+
+    def _end_of_stream(self, payload: Any, key: str) -> None:
+        try:
+            eos = EndOfStream.decode(payload if isinstance(payload, bytes) else payload.bytes)
+        except ProtocolError as err:
+            self.corrupt_eos += 1
+            log.warning("ignoring a corrupt end-of-stream record on %s: %s", key, err)
+            return
+        if self.acct.end(key, eos):
+            log.info(
+                "producer %s (rank %d) ended: %d messages, %d bytes [%d/%s ended]",
+                eos.producer, eos.rank, eos.messages, eos.bytes, len(self.acct.ended),
+                self.config.expect_producers or "?",
+            )  # fmt: skip
+
+    def _send(self) -> bool:
+        """Hand queued messages to the output; False when the output took nothing."""
+        sent_any = False
+        for _ in range(BATCH):
+            if self.fifo:
+                payload, is_data = self.fifo.peek(), True
+            elif self.control:
+                payload, is_data = self.control[0], False
+            else:
+                break
+            if not self.out.send_nowait(payload):
+                break
+            sent_any = True
+            if is_data:
+                self.fifo.pop()
+                size = payload_size(payload)
+                self.counts["messages_out"] += 1
+                self.counts["bytes_out"] += size
+                self.stream_out[0] += 1
+                self.stream_out[1] += size
+                self.consumers.account_send()
+            else:
+                self.control.pop(0)
+                self.eos_sent += 1
+        return sent_any
+
+    def _advance(self, now: float) -> int | None:
+        """Move the stream through running -> draining -> fan-out; an exit code when done."""
+        cfg = self.config
+        if self._stops > 1:
+            self.reason = self.reason or "stopped"
+            return self._finish("second stop request: stopping without draining")
+        if self.phase == RUNNING:
+            idle = cfg.idle_timeout_s is not None and now - self.last_input > cfg.idle_timeout_s
+            if self._stops:
+                self._enter_draining("stopped", now + cfg.drain_timeout_s)
+            elif self.acct.complete():
+                self._enter_draining("complete", None)
+            elif idle and (self.acct.started or not cfg.persistent):
+                self._enter_draining("idle", now + cfg.drain_timeout_s)
+            elif idle:
+                self.last_input = now  # persistent and nothing started: keep waiting
+        elif self._stops and self.deadline is None:
+            self.deadline = now + cfg.drain_timeout_s
+        if self.phase == DRAINING and not self.fifo:
+            self.phase = FANOUT
+            self.deadline = min(
+                self.deadline or now + cfg.drain_timeout_s, now + cfg.drain_timeout_s
+            )
+        if self.phase == FANOUT:
+            return self._fan_out(now)
+        if self.deadline is not None and now > self.deadline:
+            return self._finish(f"drain timeout ({cfg.drain_timeout_s} s) with data left")
+        return None
+
+    def _enter_draining(self, reason: str, deadline: float | None) -> None:
+        self.phase, self.state, self.reason, self.deadline = DRAINING, "draining", reason, deadline
+        problems = self.acct.problems() if reason != "complete" else []
+        log.info("stream %d: %s; draining %d messages", self.jobndx, reason, len(self.fifo))
+        for problem in problems:
+            log.warning("stream %d: %s", self.jobndx, problem)
+
+    def _fan_out(self, now: float) -> int | None:
+        connected = self.consumers.connected()
+        if self.control:
+            pass  # copies still being handed out
+        elif not connected and (self.eos_rounds or not self.acct.started):
+            return self._finish("")
+        elif connected and (
+            not self.eos_rounds
+            or (
+                now - self.last_round >= EOS_RESEND_S
+                and now - self.consumers.last_disconnect >= EOS_RESEND_S
+            )
+        ):
+            self.control = [self._eos_record(i, len(connected)) for i in range(len(connected))]
+            self.eos_rounds += 1
+            self.last_round = now
+        if self.deadline is not None and now > self.deadline:
+            still = len(connected)
+            return self._finish(
+                f"{still} consumer(s) still connected at drain timeout" if still else ""
+            )
+        return None
+
+    def _eos_record(self, copy: int, copies: int) -> bytes:
+        totals = self.acct.totals()
+        extra: dict[str, object] = {
+            "kind": "lclstream-buffer",
+            "stream_id": self.stream_id,
+            "stream": self.jobndx,
+            "copy": copy,
+            "copies": copies,
+            "round": self.eos_rounds + 1,
+            "complete": self.acct.complete(),
+            "reason": self.reason,
+            "producers_expected": self.config.expect_producers,
+            "producers_ended": sorted(self.acct.ended),
+            "producer_totals": totals,
+            "problems": self.acct.problems(),
+        }
+        return EndOfStream(
+            producer=self.name, rank=0, events=totals["events"], batches=totals["batches"],
+            messages=self.stream_out[0], bytes=self.stream_out[1], skipped=totals["skipped"],
+            extra=extra,
+        ).encode()  # fmt: skip
+
+    def _finish(self, note: str) -> int:
+        left = self.fifo.clear()
+        self.dropped[0] += left[0]
+        self.dropped[1] += left[1]
+        self.stream_dropped += left[0]
+        problems = self.acct.problems()
+        if left[0]:
+            problems.append(f"{left[0]} messages ({left[1]} bytes) left undelivered")
+        if note:
+            problems.append(note)
+        if not self.acct.started:
+            # nothing arrived: fine when asked to stop, a failure when the idle timeout hit
+            ok = self.reason == "stopped"
+            problems.append("no producer sent anything")
+        else:
+            if not self.eos_sent:
+                problems.append("no consumer received the end-of-stream record")
+            ok = self.acct.complete() and not self.acct.unended() and not left[0]
+            ok = ok and self.eos_sent > 0
+        self.state = "done" if ok else "failed"
+        self.streams_finished += 1
+        self.last_report = {**build_stats(self), "problems": problems, "reason": self.reason}
+        level = logging.INFO if ok else logging.ERROR
+        log.log(level, "stream %d %s (%s): %s", self.jobndx, self.state, self.reason,
+                "; ".join(problems) or "all producers ended, everything delivered")  # fmt: skip
+        code = 0 if ok else 1
+        if self.callbacks is not None:
+            self.callbacks.post("completed" if ok else "failed", self.jobndx, code)
+        return code
+
+    def _log_progress(self) -> None:
+        s = self.stats()
+        log.info(
+            "%s | in %d msgs %.1f MB/s | out %d msgs %.1f MB/s | held %d msgs %.1f MB | "
+            "producers ended %d/%s seen %d | consumers %d",
+            s["state"], s["messages_in"], s["rates"]["bytes_in"] / 1e6, s["messages_out"],
+            s["rates"]["bytes_out"] / 1e6, s["buffered_messages"], s["buffered_bytes"] / 1e6,
+            s["producers"]["ended"], s["producers"]["expected"] or "?", s["producers"]["seen"],
+            s["consumers"]["connected"],
+        )  # fmt: skip

@@ -1,0 +1,238 @@
+"""Non-blocking PULL (input) and PUSH (output) endpoints that also report their peers.
+
+The transports' ``Sender``/``Receiver`` block and hide peers, so the buffer works one level
+lower: NNG pipe callbacks and the pipe id carried by every received NNG message; ZeroMQ socket
+monitors (ACCEPTED/CONNECTED/DISCONNECTED, keyed by file descriptor) and the ``SRCFD`` property
+of every received ZeroMQ frame. Both stay wire-compatible with plain PUSH/PULL peers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket as pysocket
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import pynng
+import zmq
+from pynng import _nng
+from zmq.utils.monitor import recv_monitor_message
+
+from airflow_provider_lclstream.exceptions import TransportError
+from airflow_provider_lclstream.transports.nng_transport import nng_address
+from airflow_provider_lclstream.transports.zmq_transport import zmq_address
+
+POLLIN = zmq.POLLIN
+POLLOUT = zmq.POLLOUT
+
+
+@dataclass
+class PeerEvent:
+    """A peer connected to or disconnected from an endpoint."""
+
+    kind: str  # "connect" | "disconnect"
+    key: str
+    address: str = ""
+
+
+class Endpoint:
+    """Common part: the socket, its peer events and what to poll."""
+
+    library = ""
+    url = ""
+    role = ""
+
+    def __init__(self) -> None:
+        self.events: deque[PeerEvent] = deque()
+
+    def poll_items(self, want_data: bool) -> list[tuple[Any, int]]:
+        """(socket or fd, flag) pairs for ``zmq.Poller``; peer events are always included."""
+        raise NotImplementedError
+
+    def take_events(self) -> list[PeerEvent]:
+        out = []
+        while self.events:
+            out.append(self.events.popleft())
+        return out
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class NngEndpoint(Endpoint):
+    library = "nng"
+
+    def __init__(self, url: str, role: str, dial: bool, queue: int) -> None:
+        super().__init__()
+        self.url, self.role = url, role
+        if role == "input":
+            self.socket: pynng.Socket = pynng.Pull0(recv_max_size=0)
+            self.socket.recv_buffer_size = queue
+        else:
+            self.socket = pynng.Push0()
+        self.socket.add_post_pipe_connect_cb(self._on_add)
+        self.socket.add_post_pipe_remove_cb(self._on_remove)
+        try:
+            if dial:
+                self.socket.dial(url, block=False)
+            else:
+                self.socket.listen(nng_address(url, True))
+        except pynng.NNGException as err:
+            self.socket.close()
+            verb = "dial" if dial else "listen on"
+            raise TransportError(f"nng: cannot {verb} --{role} {url}: {err}") from err
+        self.fd = self.socket.recv_fd if role == "input" else self.socket.send_fd
+
+    def _on_add(self, pipe: pynng.Pipe) -> None:
+        try:
+            address = str(pipe.remote_address)
+        except Exception:  # noqa: BLE001 - an exotic transport may lack the option
+            address = ""
+        self.events.append(PeerEvent("connect", f"nng-pipe-{pipe.id}", address))
+
+    def _on_remove(self, pipe: pynng.Pipe) -> None:
+        self.events.append(PeerEvent("disconnect", f"nng-pipe-{pipe.id}"))
+
+    def poll_items(self, want_data: bool) -> list[tuple[Any, int]]:
+        return [(self.fd, POLLIN)] if want_data else []
+
+    def recv_nowait(self) -> tuple[bytes, str] | None:
+        """The next message and the key of the pipe it came on, or None."""
+        lib, ffi = _nng.lib, _nng.ffi
+        msg_p = ffi.new("nng_msg **")
+        rv = lib.nng_recvmsg(self.socket.socket, msg_p, lib.NNG_FLAG_NONBLOCK)
+        if rv in (lib.NNG_EAGAIN, lib.NNG_ECLOSED):
+            return None
+        if rv != 0:
+            raise TransportError(
+                f"nng: receive on {self.url} failed: {ffi.string(lib.nng_strerror(rv))!r}"
+            )
+        msg = msg_p[0]
+        try:
+            body = ffi.buffer(lib.nng_msg_body(msg), lib.nng_msg_len(msg))[:]
+            pipe_id = lib.nng_pipe_id(lib.nng_msg_get_pipe(msg))
+        finally:
+            lib.nng_msg_free(msg)
+        return body, f"nng-pipe-{pipe_id}"
+
+    def send_nowait(self, payload: Any) -> bool:
+        data = payload if isinstance(payload, bytes) else bytes(payload.buffer)
+        try:
+            self.socket.send(data, block=False)
+        except pynng.TryAgain:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def _peer_address(fd: int) -> str:
+    """Best-effort ``host:port`` of the TCP peer on a ZeroMQ-owned file descriptor."""
+    try:
+        with pysocket.socket(fileno=pysocket.dup(fd)) as sock:
+            peer = sock.getpeername()
+    except OSError:
+        return ""
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+
+class ZmqEndpoint(Endpoint):
+    library = "zmq"
+
+    def __init__(
+        self, context: zmq.Context, url: str, role: str, dial: bool, queue: int, linger_s: float
+    ) -> None:
+        super().__init__()
+        self.url, self.role = url, role
+        self.socket: zmq.Socket = context.socket(zmq.PULL if role == "input" else zmq.PUSH)
+        if role == "input":
+            self.socket.setsockopt(zmq.RCVHWM, queue)
+            self.socket.setsockopt(zmq.LINGER, 0)
+        else:
+            self.socket.setsockopt(zmq.SNDHWM, queue)
+            self.socket.setsockopt(zmq.IMMEDIATE, 1)
+            self.socket.setsockopt(zmq.LINGER, int(linger_s * 1000))
+        mask = zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+        self.monitor = self.socket.get_monitor_socket(mask)
+        self.fd_keys: dict[int, str] = {}
+        self.serial = 0
+        try:
+            if dial:
+                self.socket.connect(url)
+            else:
+                self.socket.bind(zmq_address(url, True))
+        except zmq.ZMQError as err:
+            self.close()
+            verb = "connect to" if dial else "bind"
+            raise TransportError(f"zmq: cannot {verb} --{role} {url}: {err}") from err
+
+    def _key(self, fd: int) -> str:
+        if fd not in self.fd_keys:
+            self.serial += 1
+            self.fd_keys[fd] = f"zmq-conn-{self.serial}"
+        return self.fd_keys[fd]
+
+    def _read_monitor(self) -> None:
+        while self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            fd = int(event["value"])
+            if event["event"] in (zmq.EVENT_ACCEPTED, zmq.EVENT_CONNECTED):
+                self.fd_keys.pop(fd, None)
+                self.events.append(PeerEvent("connect", self._key(fd), _peer_address(fd)))
+            elif event["event"] == zmq.EVENT_DISCONNECTED and fd in self.fd_keys:
+                self.events.append(PeerEvent("disconnect", self.fd_keys.pop(fd)))
+
+    def take_events(self) -> list[PeerEvent]:
+        self._read_monitor()
+        return super().take_events()
+
+    def poll_items(self, want_data: bool) -> list[tuple[Any, int]]:
+        items: list[tuple[Any, int]] = [(self.monitor, POLLIN)]
+        if want_data:
+            items.append((self.socket, POLLIN if self.role == "input" else POLLOUT))
+        return items
+
+    def recv_nowait(self) -> tuple[zmq.Frame, str] | None:
+        try:
+            frame = self.socket.recv(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        try:
+            key = self._key(int(frame.get(zmq.SRCFD)))
+        except zmq.ZMQError:
+            key = "zmq-unknown"
+        return frame, key
+
+    def send_nowait(self, payload: Any) -> bool:
+        copy = isinstance(payload, bytes) and len(payload) < 65536
+        try:
+            self.socket.send(payload, zmq.NOBLOCK, copy=copy)
+        except zmq.Again:
+            return False
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self.socket.disable_monitor()
+        if not self.monitor.closed:
+            self.monitor.close(0)
+        if not self.socket.closed:
+            self.socket.close()
+
+
+def open_endpoint(
+    library: str,
+    url: str,
+    role: str,
+    *,
+    dial: bool,
+    queue: int,
+    linger_s: float,
+    context: zmq.Context | None = None,
+) -> NngEndpoint | ZmqEndpoint:
+    """Open the ``input`` (PULL) or ``output`` (PUSH) side on ``library``."""
+    if library == "nng":
+        return NngEndpoint(url, role, dial, queue)
+    return ZmqEndpoint(context or zmq.Context.instance(), url, role, dial, queue, linger_s)

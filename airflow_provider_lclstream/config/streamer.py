@@ -1,0 +1,331 @@
+"""The normalized LCLStreamer configuration: one model for both upstream YAML formats.
+
+Old upstream class names (``Hdf5Serializer``, ``Psana1AreaDetector``, ...) are rewritten to a
+canonical class by :func:`resolve_component` before validation, keeping what the old class meant
+in the new one's fields. The flat (type-tagged) upstream format validates directly with
+``StreamerConfig.model_validate``; :mod:`airflow_provider_lclstream.config.loader` also reads
+the older sectioned format, renders templates and turns validation errors into ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from airflow_provider_lclstream.config.streamer_components import (
+    DETECTOR_SHAPES,
+    SIMPLON_REQUIRED_SOURCES,
+    STEP_KINDS,
+    BatchProcessingPipeline,
+    BinaryDataStreamingDataHandler,
+    BinaryFileWritingDataHandler,
+    BinningStep,
+    ConstValue,
+    DType,
+    GenericRandomNumpyArray,
+    HDF5BinarySerializer,
+    Hdf5EventSource,
+    HitFilterStep,
+    InternalEventSource,
+    NoOpProcessingPipeline,
+    PeaknetPreprocessingPipeline,
+    Psana1DetectorInterface,
+    Psana1EventSource,
+    Psana1Timestamp,
+    Psana2DetectorInterface,
+    Psana2EventSource,
+    Psana2RunInfo,
+    Psana2Timestamp,
+    RoiStep,
+    Shape,
+    SimplonBinarySerializer,
+    SourceIdentifier,
+    StepConfig,
+    StrictModel,
+    SyntheticDetector,
+    ThresholdStep,
+)
+
+__all__ = [
+    "CLASS_NAMES",
+    "COMPONENTS",
+    "DETECTOR_SHAPES",
+    "SIMPLON_REQUIRED_SOURCES",
+    "STEP_KINDS",
+    "BatchProcessingPipeline",
+    "BinaryDataStreamingDataHandler",
+    "BinaryFileWritingDataHandler",
+    "BinningStep",
+    "Component",
+    "ConstValue",
+    "DType",
+    "DataSourceConfig",
+    "EventSourceConfig",
+    "GenericRandomNumpyArray",
+    "HDF5BinarySerializer",
+    "HandlerConfig",
+    "Hdf5EventSource",
+    "HitFilterStep",
+    "InternalEventSource",
+    "NoOpProcessingPipeline",
+    "PeaknetPreprocessingPipeline",
+    "PipelineConfig",
+    "Psana1DetectorInterface",
+    "Psana1EventSource",
+    "Psana1Timestamp",
+    "Psana2DetectorInterface",
+    "Psana2EventSource",
+    "Psana2RunInfo",
+    "Psana2Timestamp",
+    "RoiStep",
+    "SerializerConfig",
+    "Shape",
+    "SimplonBinarySerializer",
+    "SourceIdentifier",
+    "StepConfig",
+    "StreamerConfig",
+    "StrictModel",
+    "SyntheticDetector",
+    "ThresholdStep",
+    "resolve_component",
+]
+
+
+# --------------------------------------------------------------------------- aliases
+
+
+def _rename(canonical: str, **extra: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """An alias that only renames the class (plus fixed extra keys)."""
+
+    def translate(entry: dict[str, Any]) -> dict[str, Any]:
+        return {**entry, **extra, "type": canonical}
+
+    return translate
+
+
+def _detector(
+    canonical: str, fields: Callable[[dict[str, Any]], list[str]], *drop: str
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """An alias for an old one-purpose detector class: rewrite it as a detector interface."""
+
+    def translate(entry: dict[str, Any]) -> dict[str, Any]:
+        old = str(entry["type"])
+        out = {k: v for k, v in entry.items() if k not in drop}
+        out["type"] = canonical
+        out["legacy_type"] = old
+        chosen = fields(entry)
+        if chosen:
+            out["psana_fields"] = chosen
+        return out
+
+    return translate
+
+
+def _calib_or_raw(calib: str, raw: str) -> Callable[[dict[str, Any]], list[str]]:
+    # Upstream required ``calibration``; we default to calibrated data.
+    return lambda entry: [calib if entry.get("calibration", True) else raw]
+
+
+def _function_or(default: str) -> Callable[[dict[str, Any]], list[str]]:
+    return lambda entry: [str(entry.get("psana_function") or default)]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One component kind: its canonical classes and the old names that map onto them."""
+
+    name: str
+    classes: Mapping[str, type[BaseModel]]
+    aliases: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]] = dc_field(
+        default_factory=dict
+    )
+
+    def choices(self) -> str:
+        """The known class names, for error messages."""
+        text = ", ".join(sorted(self.classes))
+        if self.aliases:
+            text += f" (old names also accepted: {', '.join(sorted(self.aliases))})"
+        return text
+
+
+def _classes(*models: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    return {m.model_fields["type"].default: m for m in models}
+
+
+EVENT_SOURCES = Component(
+    "event source",
+    _classes(InternalEventSource, Psana1EventSource, Psana2EventSource, Hdf5EventSource),
+)
+DATA_SOURCES = Component(
+    "data source",
+    _classes(
+        GenericRandomNumpyArray,
+        ConstValue,
+        SourceIdentifier,
+        Psana1Timestamp,
+        Psana2Timestamp,
+        Psana1DetectorInterface,
+        Psana2DetectorInterface,
+        Psana2RunInfo,
+        SyntheticDetector,
+    ),
+    {
+        "FloatValue": _rename("ConstValue", dtype="float64"),
+        "IntValue": _rename("ConstValue", dtype="int64"),
+        "Psana1AreaDetector": _detector(
+            "Psana1DetectorInterface", _calib_or_raw("calib", "raw"), "calibration"
+        ),
+        "Psana1AssembledAreaDetector": _detector("Psana1DetectorInterface", lambda e: ["image"]),
+        # Upstream checked but never used psana_function for PVs: it is dropped.
+        "Psana1PV": _detector("Psana1DetectorInterface", lambda e: [], "psana_function"),
+        "Psana1BbmonDetectorTotalIntensity": _detector(
+            "Psana1DetectorInterface", lambda e: ["get.TotalIntensity"]
+        ),
+        "Psana1IpmDetector": _detector(
+            "Psana1DetectorInterface", _function_or("channel"), "psana_function"
+        ),
+        "Psana1UsdUsbDetector": _detector(
+            "Psana1DetectorInterface", _function_or("values"), "psana_function"
+        ),
+        "Psana1EvrCodes": _detector("Psana1DetectorInterface", lambda e: ["eventCodes"]),
+        "Psana2AreaDetector": _detector(
+            "Psana2DetectorInterface", _calib_or_raw("raw.calib", "raw.raw"), "calibration"
+        ),
+        "Psana2AssembledAreaDetector": _detector(
+            "Psana2DetectorInterface", lambda e: ["raw.image"]
+        ),
+        "Psana2PV": _detector("Psana2DetectorInterface", lambda e: [], "psana_function"),
+    },
+)
+PIPELINES = Component(
+    "processing pipeline",
+    _classes(NoOpProcessingPipeline, BatchProcessingPipeline, PeaknetPreprocessingPipeline),
+)
+SERIALIZERS = Component(
+    "data serializer",
+    _classes(HDF5BinarySerializer, SimplonBinarySerializer),
+    {
+        "Hdf5BinarySerializer": _rename("HDF5BinarySerializer"),
+        "Hdf5Serializer": _rename("HDF5BinarySerializer"),
+    },
+)
+HANDLERS = Component(
+    "data handler", _classes(BinaryFileWritingDataHandler, BinaryDataStreamingDataHandler)
+)
+COMPONENTS: dict[str, Component] = {
+    "event_source": EVENT_SOURCES,
+    "data_sources": DATA_SOURCES,
+    "processing_pipeline": PIPELINES,
+    "data_serializer": SERIALIZERS,
+    "data_handlers": HANDLERS,
+}
+"""Components by their key in the flat config."""
+
+CLASS_NAMES: frozenset[str] = frozenset(n for c in COMPONENTS.values() for n in c.classes)
+
+
+def resolve_component(component: Component, entry: Any) -> Any:
+    """Rewrite an entry's old class name to its canonical class; reject unknown names."""
+    if not isinstance(entry, Mapping):
+        return entry  # pydantic reports the wrong type
+    name = entry.get("type")
+    if name is None:
+        raise PydanticCustomError(
+            "unknown_class",
+            "{message}",
+            {"message": f"missing {component.name} class; choose one of {component.choices()}"},
+        )
+    if name in component.classes:
+        return dict(entry)
+    if isinstance(name, str) and name in component.aliases:
+        return component.aliases[name](dict(entry))
+    raise PydanticCustomError(
+        "unknown_class",
+        "{message}",
+        {"message": f"unknown {component.name} class {name!r}; known: {component.choices()}"},
+    )
+
+
+def _resolver(component: Component) -> BeforeValidator:
+    return BeforeValidator(lambda entry: resolve_component(component, entry))
+
+
+EventSourceConfig = Annotated[
+    InternalEventSource | Psana1EventSource | Psana2EventSource | Hdf5EventSource,
+    Field(discriminator="type"),
+    _resolver(EVENT_SOURCES),
+]
+DataSourceConfig = Annotated[
+    GenericRandomNumpyArray
+    | ConstValue
+    | SourceIdentifier
+    | Psana1Timestamp
+    | Psana2Timestamp
+    | Psana1DetectorInterface
+    | Psana2DetectorInterface
+    | Psana2RunInfo
+    | SyntheticDetector,
+    Field(discriminator="type"),
+    _resolver(DATA_SOURCES),
+]
+PipelineConfig = Annotated[
+    NoOpProcessingPipeline | BatchProcessingPipeline | PeaknetPreprocessingPipeline,
+    Field(discriminator="type"),
+    _resolver(PIPELINES),
+]
+SerializerConfig = Annotated[
+    HDF5BinarySerializer | SimplonBinarySerializer,
+    Field(discriminator="type"),
+    _resolver(SERIALIZERS),
+]
+HandlerConfig = Annotated[
+    BinaryFileWritingDataHandler | BinaryDataStreamingDataHandler,
+    Field(discriminator="type"),
+    _resolver(HANDLERS),
+]
+
+
+def _fail(path: str, message: str) -> None:
+    """Raise a validation error that names the YAML path it is about."""
+    raise PydanticCustomError("config", "{path}: {message}", {"path": path, "message": message})
+
+
+class StreamerConfig(StrictModel):
+    """A whole LCLStreamer run: where events come from, what is kept, how it leaves.
+
+    ``data_sources`` keys name the arrays of each event (``dict[str, ndarray]``); pipeline
+    ``steps``, serializer ``fields`` and ``Hdf5EventSource.datasets`` refer to them.
+    """
+
+    source_identifier: str = ""
+    skip_incomplete_events: bool = False
+    event_source: EventSourceConfig
+    data_sources: dict[str, DataSourceConfig] = Field(min_length=1)
+    processing_pipeline: PipelineConfig
+    data_serializer: SerializerConfig
+    data_handlers: list[HandlerConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names_exist(self) -> StreamerConfig:
+        known = sorted(self.data_sources)
+        for i, step in enumerate(self.processing_pipeline.steps):
+            if step.field not in self.data_sources:
+                _fail(
+                    f"processing_pipeline.steps[{i}].field",
+                    f"{step.field!r} is not a data source; known: {known}",
+                )
+        source = self.event_source
+        if isinstance(source, Hdf5EventSource):
+            for name in source.datasets:
+                if name not in self.data_sources:
+                    _fail(f"event_source.datasets.{name}", f"not a data source; known: {known}")
+        if isinstance(self.data_serializer, SimplonBinarySerializer):
+            missing = [n for n in SIMPLON_REQUIRED_SOURCES if n not in self.data_sources]
+            if missing:
+                _fail("data_sources", f"SimplonBinarySerializer needs data sources {missing}")
+        return self

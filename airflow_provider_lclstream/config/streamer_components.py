@@ -1,0 +1,435 @@
+"""Pydantic models of the LCLStreamer components, one class per canonical upstream class.
+
+Every model forbids unknown keys and carries a ``type`` literal naming its class; the unions in
+:mod:`airflow_provider_lclstream.config.streamer` discriminate on it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, NoReturn
+
+import numpy as np
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _fail_at(key: str, message: str) -> NoReturn:
+    """Fail a model check and name the key (below the model's own path) it is about."""
+    raise PydanticCustomError("at_key", "{key}: {message}", {"key": key, "message": message})
+
+
+# --------------------------------------------------------------------------- value types
+
+
+def _parse_shape(value: Any) -> Any:
+    """Accept ``32``, ``"32,"``, ``"4,4,4"`` and ``[4, 4]`` as a shape tuple."""
+    if isinstance(value, bool):
+        return value  # let pydantic reject it
+    if isinstance(value, int):
+        return (value,)
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.strip().strip("()[]").split(",")]
+        if parts and parts[-1] == "":
+            parts = parts[:-1]  # "32," is a 1-d shape
+        if not parts or not all(re.fullmatch(r"\d+", p) for p in parts):
+            raise PydanticCustomError(
+                "shape",
+                "{message}",
+                {
+                    "message": f"{value!r} is not an array shape: expected comma-separated "
+                    "integers such as '4,4,4' or '32,'"
+                },
+            )
+        return tuple(int(p) for p in parts)
+    return value
+
+
+def _check_positive_dims(value: tuple[int, ...]) -> tuple[int, ...]:
+    if not value or any(d < 1 for d in value):
+        raise ValueError(f"array shape {value} must have at least one dimension, all >= 1")
+    return value
+
+
+Shape = Annotated[
+    tuple[int, ...], BeforeValidator(_parse_shape), AfterValidator(_check_positive_dims)
+]
+"""An array shape; upstream writes it as a string (``"4,4,4"``, ``"32,"``)."""
+
+
+def _check_dtype(value: str) -> str:
+    try:
+        np.dtype(value)
+    except (TypeError, ValueError) as err:
+        raise PydanticCustomError(
+            "dtype",
+            "{message}",
+            {"message": f"{value!r} is not a numpy dtype (e.g. 'uint16', 'float32'): {err}"},
+        ) from None
+    return value
+
+
+DType = Annotated[str, AfterValidator(_check_dtype)]
+"""A dtype name, kept as written and checked with ``numpy.dtype``."""
+
+
+def _split_scalar_list(value: Any) -> Any:
+    """Turn upstream's ``"6,"`` / ``"6,1"`` into ``[6]`` / ``[6, 1]``."""
+    if not isinstance(value, str) or "," not in value:
+        return value
+    parts = [p.strip() for p in value.split(",")]
+    if parts and parts[-1] == "":
+        parts = parts[:-1]
+    out: list[int | float | str] = []
+    for part in parts:
+        for kind in (int, float):
+            try:
+                out.append(kind(part))
+                break
+            except ValueError:
+                continue
+        else:
+            out.append(part)
+    return out
+
+
+def _str_list(value: Any) -> Any:
+    """Accept a single string where a list of strings is expected."""
+    return [value] if isinstance(value, str) else value
+
+
+StrList = Annotated[list[str], BeforeValidator(_str_list)]
+
+# --------------------------------------------------------------------------- event sources
+
+
+class InternalEventSource(StrictModel):
+    """Generates events in-process (tests, development)."""
+
+    type: Literal["InternalEventSource"] = "InternalEventSource"
+    number_of_events_to_generate: int = Field(ge=0)
+
+
+class Psana1EventSource(StrictModel):
+    """Reads LCLS-I events with psana1; ``source_identifier`` is the psana data source."""
+
+    type: Literal["Psana1EventSource"] = "Psana1EventSource"
+
+
+class Psana2EventSource(StrictModel):
+    """Reads LCLS-II events with psana2; ``source_identifier`` is the psana data source."""
+
+    type: Literal["Psana2EventSource"] = "Psana2EventSource"
+
+
+class Hdf5EventSource(StrictModel):
+    """Replays events from HDF5 files: one event per index along axis 0 of each dataset.
+
+    ``files`` entries may be glob patterns. ``datasets`` maps a data-source name to the dataset
+    path that feeds it; empty means the engine reads the data sources' own names.
+    """
+
+    type: Literal["Hdf5EventSource"] = "Hdf5EventSource"
+    files: Annotated[StrList, Field(min_length=1)]
+    datasets: dict[str, str] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- data sources
+
+
+class GenericRandomNumpyArray(StrictModel):
+    """Random array of a fixed shape and dtype for every event."""
+
+    type: Literal["GenericRandomNumpyArray"] = "GenericRandomNumpyArray"
+    array_shape: Shape
+    array_dtype: DType
+    always_random: bool = False
+
+
+class ConstValue(StrictModel):
+    """The same value (scalar or list) for every event."""
+
+    type: Literal["ConstValue"] = "ConstValue"
+    value: Annotated[bool | int | float | str | list[Any], BeforeValidator(_split_scalar_list)]
+    dtype: DType | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_dtype(self) -> ConstValue:
+        if self.dtype is not None:
+            try:
+                np.asarray(self.value, dtype=self.dtype)
+            except (TypeError, ValueError, OverflowError) as err:
+                _fail_at("value", f"{self.value!r} cannot be stored as dtype {self.dtype!r}: {err}")
+        return self
+
+
+class SourceIdentifier(StrictModel):
+    """The run's ``source_identifier`` string, for every event."""
+
+    type: Literal["SourceIdentifier"] = "SourceIdentifier"
+
+
+class Psana1Timestamp(StrictModel):
+    """Event time from psana1 (float seconds)."""
+
+    type: Literal["Psana1Timestamp"] = "Psana1Timestamp"
+
+
+class Psana2Timestamp(StrictModel):
+    """Event time from psana2."""
+
+    type: Literal["Psana2Timestamp"] = "Psana2Timestamp"
+
+
+class Psana2RunInfo(StrictModel):
+    """Experiment, run start time, run number and source identifier (strings)."""
+
+    type: Literal["Psana2RunInfo"] = "Psana2RunInfo"
+
+
+class _DetectorInterface(StrictModel):
+    """Common fields of the psana detector interfaces.
+
+    ``psana_fields`` are dotted attribute paths on the psana Detector (``raw.calib``); each is
+    called with the event when callable. No fields means ``psana_name`` is an EPICS PV (it
+    contains ``:``) and the detector itself is called. ``legacy_type`` records the old upstream
+    class an entry was written as (``Psana1AreaDetector``...), ``None`` for current configs.
+    """
+
+    psana_name: str = Field(min_length=1)
+    psana_fields: StrList = Field(default_factory=list)
+    dtype: DType | None = None
+    legacy_type: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_or_pv(self) -> _DetectorInterface:
+        if not self.psana_fields and ":" not in self.psana_name:
+            _fail_at(
+                "psana_fields",
+                f"missing: required for detector {self.psana_name!r} "
+                "(only an EPICS PV name, containing ':', may omit it)",
+            )
+        return self
+
+
+class Psana1DetectorInterface(_DetectorInterface):
+    """Any psana1 detector or PV read through ``psana.Detector``."""
+
+    type: Literal["Psana1DetectorInterface"] = "Psana1DetectorInterface"
+
+
+class Psana2DetectorInterface(_DetectorInterface):
+    """Any psana2 detector or PV read through ``run.Detector``."""
+
+    type: Literal["Psana2DetectorInterface"] = "Psana2DetectorInterface"
+
+
+DETECTOR_SHAPES: dict[str, tuple[int, ...]] = {
+    "epix10k2M": (16, 352, 384),
+    "jungfrau4M": (8, 512, 1024),
+}
+"""Raw (unassembled) frame shapes of the detectors :class:`SyntheticDetector` can imitate."""
+
+
+class SyntheticDetector(StrictModel):
+    """Deterministic fake detector frames: pedestal + Gaussian noise + Bragg-like peaks.
+
+    Give ``detector`` (its raw shape is used) or an explicit ``shape`` (which wins).
+    """
+
+    type: Literal["SyntheticDetector"] = "SyntheticDetector"
+    detector: Literal["epix10k2M", "jungfrau4M"] | None = None
+    shape: Shape | None = None
+    dtype: DType = "uint16"
+    seed: int = 0
+    pedestal: float = Field(default=100.0, ge=0)
+    noise: float = Field(default=5.0, ge=0)
+    peaks_per_frame: int = Field(default=20, ge=0)
+
+    @model_validator(mode="after")
+    def _has_shape(self) -> SyntheticDetector:
+        if self.detector is None and self.shape is None:
+            raise ValueError(
+                f"give 'detector' (one of {sorted(DETECTOR_SHAPES)}) or an explicit 'shape'"
+            )
+        return self
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """The shape of one frame."""
+        if self.shape is not None:
+            return self.shape
+        assert self.detector is not None
+        return DETECTOR_SHAPES[self.detector]
+
+
+# --------------------------------------------------------------------------- reduction steps
+
+
+class _Step(StrictModel):
+    field: str = Field(min_length=1, description="name of the data source the step applies to")
+
+
+class RoiStep(_Step):
+    """Crop the last two axes to ``[y0:y1, x0:x1]``."""
+
+    kind: Literal["roi"] = "roi"
+    y0: int = Field(ge=0)
+    y1: int = Field(ge=1)
+    x0: int = Field(ge=0)
+    x1: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RoiStep:
+        if self.y1 <= self.y0 or self.x1 <= self.x0:
+            raise ValueError(f"empty region: need y0 < y1 and x0 < x1, got {self.model_dump()}")
+        return self
+
+
+class ThresholdStep(_Step):
+    """Set values below ``value`` to 0."""
+
+    kind: Literal["threshold"] = "threshold"
+    value: float
+
+
+class BinningStep(_Step):
+    """Sum ``factor`` x ``factor`` blocks of the last two axes."""
+
+    kind: Literal["binning"] = "binning"
+    factor: int = Field(ge=1)
+
+
+class HitFilterStep(_Step):
+    """Drop events with fewer than ``min_pixels`` pixels above ``threshold``."""
+
+    kind: Literal["hit_filter"] = "hit_filter"
+    threshold: float
+    min_pixels: int = Field(default=1, ge=1)
+
+
+StepConfig = Annotated[
+    RoiStep | ThresholdStep | BinningStep | HitFilterStep, Field(discriminator="kind")
+]
+STEP_KINDS: tuple[str, ...] = ("roi", "threshold", "binning", "hit_filter")
+
+# --------------------------------------------------------------------------- pipelines
+
+
+class _Pipeline(StrictModel):
+    steps: list[StepConfig] = Field(default_factory=list)
+
+
+class NoOpProcessingPipeline(_Pipeline):
+    """Pass events through one at a time (after ``steps``)."""
+
+    type: Literal["NoOpProcessingPipeline"] = "NoOpProcessingPipeline"
+
+
+class BatchProcessingPipeline(_Pipeline):
+    """Stack ``batch_size`` events along axis 0; the last batch may be short."""
+
+    type: Literal["BatchProcessingPipeline"] = "BatchProcessingPipeline"
+    batch_size: int = Field(ge=1)
+
+
+class PeaknetPreprocessingPipeline(_Pipeline):
+    """Pad 2-d images to ``target_height`` x ``target_width``, batch, add a channel axis."""
+
+    type: Literal["PeaknetPreprocessingPipeline"] = "PeaknetPreprocessingPipeline"
+    batch_size: int = Field(ge=1)
+    target_height: int = Field(ge=1)
+    target_width: int = Field(ge=1)
+    pad_style: Literal["center", "bottom-right"] = "center"
+    add_channel_dim: bool = True
+    num_channels: int = Field(default=1, ge=1)
+
+
+# --------------------------------------------------------------------------- serializers
+
+Compression = Literal[
+    "gzip", "gzip_with_shuffle", "bitshuffle_with_lz4", "bitshuffle_with_zstd", "zfp"
+]
+
+
+class HDF5BinarySerializer(StrictModel):
+    """Each batch as an in-memory HDF5 file.
+
+    ``fields`` maps a data-source name to its dataset path; empty means every data source is
+    written under its own name.
+    """
+
+    type: Literal["HDF5BinarySerializer"] = "HDF5BinarySerializer"
+    fields: dict[str, str] = Field(default_factory=dict)
+    compression: Compression | None = None
+    compression_level: int = Field(default=3, ge=0)
+
+    @field_validator("compression", mode="before")
+    @classmethod
+    def _none_string(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
+            return None
+        return value
+
+
+class SimplonBinarySerializer(StrictModel):
+    """Dectris Simplon 1.8 messages (for CCTBX and other Eiger-stream consumers)."""
+
+    type: Literal["SimplonBinarySerializer"] = "SimplonBinarySerializer"
+    data_source_to_serialize: str
+    polarization_fraction: float = Field(ge=0, le=1)
+    polarization_axis: list[float] = Field(min_length=3, max_length=3)
+    data_collection_rate: str
+    detector_name: str
+    detector_type: str
+
+
+SIMPLON_REQUIRED_SOURCES: tuple[str, ...] = (
+    "timestamp",
+    "detector_data",
+    "detector_geometry",
+    "run_info",
+)
+"""Data sources the Simplon serializer reads by name (as upstream requires)."""
+
+# --------------------------------------------------------------------------- handlers
+
+
+class BinaryFileWritingDataHandler(StrictModel):
+    """Write every serialized batch to its own file in ``write_directory``."""
+
+    type: Literal["BinaryFileWritingDataHandler"] = "BinaryFileWritingDataHandler"
+    write_directory: str = "."
+    file_prefix: str = ""
+    file_suffix: str = "h5"
+
+
+class BinaryDataStreamingDataHandler(StrictModel):
+    """Send every serialized batch on a PUSH socket.
+
+    ``role: client`` connects to ``urls``, ``server`` binds them. ``distribute`` spreads MPI
+    ranks round-robin over ``urls`` instead of connecting every rank to all of them. ``buffer``
+    is the socket send buffer in bytes (0: the OS default).
+    """
+
+    type: Literal["BinaryDataStreamingDataHandler"] = "BinaryDataStreamingDataHandler"
+    urls: Annotated[StrList, Field(min_length=1)]
+    role: Literal["client", "server"] = "client"
+    library: Literal["zmq", "nng"] = "zmq"
+    socket_type: Literal["push"] = "push"
+    distribute: bool = False
+    buffer: int = Field(default=0, ge=0)

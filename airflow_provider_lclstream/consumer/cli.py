@@ -1,0 +1,83 @@
+"""``lclstream-receive``: pull messages, optionally write each as a file, print a JSON summary.
+
+Exit status: 0 when every expected producer ended and nothing is missing; 1 on a timeout, a
+gap or a corrupt message; 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from airflow_provider_lclstream.consumer.receiver import ReceiveReport, receive_messages
+from airflow_provider_lclstream.exceptions import LCLStreamError
+from airflow_provider_lclstream.protocol import is_hdf5
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lclstream-receive",
+        description="Receive LCLStreamer messages from producers or a buffer (NNG or ZeroMQ).",
+    )
+    parser.add_argument("--url", required=True, help="e.g. tcp://127.0.0.1:5000")
+    parser.add_argument("--transport", choices=["zmq", "nng"], default="zmq")
+    role = parser.add_mutually_exclusive_group()
+    role.add_argument("--bind", dest="bind", action="store_true", default=True, help="listen (default)")
+    role.add_argument("--dial", dest="bind", action="store_false", help="connect to a server/buffer")
+    parser.add_argument("--out", type=Path, help="write each message as a file in this directory")
+    parser.add_argument("--prefix", default="msg", help="file name prefix with --out (msg)")
+    parser.add_argument("--expect-producers", type=int, default=1, help="end-of-stream records to wait for")
+    parser.add_argument("--timeout", type=float, default=60.0, help="longest wait for a message, s")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.expect_producers < 1:
+        print("lclstream-receive: --expect-producers must be >= 1", file=sys.stderr)
+        return 2
+    if args.timeout <= 0:
+        print("lclstream-receive: --timeout must be > 0", file=sys.stderr)
+        return 2
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+    report = ReceiveReport(args.expect_producers)
+    files = 0
+    try:
+        for message in receive_messages(
+            args.url,
+            args.transport,
+            bind=args.bind,
+            expect_producers=args.expect_producers,
+            timeout_s=args.timeout,
+            report=report,
+        ):
+            if args.out is not None:
+                suffix = "h5" if is_hdf5(message.raw) else "bin"
+                final = args.out / f"{args.prefix}_{message.index:06d}.{suffix}"
+                temporary = final.with_name(f".{final.name}.tmp")
+                temporary.write_bytes(message.raw)
+                os.replace(temporary, final)
+                files += 1
+            if not args.quiet and report.messages % 100 == 0:
+                print(f"received {report.messages} messages, {report.bytes / 1e6:.1f} MB", file=sys.stderr)
+    except LCLStreamError as err:
+        print(f"lclstream-receive: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    summary = report.summary()
+    summary["files"] = files
+    summary["out"] = str(args.out) if args.out else None
+    print(json.dumps(summary), flush=True)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Entry point of the ``apache_airflow_provider`` group: what this provider registers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_lclstream import __version__
+
+PACKAGE = "airflow_provider_lclstream"
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-lclstream",
+        "name": "LCLStream",
+        "description": "Stream LCLS data (psana2, synthetic, HDF5) through LCLStreamer and "
+        "buffers to remote analysis (SLURM, Psi-K, NERSC SFAPI, OLCF S3M), as Airflow tasks.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "LCLStream",
+                "external-doc-url": "https://github.com/slac-lcls/lclstreamer",
+                "tags": ["service"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "LCLStream",
+                "python-modules": [f"{PACKAGE}.operators.submit_job"],
+            }
+        ],
+        "sensors": [
+            {"integration-name": "LCLStream", "python-modules": [f"{PACKAGE}.sensors.job"]}
+        ],
+        "hooks": [
+            {"integration-name": "LCLStream", "python-modules": [f"{PACKAGE}.hooks.job_backend"]}
+        ],
+        "triggers": [
+            {
+                "integration-name": "LCLStream",
+                "python-modules": [
+                    f"{PACKAGE}.triggers.job_state",
+                    f"{PACKAGE}.triggers.elog_run_event",
+                ],
+            }
+        ],
+        "connection-types": [],
+    }

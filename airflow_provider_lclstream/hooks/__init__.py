@@ -1,0 +1,3 @@
+"""Hooks: one Airflow connection -> one client."""
+
+from __future__ import annotations

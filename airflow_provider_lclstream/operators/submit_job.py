@@ -1,0 +1,200 @@
+"""Submit a batch job through a job backend and wait for it (deferrable by default).
+
+The job name is derived from (dag_id, run_id, task_id, map_index), so it is the same for every
+try of a task instance: a retry first looks the name up and resumes watching a job that is
+still pending, running or already completed, and submits again only if that job failed, was
+cancelled or timed out.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_lclstream.backends.base import JobState, JobStatus
+from airflow_provider_lclstream.config.job import JobSpec, job_name_for
+from airflow_provider_lclstream.exceptions import JobBackendError, JobFailedError
+from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
+from airflow_provider_lclstream.triggers.job_state import JobStateTrigger
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from airflow.sdk import Context
+
+    from airflow_provider_lclstream.backends.base import JobBackend
+
+JOB_ID_XCOM_KEY = "job_id"
+
+
+def raise_for_event(event: Mapping[str, Any], name: str | None = None) -> str:
+    """Return the job id of a ``JobStateTrigger`` success event; raise for failed or error."""
+    status = event.get("status")
+    job_id = str(event.get("job_id"))
+    if status == "success":
+        return job_id
+    if status == "error":
+        raise JobBackendError(f"lost track of job {job_id}: {event.get('message')}")
+    if status == "failed":
+        raise JobFailedError(
+            job_id,
+            str(event.get("state")),
+            native_state=event.get("native_state"),
+            exit_code=event.get("exit_code"),
+            reason=event.get("reason"),
+            log_tail=event.get("log_tail") or "",
+            name=name,
+        )
+    raise JobBackendError(f"unexpected event for job {job_id}: {dict(event)!r}")
+
+
+class SubmitJobOperator(BaseOperator):
+    """Run ``job`` (a :class:`JobSpec` or its dict) on the backend of connection ``conn_id``.
+
+    ``conn_id=None`` runs it with the local backend. Pushes the job id to XCom under
+    ``job_id`` right after submitting and returns it when the job completed. A failed job
+    fails the task with its exit code, native state and the last ``log_tail_bytes`` of its log.
+    ``resume_after`` (seconds) makes a deferred task wake up that often while the job runs.
+    """
+
+    template_fields = ("job", "conn_id")
+    template_fields_renderers = {"job": "json"}
+    ui_color = "#d6eaf8"
+
+    def __init__(
+        self,
+        *,
+        job: JobSpec | dict[str, Any],
+        conn_id: str | None = None,
+        deferrable: bool = True,
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 60.0,
+        log_tail_bytes: int = 4000,
+        resume_after: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job = job.model_dump(exclude_defaults=True) if isinstance(job, JobSpec) else job
+        self.conn_id = conn_id
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.log_tail_bytes = log_tail_bytes
+        self.resume_after = resume_after
+        self._job_id: str | None = None
+        self._context: Context | None = None
+
+    @cached_property
+    def hook(self) -> JobBackendHook:
+        return JobBackendHook(self.conn_id)
+
+    def job_spec(self, context: Context) -> JobSpec:
+        """The rendered spec with its deterministic name (the user's name is its prefix)."""
+        spec = JobSpec.model_validate(self.job)
+        ti = context["ti"]
+        name = job_name_for(
+            ti.dag_id,
+            ti.run_id,
+            ti.task_id,
+            -1 if ti.map_index is None else ti.map_index,
+            prefix=spec.name,
+        )
+        return spec.model_copy(update={"name": name})
+
+    # -- submit or resume ----------------------------------------------------------------------
+    def _previous_job(self, backend: JobBackend, name: str) -> str | None:
+        job_id = backend.find(name)
+        if job_id is None:
+            return None
+        status = backend.state(job_id)
+        if status.state in (JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT):
+            self.log.info(
+                "job %s from an earlier try ended %s; submitting again", job_id, status.state.value
+            )
+            return None
+        self.log.info("resuming job %s from an earlier try (%s)", job_id, status.state.value)
+        return job_id
+
+    def execute(self, context: Context) -> str:
+        self._context = context
+        spec = self.job_spec(context)
+        backend = self.hook.get_conn()
+        job_id = self._previous_job(backend, spec.name or "")
+        if job_id is None:
+            job_id = backend.submit(spec)
+            self.log.info("submitted job %s (%s) to %s", job_id, spec.name, backend.name)
+        self._job_id = job_id
+        context["ti"].xcom_push(key=JOB_ID_XCOM_KEY, value=job_id)
+        if self.deferrable:
+            self._defer(job_id, 0)
+        return self._wait(backend, job_id, spec.name)
+
+    def _defer(self, job_id: str, log_offset: int) -> None:
+        self.defer(
+            trigger=JobStateTrigger(
+                job_id,
+                self.conn_id,
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+                log_offset=log_offset,
+                log_tail_bytes=self.log_tail_bytes,
+                resume_after=self.resume_after,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
+        """Resume after the trigger fired: defer again while running, else finish or raise."""
+        self._context = context
+        self._job_id = str(event.get("job_id"))
+        if event.get("status") == "running":
+            self.log.info("job %s is still %s", self._job_id, event.get("state"))
+            self._defer(self._job_id, int(event.get("log_offset", 0)))
+        job_id = raise_for_event(event)
+        self.log.info("job %s completed", job_id)
+        return job_id
+
+    # -- non-deferrable ------------------------------------------------------------------------
+    def _wait(self, backend: JobBackend, job_id: str, name: str | None) -> str:
+        interval, offset, last = self.poll_interval, 0, None
+        while True:
+            status: JobStatus = backend.state(job_id)
+            text, offset = backend.log_tail(job_id, offset)
+            if text:
+                self.log.info("[job %s]\n%s", job_id, text.rstrip("\n"))
+            if status.is_final:
+                break
+            interval = (
+                self.poll_interval
+                if status.state != last
+                else min(interval * 1.5, self.max_poll_interval)
+            )
+            last = status.state
+            time.sleep(interval)
+        tail = ""
+        if not status.state.is_success:
+            tail, _ = backend.log_tail(job_id, -self.log_tail_bytes)
+        event = {"status": "success" if status.state.is_success else "failed"}
+        return raise_for_event({**event, **status.to_dict(), "log_tail": tail}, name)
+
+    # -- kill ----------------------------------------------------------------------------------
+    def _recover_job_id(self) -> str | None:
+        if self._job_id:
+            return self._job_id
+        if self._context is None:
+            return None
+        ti = self._context["ti"]
+        value = ti.xcom_pull(task_ids=ti.task_id, key=JOB_ID_XCOM_KEY, map_indexes=ti.map_index)
+        return str(value) if value else None
+
+    def on_kill(self) -> None:
+        """Cancel the job (its id comes from XCom when the operator was rebuilt)."""
+        job_id = self._recover_job_id()
+        if not job_id:
+            self.log.info("on_kill: no job was submitted yet")
+            return
+        self.log.info("on_kill: cancelling job %s", job_id)
+        self.hook.get_conn().cancel(job_id)

@@ -1,0 +1,150 @@
+"""``lclstreamer``: run the LCLStreamer chain on every MPI rank (``mpiexec -n N lclstreamer -c F``).
+
+Each rank prints a progress line every few seconds and a JSON summary at the end; rank 0 also
+prints the totals of all ranks as one JSON line prefixed ``TOTAL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from airflow_provider_lclstream.exceptions import LCLStreamError
+
+
+def parse_settings(pairs: list[str]) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise LCLStreamError(f"--set {pair!r}: expected NAME=VALUE")
+        settings[key.strip()] = value
+    return settings
+
+
+def load_config(path: str, settings: dict[str, str]) -> Any:
+    """Template values fill ``{{ name }}``; other ``--set`` keys patch flat-format paths."""
+    from airflow_provider_lclstream.config.loader import parse_streamer_config, template_variables
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise LCLStreamError(f"cannot read configuration file {path}: {err}") from None
+    names = template_variables(text)
+    values = {k: v for k, v in settings.items() if k in names}
+    patch = {k: yaml.safe_load(v) for k, v in settings.items() if k not in names}
+    return parse_streamer_config(text, values, patch=patch)
+
+
+def mpi_partition() -> tuple[Any, int, int]:
+    """(communicator or None, rank, size); without mpi4py a single rank."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return None, 0, 1
+    comm = MPI.COMM_WORLD
+    return comm, comm.Get_rank(), comm.Get_size()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lclstreamer",
+        description="Stream events (psana2, psana1, synthetic, HDF5) through a processing "
+        "pipeline and serializer to files or NNG/ZeroMQ sockets. Reads upstream LCLStreamer "
+        "config files, flat or sectioned. Run under 'mpiexec -n N' for N producer ranks.",
+    )
+    parser.add_argument("--config", "-c", required=True, help="LCLStreamer YAML config file")
+    parser.add_argument(
+        "--num-events", "-n", type=int, default=None, help="stop after N events on each rank"
+    )
+    parser.add_argument("--debug", "-d", action="store_true", help="debug logging, tracebacks")
+    parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="fill a template's {{ NAME }}, or set a flat config path, e.g. "
+        "--set 'data_handlers[0].urls=[tcp://127.0.0.1:5000]'",
+    )
+    parser.add_argument(
+        "--send-timeout", type=float, default=60.0, help="seconds to wait for a receiver (60)"
+    )
+    parser.add_argument(
+        "--progress-every", type=float, default=5.0, help="seconds between progress lines (5)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.num_events is not None and args.num_events < 0:
+        print("lclstreamer: --num-events must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config, parse_settings(args.set))
+    except (LCLStreamError, ValueError) as err:
+        print(f"lclstreamer: invalid configuration {args.config}: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"lclstreamer: {args.config} is valid")
+        return 0
+
+    from airflow_provider_lclstream.streamer.engine import Streamer
+    from airflow_provider_lclstream.streamer.sources.base import Partition
+
+    comm, rank, size = mpi_partition()
+
+    def progress(stats: dict[str, Any]) -> None:
+        print(
+            f"[rank {rank}] {stats['events']} events, {stats['events_per_s']:.1f} ev/s, "
+            f"{stats['mb_per_s']:.1f} MB/s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    streamer = Streamer(config, Partition(rank, size), args.send_timeout, progress, args.progress_every)
+    error: str | None = None
+    try:
+        summary = streamer.run(args.num_events)
+    except Exception as err:  # reported below, every rank still reaches the gather
+        if args.debug:
+            logging.exception("rank %d failed", rank)
+        error = f"{type(err).__name__}: {err}"
+        summary = streamer.counters.summary()
+    summary["error"] = error
+    print(json.dumps(summary), flush=True)
+    all_summaries = comm.gather(summary, root=0) if comm is not None else [summary]
+    if rank == 0 and all_summaries:
+        print("TOTAL " + json.dumps(totals(all_summaries)), flush=True)
+    if error:
+        print(f"lclstreamer: rank {rank} failed: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def totals(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("events", "batches", "messages", "bytes", "skipped", "filtered")
+    out: dict[str, Any] = {k: sum(s.get(k) or 0 for s in summaries) for k in keys}
+    elapsed = max(s["elapsed_s"] for s in summaries) or 1e-9
+    out["ranks"] = len(summaries)
+    out["elapsed_s"] = elapsed
+    out["mb_per_s"] = round(out["bytes"] / elapsed / 1e6, 3)
+    out["per_rank_events"] = [s["events"] for s in summaries]
+    out["errors"] = [s["error"] for s in summaries if s.get("error")]
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The LCLStreamer chain on one rank: event source -> pipeline -> serializer -> data handlers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from airflow_provider_lclstream.config import streamer_components as cfg
+from airflow_provider_lclstream.exceptions import LCLStreamError
+from airflow_provider_lclstream.protocol import EndOfStream, producer_name
+from airflow_provider_lclstream.streamer.handlers.handlers import (
+    BinaryDataStreamingDataHandler,
+    BinaryFileWritingDataHandler,
+    DataHandler,
+)
+from airflow_provider_lclstream.streamer.pipelines.pipelines import (
+    PeaknetPreprocessing,
+    ProcessingPipeline,
+)
+from airflow_provider_lclstream.streamer.pipelines.steps import STEP_KINDS
+from airflow_provider_lclstream.streamer.serializers.base import Serializer
+from airflow_provider_lclstream.streamer.serializers.hdf5 import HDF5BinarySerializer
+from airflow_provider_lclstream.streamer.serializers.simplon import SimplonBinarySerializer
+from airflow_provider_lclstream.streamer.sources.base import EventSource, Partition, RawEvent
+
+if TYPE_CHECKING:
+    from airflow_provider_lclstream.config.streamer import StreamerConfig
+
+log = logging.getLogger(__name__)
+
+
+class IncompleteEventError(LCLStreamError):
+    """An event lacks a value and ``skip_incomplete_events`` is false."""
+
+
+def build_event_source(config: StreamerConfig, partition: Partition) -> EventSource:
+    source = config.event_source
+    if isinstance(source, cfg.InternalEventSource):
+        from airflow_provider_lclstream.streamer.sources.internal import InternalEventSource
+
+        return InternalEventSource(config, partition)
+    if isinstance(source, cfg.Psana2EventSource):
+        from airflow_provider_lclstream.streamer.sources.psana2 import Psana2EventSource
+
+        return Psana2EventSource(config, partition)
+    if isinstance(source, cfg.Psana1EventSource):
+        from airflow_provider_lclstream.streamer.sources.psana1 import Psana1EventSource
+
+        return Psana1EventSource(config, partition)
+    from airflow_provider_lclstream.streamer.sources.hdf5 import Hdf5EventSource
+
+    return Hdf5EventSource(config, partition)
+
+
+def build_pipeline(config: StreamerConfig) -> ProcessingPipeline:
+    pipeline = config.processing_pipeline
+    steps: list[Callable[[Any], Any]] = [
+        STEP_KINDS[step.kind](**step.model_dump(exclude={"kind"})) for step in pipeline.steps
+    ]
+    if isinstance(pipeline, cfg.PeaknetPreprocessingPipeline):
+        field_name = next(
+            (n for n, s in config.data_sources.items() if _is_detector(s)), next(iter(config.data_sources))
+        )
+        steps.append(PeaknetPreprocessing(field_name, pipeline.target_height, pipeline.target_width))
+    if isinstance(pipeline, cfg.NoOpProcessingPipeline):
+        return ProcessingPipeline(steps, batch_size=1, stack=False)
+    return ProcessingPipeline(steps, batch_size=pipeline.batch_size)
+
+
+def _is_detector(source: Any) -> bool:
+    return isinstance(
+        source, cfg.SyntheticDetector | cfg.Psana2DetectorInterface | cfg.Psana1DetectorInterface
+    )
+
+
+def build_serializer(config: StreamerConfig) -> Serializer:
+    serializer = config.data_serializer
+    if isinstance(serializer, cfg.HDF5BinarySerializer):
+        fields = serializer.fields or {name: f"/{name}" for name in config.data_sources}
+        return HDF5BinarySerializer(fields, serializer.compression, serializer.compression_level)
+    source = serializer.data_source_to_serialize
+    if source not in config.data_sources:
+        source = "detector_data"  # upstream names the psana field; the data source is this one
+    return SimplonBinarySerializer(
+        source,
+        serializer.detector_name,
+        serializer.detector_type,
+        serializer.polarization_fraction,
+        serializer.polarization_axis,
+        serializer.data_collection_rate,
+    )
+
+
+def build_handlers(
+    config: StreamerConfig, partition: Partition, send_timeout_s: float | None
+) -> list[DataHandler]:
+    handlers: list[DataHandler] = []
+    try:
+        for handler in config.data_handlers:
+            if isinstance(handler, cfg.BinaryFileWritingDataHandler):
+                handlers.append(
+                    BinaryFileWritingDataHandler(
+                        handler.write_directory, handler.file_prefix, handler.file_suffix, partition.rank
+                    )
+                )
+            else:
+                handlers.append(
+                    BinaryDataStreamingDataHandler(
+                        list(handler.urls),
+                        handler.library,
+                        handler.role,
+                        handler.distribute,
+                        partition.rank,
+                        send_timeout_s,
+                    )
+                )
+    except Exception:
+        for opened in handlers:
+            opened.close()
+        raise
+    return handlers
+
+
+@dataclass
+class Counters:
+    """What one rank did; sent as its end-of-stream record and printed as its summary."""
+
+    rank: int
+    producer: str
+    events: int = 0
+    batches: int = 0
+    messages: int = 0
+    bytes: int = 0
+    skipped: int = 0
+    filtered: int = 0
+    started: float = field(default_factory=time.monotonic)
+    first_message_s: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        out = {k: v for k, v in asdict(self).items() if k != "started"}
+        out["elapsed_s"] = round(elapsed, 3)
+        out["events_per_s"] = round(self.events / elapsed, 2)
+        out["mb_per_s"] = round(self.bytes / elapsed / 1e6, 3)
+        return out
+
+
+def complete_events(
+    events: Iterator[tuple[str, RawEvent]], skip_incomplete: bool, counters: Counters
+) -> Iterator[dict[str, np.ndarray]]:
+    """Drop (and count) or refuse events with a missing value."""
+    for event_id, event in events:
+        missing = [name for name, value in event.items() if value is None]
+        if missing:
+            if not skip_incomplete:
+                raise IncompleteEventError(
+                    f"event {event_id}: no value from data source(s) {missing}; set "
+                    "skip_incomplete_events: true to skip such events"
+                )
+            counters.skipped += 1
+            continue
+        counters.events += 1
+        yield event  # type: ignore[misc]
+
+
+class Streamer:
+    """One rank's run. ``progress`` is called with the counters every ``progress_every_s``."""
+
+    def __init__(
+        self,
+        config: StreamerConfig,
+        partition: Partition | None = None,
+        send_timeout_s: float | None = 60.0,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        progress_every_s: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.partition = partition or Partition()
+        self.send_timeout_s = send_timeout_s
+        self.progress = progress
+        self.progress_every_s = progress_every_s
+        self.counters = Counters(self.partition.rank, producer_name(self.partition.rank))
+
+    def run(self, max_events: int | None = None) -> dict[str, Any]:
+        source = build_event_source(self.config, self.partition)
+        pipeline = build_pipeline(self.config)
+        serializer = build_serializer(self.config)
+        handlers = build_handlers(self.config, self.partition, self.send_timeout_s)
+        counters = self.counters
+        last_report = time.monotonic()
+        try:
+            for message in serializer.start():
+                self._deliver(handlers, message)
+            events = complete_events(
+                source.events(max_events), self.config.skip_incomplete_events, counters
+            )
+            for batch, _size in pipeline.batches(events):
+                meta = {"producer": counters.producer, "rank": counters.rank, "seq": counters.batches}
+                self._deliver(handlers, serializer.serialize(batch, meta))
+                counters.batches += 1
+                if self.progress and time.monotonic() - last_report >= self.progress_every_s:
+                    last_report = time.monotonic()
+                    self.progress(counters.summary())
+            for message in serializer.finish():
+                self._deliver(handlers, message)
+            counters.filtered = pipeline.dropped
+            record = EndOfStream(
+                producer=counters.producer,
+                rank=counters.rank,
+                events=counters.events,
+                batches=counters.batches,
+                messages=counters.messages,
+                bytes=counters.bytes,
+                skipped=counters.skipped,
+                extra={"filtered": counters.filtered},
+            )
+            for handler in handlers:
+                handler.end(record)
+        finally:
+            for handler in handlers:
+                handler.close()
+            source.close()
+        return counters.summary()
+
+    def _deliver(self, handlers: list[DataHandler], message: bytes) -> None:
+        if self.counters.first_message_s is None:
+            self.counters.first_message_s = round(time.monotonic() - self.counters.started, 3)
+        for handler in handlers:
+            handler.handle(message)
+        self.counters.messages += 1
+        self.counters.bytes += len(message)

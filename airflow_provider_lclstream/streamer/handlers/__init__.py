@@ -1,0 +1,1 @@
+"""Data handlers: where serialized messages go (files, network streams)."""

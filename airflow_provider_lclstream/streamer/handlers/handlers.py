@@ -1,0 +1,88 @@
+"""BinaryFileWritingDataHandler and BinaryDataStreamingDataHandler."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from airflow_provider_lclstream.protocol import EndOfStream
+from airflow_provider_lclstream.transports import Sender, open_sender
+
+
+class DataHandler(ABC):
+    @abstractmethod
+    def handle(self, message: bytes) -> None:
+        """Deliver one data message."""
+
+    def end(self, end_of_stream: EndOfStream) -> None:  # noqa: B027 - optional hook
+        """Deliver this producer's end-of-stream record (streams only)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush and release resources; nothing queued is dropped."""
+
+
+class BinaryFileWritingDataHandler(DataHandler):
+    """Write each message to ``{prefix_}r{rank}_{counter}.{suffix}`` atomically (temp + rename)."""
+
+    def __init__(self, directory: str, prefix: str, suffix: str, rank: int) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.stem = f"{prefix}_r{rank}" if prefix else f"r{rank}"
+        self.suffix = suffix.lstrip(".")
+        self.counter = 0
+        self.written: list[Path] = []
+
+    def handle(self, message: bytes) -> None:
+        final = self.directory / f"{self.stem}_{self.counter}.{self.suffix}"
+        temporary = final.with_name(f".{final.name}.tmp")
+        with open(temporary, "wb") as out:
+            out.write(message)
+        os.replace(temporary, final)
+        self.counter += 1
+        self.written.append(final)
+
+
+class BinaryDataStreamingDataHandler(DataHandler):
+    """PUSH messages over NNG or ZeroMQ; rank r uses ``urls[r % len(urls)]`` when distributing.
+
+    Without ``distribute`` a client dials every URL (the transport round-robins between them);
+    a server listens on its URL (with ``distribute``) or on the first one.
+    """
+
+    def __init__(
+        self,
+        urls: list[str],
+        library: str,
+        role: str,
+        distribute: bool,
+        rank: int,
+        send_timeout_s: float | None,
+    ) -> None:
+        chosen = [urls[rank % len(urls)]] if distribute or role == "server" else list(urls)
+        self.senders: list[Sender] = []
+        for url in chosen:
+            self.senders.append(
+                open_sender(url, library, bind=role == "server", send_timeout_s=send_timeout_s)
+            )
+        self.next = 0
+        self.sent = [0] * len(self.senders)
+        self.sent_bytes = [0] * len(self.senders)
+
+    def handle(self, message: bytes) -> None:
+        index = self.next % len(self.senders)
+        self.next += 1
+        self.senders[index].send(message)
+        self.sent[index] += 1
+        self.sent_bytes[index] += len(message)
+
+    def end(self, end_of_stream: EndOfStream) -> None:
+        """Send the record on every link, with the messages and bytes sent on that link."""
+        for index, sender in enumerate(self.senders):
+            record = replace(end_of_stream, messages=self.sent[index], bytes=self.sent_bytes[index])
+            sender.send(record.encode())
+
+    def close(self) -> None:
+        for sender in self.senders:
+            sender.close()

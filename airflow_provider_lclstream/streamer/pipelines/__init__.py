@@ -1,0 +1,1 @@
+"""Processing pipelines: per-event reduction steps, then batching."""

@@ -1,0 +1,84 @@
+"""Pipelines: NoOp (one event per message), Batch (stack along axis 0), PeakNet preprocessing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from airflow_provider_lclstream.streamer.pipelines.steps import Event
+
+Step = Callable[[Event], Event | None]
+
+
+class ProcessingPipeline:
+    """Apply steps to each event, then group events into batches (``batch_size`` 1: no stacking).
+
+    ``dropped`` counts events removed by a step (e.g. the hit filter).
+    """
+
+    def __init__(self, steps: Sequence[Step] = (), batch_size: int = 1, stack: bool = True) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.steps = list(steps)
+        self.batch_size = batch_size
+        self.stack = stack
+        self.dropped = 0
+
+    def transform(self, event: Event) -> Event | None:
+        for step in self.steps:
+            result = step(event)
+            if result is None:
+                self.dropped += 1
+                return None
+            event = result
+        return event
+
+    def batches(self, events: Iterable[Event]) -> Iterator[tuple[Event, int]]:
+        """Yield ``(batch, number_of_events)``; the final partial batch is flushed."""
+        pending: list[Event] = []
+        for event in events:
+            kept = self.transform(event)
+            if kept is None:
+                continue
+            if not self.stack:
+                yield kept, 1
+                continue
+            pending.append(kept)
+            if len(pending) == self.batch_size:
+                yield stack_events(pending), len(pending)
+                pending = []
+        if pending:
+            yield stack_events(pending), len(pending)
+
+
+def stack_events(events: list[Event]) -> Event:
+    """Stack each data source along a new axis 0."""
+    return {name: np.stack([np.asarray(e[name]) for e in events]) for name in events[0]}
+
+
+class PeaknetPreprocessing:
+    """Pad or crop the detector frames to ``target_height`` x ``target_width`` with a channel axis.
+
+    Frames of shape ``(panels, H, W)`` become ``(panels, 1, target_H, target_W)`` (one channel),
+    which is the layout PeakNet inference takes.
+    """
+
+    def __init__(self, field: str, target_height: int, target_width: int, pad_value: float = 0):
+        self.field = field
+        self.height = target_height
+        self.width = target_width
+        self.pad_value = pad_value
+
+    def __call__(self, event: Event) -> Event | None:
+        data = np.asarray(event[self.field])
+        if data.ndim == 2:
+            data = data[np.newaxis]
+        data = data[..., : self.height, : self.width]
+        pad_h = self.height - data.shape[-2]
+        pad_w = self.width - data.shape[-1]
+        if pad_h or pad_w:
+            pad = [(0, 0)] * (data.ndim - 2) + [(0, pad_h), (0, pad_w)]
+            data = np.pad(data, pad, constant_values=self.pad_value)
+        event[self.field] = data[:, np.newaxis]
+        return event

@@ -1,0 +1,23 @@
+"""The serializer interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class Serializer(ABC):
+    """Turn batches into messages; ``start``/``finish`` may add messages around the data."""
+
+    def start(self) -> list[bytes]:
+        return []
+
+    @abstractmethod
+    def serialize(self, batch: dict[str, np.ndarray], meta: dict[str, object]) -> bytes:
+        """One message for one batch; ``meta`` holds scalar attributes (producer, sequence...)."""
+
+    def finish(self) -> list[bytes]:
+        return []

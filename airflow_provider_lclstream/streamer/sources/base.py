@@ -1,0 +1,90 @@
+"""The event-source interface and the data sources any event source can serve."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from airflow_provider_lclstream.config.streamer_components import (
+    ConstValue,
+    GenericRandomNumpyArray,
+    SourceIdentifier,
+    SyntheticDetector,
+)
+from airflow_provider_lclstream.exceptions import LCLStreamError
+from airflow_provider_lclstream.streamer.sources.synthetic import SyntheticFrames
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+# An event: data-source name -> value; None marks a value the source could not provide.
+RawEvent = dict[str, np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class Partition:
+    """This process's share of the work: MPI rank and size."""
+
+    rank: int = 0
+    size: int = 1
+
+    def owns(self, index: int) -> bool:
+        return index % self.size == self.rank
+
+
+class EventSource(ABC):
+    """Yields events as ``(event_id, {name: ndarray | None})`` for this rank only."""
+
+    @abstractmethod
+    def events(self, max_events: int | None) -> Iterator[tuple[str, RawEvent]]:
+        """This rank's events, at most ``max_events`` of them (None: all)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release files and connections."""
+
+
+def generic_value(name: str, config: BaseModel, source_identifier: str, seed: int) -> Any:
+    """A callable ``index -> ndarray`` for the data sources that need no facility data, or None."""
+    if isinstance(config, GenericRandomNumpyArray):
+        rng = np.random.default_rng(seed)
+        dtype = np.dtype(config.array_dtype)
+
+        def random_array() -> np.ndarray:
+            if dtype.kind in "iu":
+                info = np.iinfo(dtype)
+                return rng.integers(info.min, info.max, size=config.array_shape, dtype=dtype)
+            if dtype.kind == "b":
+                return rng.integers(0, 2, size=config.array_shape).astype(bool)
+            return rng.random(size=config.array_shape).astype(dtype)
+
+        fixed = random_array()
+        return lambda index: random_array() if config.always_random else fixed
+    if isinstance(config, ConstValue):
+        const = np.asarray(config.value, dtype=config.dtype)
+        return lambda index: const
+    if isinstance(config, SourceIdentifier):
+        ident = np.asarray(source_identifier)
+        return lambda index: ident
+    if isinstance(config, SyntheticDetector):
+        frames = SyntheticFrames(
+            config.frame_shape,
+            config.dtype,
+            config.seed,
+            config.pedestal,
+            config.noise,
+            config.peaks_per_frame,
+        )
+        return frames.frame
+    return None
+
+
+def unsupported(source: str, name: str, config: BaseModel) -> LCLStreamError:
+    kind = getattr(config, "type", type(config).__name__)
+    return LCLStreamError(
+        f"data_sources.{name}: {kind} cannot be read by {source} "
+        f"(it needs the event source it is named after)"
+    )

@@ -1,0 +1,39 @@
+"""InternalEventSource: every rank generates ``number_of_events_to_generate`` events itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from airflow_provider_lclstream.streamer.sources.base import (
+    EventSource,
+    Partition,
+    RawEvent,
+    generic_value,
+    unsupported,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_lclstream.config.streamer import StreamerConfig
+
+
+class InternalEventSource(EventSource):
+    def __init__(self, config: StreamerConfig, partition: Partition) -> None:
+        self.count = config.event_source.number_of_events_to_generate  # type: ignore[union-attr]
+        self.partition = partition
+        self.readers = {}
+        for name, source in config.data_sources.items():
+            reader = generic_value(name, source, config.source_identifier, seed=partition.rank)
+            if reader is None:
+                raise unsupported("InternalEventSource", name, source)
+            self.readers[name] = reader
+
+    def events(self, max_events: int | None) -> Iterator[tuple[str, RawEvent]]:
+        total = self.count if max_events is None else min(self.count, max_events)
+        for index in range(total):
+            # Synthetic frames differ between ranks: rank r makes frames r, r+size, ...
+            global_index = index * self.partition.size + self.partition.rank
+            yield (
+                f"r{self.partition.rank}/{index}",
+                {name: read(global_index) for name, read in self.readers.items()},
+            )

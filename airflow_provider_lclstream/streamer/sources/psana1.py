@@ -1,0 +1,98 @@
+"""Psana1EventSource: LCLS-I data through psana1's API.
+
+UNVERIFIED against real psana1: psana1 cannot be installed here (the ``psana`` on PyPI is
+psana2). The code follows psana1's documented API (``DataSource('exp=..:run=..:smd')``,
+``psana.Detector(name)``, ``evt.get(EventId)``) and is tested with a psana1-shaped fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from airflow_provider_lclstream.config.streamer_components import (
+    Psana1DetectorInterface,
+    Psana1Timestamp,
+)
+from airflow_provider_lclstream.exceptions import MissingDependencyError
+from airflow_provider_lclstream.streamer.sources.base import (
+    EventSource,
+    Partition,
+    RawEvent,
+    generic_value,
+    unsupported,
+)
+from airflow_provider_lclstream.streamer.sources.psana2 import as_array, call_chain
+
+if TYPE_CHECKING:
+    from airflow_provider_lclstream.config.streamer import StreamerConfig
+
+
+def import_psana1() -> Any:
+    """psana1's module; psana2 (which shares the name) is refused with the same clear error."""
+    try:
+        import psana
+    except ImportError as err:
+        raise MissingDependencyError("psana1", "psana", "Psana1EventSource") from err
+    if not hasattr(psana, "Detector") or hasattr(psana, "psexp"):
+        raise MissingDependencyError(
+            "psana1 (the installed psana is psana2)", "psana", "Psana1EventSource"
+        )
+    return psana
+
+
+def psana1_timestamp(psana: Any, evt: Any) -> np.ndarray:
+    """Event time as float seconds (seconds + nanoseconds of the EventId)."""
+    seconds, nanoseconds = evt.get(psana.EventId).time()
+    return np.float64(seconds + nanoseconds * 1e-9)
+
+
+class Psana1EventSource(EventSource):
+    """``source_identifier`` is psana1's own (``exp=xpptut15:run=54:smd``)."""
+
+    def __init__(
+        self, config: StreamerConfig, partition: Partition, psana_module: Any = None
+    ) -> None:
+        self.config = config
+        self.partition = partition
+        self.psana = psana_module if psana_module is not None else import_psana1()
+        self.readers: dict[str, Callable[[Any], Any]] = {}
+        for name, source in config.data_sources.items():
+            if isinstance(source, Psana1DetectorInterface):
+                detector = self.psana.Detector(source.psana_name)
+                fields = list(source.psana_fields)
+                if fields:
+                    self.readers[name] = lambda evt, d=detector, f=fields, s=source: as_array(
+                        call_chain(d, f[0], evt)
+                        if len(f) == 1
+                        else [np.asarray(call_chain(d, x, evt)).tolist() for x in f],
+                        s.dtype,
+                    )
+                else:
+                    self.readers[name] = lambda evt, d=detector, s=source: as_array(d(), s.dtype)
+            elif isinstance(source, Psana1Timestamp):
+                self.readers[name] = lambda evt: psana1_timestamp(self.psana, evt)
+            else:
+                generic = generic_value(name, source, config.source_identifier, 0)
+                if generic is None:
+                    raise unsupported("Psana1EventSource", name, source)
+                self.readers[name] = lambda evt, g=generic: g(0)
+
+    def events(self, max_events: int | None) -> Iterator[tuple[str, RawEvent]]:
+        ds = self.psana.DataSource(self.config.source_identifier)
+        produced = 0
+        for index, evt in enumerate(ds.events()):
+            if not self.partition.owns(index):
+                continue
+            if max_events is not None and produced >= max_events:
+                return
+            produced += 1
+            event: RawEvent = {}
+            for name, read in self.readers.items():
+                try:
+                    event[name] = read(evt)
+                except Exception:
+                    event[name] = None
+            yield f"{index}", event

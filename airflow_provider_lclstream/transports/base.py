@@ -1,0 +1,109 @@
+"""The transport interface and the factory that picks NNG or ZeroMQ by name."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Literal
+
+from airflow_provider_lclstream.exceptions import TransportError
+
+Library = Literal["zmq", "nng"]
+LIBRARIES: tuple[str, ...] = ("zmq", "nng")
+
+DEFAULT_SEND_TIMEOUT_S = 60.0
+DEFAULT_LINGER_S = 60.0
+
+
+class Sender(ABC):
+    """A PUSH socket: ``send`` blocks while no receiver can take data (back-pressure)."""
+
+    url: str
+    library: str
+
+    @abstractmethod
+    def send(self, message: bytes) -> None:
+        """Send one message; raise TransportError when no peer took it within the send timeout."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush what is queued (up to the linger time), then close: nothing is dropped silently."""
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Receiver(ABC):
+    """A PULL socket."""
+
+    url: str
+    library: str
+
+    @abstractmethod
+    def recv(self, timeout_s: float | None = None) -> bytes | None:
+        """Return the next message, or None when nothing arrived within ``timeout_s``."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the socket."""
+
+    def __enter__(self) -> Receiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_library(library: str) -> str:
+    if library not in LIBRARIES:
+        raise TransportError(f"unknown transport library {library!r}; choose one of {LIBRARIES}")
+    return library
+
+
+def check_url(url: str) -> str:
+    if not isinstance(url, str) or "://" not in url:
+        raise TransportError(f"bad URL {url!r}: expected scheme://address, e.g. tcp://127.0.0.1:5000")
+    return url
+
+
+def open_sender(
+    url: str,
+    library: str = "zmq",
+    *,
+    bind: bool = False,
+    queue_messages: int = 0,
+    send_timeout_s: float | None = DEFAULT_SEND_TIMEOUT_S,
+    linger_s: float = DEFAULT_LINGER_S,
+) -> Sender:
+    """Open a pushing socket that dials ``url`` (client) or listens on it (``bind=True``, server).
+
+    ``queue_messages`` bounds the messages queued in the socket (0: the library default).
+    """
+    check_url(url)
+    if check_library(library) == "zmq":
+        from airflow_provider_lclstream.transports.zmq_transport import ZmqSender
+
+        return ZmqSender(url, bind, queue_messages, send_timeout_s, linger_s)
+    from airflow_provider_lclstream.transports.nng_transport import NngSender
+
+    return NngSender(url, bind, queue_messages, send_timeout_s, linger_s)
+
+
+def open_receiver(
+    url: str,
+    library: str = "zmq",
+    *,
+    bind: bool = True,
+    queue_messages: int = 0,
+) -> Receiver:
+    """Open a pulling socket that listens on ``url`` (``bind=True``) or dials it."""
+    check_url(url)
+    if check_library(library) == "zmq":
+        from airflow_provider_lclstream.transports.zmq_transport import ZmqReceiver
+
+        return ZmqReceiver(url, bind, queue_messages)
+    from airflow_provider_lclstream.transports.nng_transport import NngReceiver
+
+    return NngReceiver(url, bind, queue_messages)

@@ -1,0 +1,94 @@
+"""ZeroMQ PUSH/PULL (pyzmq)."""
+
+from __future__ import annotations
+
+import zmq
+
+from airflow_provider_lclstream.exceptions import TransportError
+from airflow_provider_lclstream.transports.base import Receiver, Sender
+
+
+def zmq_address(url: str, bind: bool) -> str:
+    """ZeroMQ spells the wildcard host ``*``; accept ``0.0.0.0`` and an empty host too."""
+    if bind and url.startswith("tcp://"):
+        host, _, port = url[len("tcp://") :].rpartition(":")
+        if host in ("", "0.0.0.0"):
+            return f"tcp://*:{port}"
+    return url
+
+
+class ZmqSender(Sender):
+    library = "zmq"
+
+    def __init__(
+        self,
+        url: str,
+        bind: bool,
+        queue_messages: int,
+        send_timeout_s: float | None,
+        linger_s: float,
+    ) -> None:
+        self.url = url
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.PUSH)
+        # IMMEDIATE: queue only on connected peers, so an unreachable receiver times out
+        # instead of filling an invisible queue.
+        self.socket.setsockopt(zmq.IMMEDIATE, 1)
+        self.socket.setsockopt(zmq.LINGER, int(linger_s * 1000))
+        if queue_messages > 0:
+            self.socket.setsockopt(zmq.SNDHWM, queue_messages)
+        self.send_timeout_s = send_timeout_s
+        if send_timeout_s is not None:
+            self.socket.setsockopt(zmq.SNDTIMEO, int(send_timeout_s * 1000))
+        try:
+            if bind:
+                self.socket.bind(zmq_address(url, bind))
+            else:
+                self.socket.connect(url)
+        except zmq.ZMQError as err:
+            self.close()
+            raise TransportError(f"zmq: cannot {'bind' if bind else 'connect'} {url}: {err}") from err
+
+    def send(self, message: bytes) -> None:
+        try:
+            self.socket.send(message, copy=len(message) < 65536)
+        except zmq.Again as err:
+            raise TransportError(
+                f"zmq: no receiver took data on {self.url} within {self.send_timeout_s} s"
+            ) from err
+
+    def close(self) -> None:
+        if not self.socket.closed:
+            self.socket.close()  # honours LINGER: queued messages are flushed first
+        self.context.term()
+
+
+class ZmqReceiver(Receiver):
+    library = "zmq"
+
+    def __init__(self, url: str, bind: bool, queue_messages: int) -> None:
+        self.url = url
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.PULL)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        if queue_messages > 0:
+            self.socket.setsockopt(zmq.RCVHWM, queue_messages)
+        try:
+            if bind:
+                self.socket.bind(zmq_address(url, bind))
+            else:
+                self.socket.connect(url)
+        except zmq.ZMQError as err:
+            self.close()
+            raise TransportError(f"zmq: cannot {'bind' if bind else 'connect'} {url}: {err}") from err
+
+    def recv(self, timeout_s: float | None = None) -> bytes | None:
+        timeout_ms = None if timeout_s is None else int(timeout_s * 1000)
+        if not self.socket.poll(timeout_ms, zmq.POLLIN):
+            return None
+        return self.socket.recv()
+
+    def close(self) -> None:
+        if not self.socket.closed:
+            self.socket.close()
+        self.context.term()

@@ -1,0 +1,188 @@
+"""Trigger that watches one batch job until it ends, streaming its log into the trigger log.
+
+Events (plain JSON):
+
+- ``{"status": "success" | "failed", "job_id", "state", "native_state", "exit_code", "reason",
+  "log_offset", "log_tail"}`` when the job reached a final state (``log_tail``: the last
+  ``log_tail_bytes`` of the log for a failed job, else ``""``);
+- ``{"status": "running", ..., "log_offset"}`` after ``resume_after`` seconds, if set, so the
+  task can log progress and defer again;
+- ``{"status": "error", "job_id", "message"}`` when the backend cannot be reached
+  ``max_errors`` times in a row, or does not know the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_lclstream.exceptions import JobNotFoundError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from airflow_provider_lclstream.backends.base import JobBackend, JobStatus
+
+
+class JobStateTrigger(BaseTrigger):
+    """Poll ``job_id`` through the backend of ``conn_id`` with backoff until it ends.
+
+    The interval starts at ``poll_interval``, grows by ``backoff`` while the state does not
+    change, up to ``max_poll_interval``, and starts over on every state change. ``backend`` (a
+    registry name) with ``backend_kwargs`` builds a backend without a connection.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        conn_id: str | None = None,
+        *,
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 60.0,
+        backoff: float = 1.5,
+        log_offset: int = 0,
+        stream_logs: bool = True,
+        log_tail_bytes: int = 4000,
+        resume_after: float | None = None,
+        max_errors: int = 5,
+        backend: str | None = None,
+        backend_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.conn_id = conn_id
+        self.poll_interval = float(poll_interval)
+        self.max_poll_interval = max(float(max_poll_interval), self.poll_interval)
+        self.backoff = max(float(backoff), 1.0)
+        self.log_offset = int(log_offset)
+        self.stream_logs = stream_logs
+        self.log_tail_bytes = int(log_tail_bytes)
+        self.resume_after = resume_after
+        self.max_errors = int(max_errors)
+        self.backend = backend
+        self.backend_kwargs = dict(backend_kwargs or {})
+        self._client: JobBackend | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "job_id": self.job_id,
+                "conn_id": self.conn_id,
+                "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+                "backoff": self.backoff,
+                "log_offset": self.log_offset,
+                "stream_logs": self.stream_logs,
+                "log_tail_bytes": self.log_tail_bytes,
+                "resume_after": self.resume_after,
+                "max_errors": self.max_errors,
+                "backend": self.backend,
+                "backend_kwargs": self.backend_kwargs,
+            },
+        )
+
+    async def _connect(self) -> JobBackend:
+        """The backend, created once per trigger (the seam tests replace)."""
+        if self._client is None:
+            if self.backend:
+                from airflow_provider_lclstream.backends.base import backend_class
+
+                self._client = backend_class(self.backend)(**self.backend_kwargs)
+            else:
+                from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
+
+                self._client = await JobBackendHook(self.conn_id).aget_conn()
+        assert self._client is not None
+        return self._client
+
+    def _event(self, status: str, job: JobStatus, **extra: Any) -> TriggerEvent:
+        payload = {"status": status, **job.to_dict(), "log_offset": self.log_offset, **extra}
+        return TriggerEvent(payload)
+
+    def _error(self, message: str) -> TriggerEvent:
+        return TriggerEvent({"status": "error", "job_id": self.job_id, "message": message})
+
+    async def _pump_log(self, backend: JobBackend) -> None:
+        try:
+            text, self.log_offset = await backend.alog_tail(self.job_id, self.log_offset)
+        except Exception as err:  # logs are a convenience; the state decides
+            self.log.debug("cannot read the log of job %s: %s", self.job_id, err)
+            return
+        if text:
+            self.log.info("[job %s]\n%s", self.job_id, text.rstrip("\n"))
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            backend = await self._connect()
+        except Exception as err:
+            yield self._error(f"cannot create the job backend: {type(err).__name__}: {err}")
+            return
+        started = time.monotonic()
+        interval = self.poll_interval
+        errors = 0
+        last_state = None
+        while True:
+            try:
+                status = await backend.astate(self.job_id)
+                errors = 0
+            except JobNotFoundError as err:
+                yield self._error(str(err))
+                return
+            except Exception as err:
+                errors += 1
+                self.log.warning(
+                    "job %s: state query failed (%d/%d): %s",
+                    self.job_id,
+                    errors,
+                    self.max_errors,
+                    err,
+                )
+                if errors >= self.max_errors:
+                    yield self._error(
+                        f"{errors} state queries in a row failed; last: {type(err).__name__}: {err}"
+                    )
+                    return
+                await asyncio.sleep(interval)
+                interval = min(interval * self.backoff, self.max_poll_interval)
+                continue
+            if self.stream_logs:
+                await self._pump_log(backend)
+            if status.is_final:
+                tail = ""
+                if not status.state.is_success and self.log_tail_bytes > 0:
+                    try:
+                        tail, _ = await backend.alog_tail(self.job_id, -self.log_tail_bytes)
+                    except Exception as err:
+                        tail = f"(log not readable: {err})"
+                ok = status.state.is_success
+                yield self._event("success" if ok else "failed", status, log_tail=tail)
+                return
+            if self.resume_after is not None and time.monotonic() - started >= self.resume_after:
+                yield self._event("running", status)
+                return
+            if status.state != last_state:
+                if last_state is not None:
+                    self.log.info("job %s is %s", self.job_id, status.state.value)
+                last_state = status.state
+                interval = self.poll_interval
+            else:
+                interval = min(interval * self.backoff, self.max_poll_interval)
+            await asyncio.sleep(interval)
+
+    async def on_kill(self) -> None:
+        """The user killed the deferred task (mark failed/success, clear): cancel the job."""
+        backend = await self._connect()
+        await backend.acancel(self.job_id)
+        self.log.info("cancelled job %s", self.job_id)
+
+    async def cleanup(self) -> None:
+        if self._client is not None:
+            try:
+                await self._client.aclose()
+            except Exception as err:
+                self.log.debug("closing the job backend failed: %s", err)
+            self._client = None

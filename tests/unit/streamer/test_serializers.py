@@ -1,0 +1,79 @@
+"""HDF5 and Simplon serializers: round trips through what a consumer does with the bytes."""
+
+from __future__ import annotations
+
+import io
+
+import cbor2
+import h5py
+import numpy as np
+import pytest
+
+from airflow_provider_lclstream.exceptions import LCLStreamError
+from airflow_provider_lclstream.protocol import is_hdf5
+from airflow_provider_lclstream.streamer.serializers.hdf5 import (
+    COMPRESSIONS,
+    HDF5BinarySerializer,
+    read_hdf5_header,
+)
+from airflow_provider_lclstream.streamer.serializers.simplon import (
+    SIMPLON_HEADER,
+    SimplonBinarySerializer,
+    decode_cbor_array,
+)
+
+FRAMES = np.random.default_rng(1).integers(0, 3000, size=(3, 2, 64, 64), dtype=np.uint16)
+
+
+@pytest.mark.parametrize("compression", [None, *COMPRESSIONS])
+def test_hdf5_image_opens_with_h5py_and_keeps_data(compression: str | None) -> None:
+    batch = {"det": FRAMES, "energy": np.array([9.5, 9.6, 9.7]), "skip": np.zeros(3)}
+    blob = HDF5BinarySerializer(
+        {"det": "/data/data", "energy": "/beam/energy"}, compression, 3
+    ).serialize(batch, {"producer": "p", "rank": 1, "seq": 7})
+    assert is_hdf5(blob)
+    with h5py.File(io.BytesIO(blob), "r") as h5:  # exactly what an upstream consumer does
+        np.testing.assert_array_equal(h5["/data/data"][()], FRAMES)
+        np.testing.assert_allclose(h5["/beam/energy"][()], [9.5, 9.6, 9.7])
+        assert "skip" not in h5
+        assert h5.attrs["lclstream_seq"] == 7
+    attrs, shapes = read_hdf5_header(blob)
+    assert attrs["lclstream_producer"] == "p"
+    assert shapes["/data/data"] == FRAMES.shape
+
+
+def test_compression_makes_detector_frames_smaller() -> None:
+    frames = np.full((4, 256, 256), 100, dtype=np.uint16)
+    plain = HDF5BinarySerializer({"d": "/d"}).serialize({"d": frames}, {})
+    packed = HDF5BinarySerializer({"d": "/d"}, "bitshuffle_with_lz4").serialize({"d": frames}, {})
+    assert len(packed) < len(plain) / 10
+
+
+def test_unknown_compression_is_refused() -> None:
+    with pytest.raises(LCLStreamError, match="choose one of"):
+        HDF5BinarySerializer({"d": "/d"}, "lzma")
+
+
+def test_strings_are_stored() -> None:
+    blob = HDF5BinarySerializer({"info": "/info"}).serialize({"info": np.array(["exp", "12"])}, {})
+    with h5py.File(io.BytesIO(blob)) as h5:
+        assert [v.decode() for v in h5["/info"][()]] == ["exp", "12"]
+
+
+def test_simplon_start_image_end() -> None:
+    serializer = SimplonBinarySerializer("detector_data", detector_name="jungfrau")
+    start = serializer.start()[0]
+    image = serializer.serialize({"detector_data": FRAMES[0]}, {"seq": 0})
+    end = serializer.finish()[0]
+    for message in (start, image, end):
+        assert message[:1] == SIMPLON_HEADER
+    assert cbor2.loads(start[1:])["type"] == "start"
+    decoded = cbor2.loads(image[1:])
+    assert decoded["type"] == "image" and decoded["image_id"] == 0
+    np.testing.assert_array_equal(decode_cbor_array(decoded["data"]["threshold_1"]), FRAMES[0])
+    assert cbor2.loads(end[1:])["type"] == "end"
+
+
+def test_simplon_missing_source_is_clear() -> None:
+    with pytest.raises(LCLStreamError, match="not in the event"):
+        SimplonBinarySerializer("detector_data").serialize({"other": FRAMES}, {})

@@ -1,0 +1,63 @@
+"""Real pynng/pyzmq sockets on loopback: both libraries, both roles, large messages, timeouts."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from airflow_provider_lclstream.exceptions import TransportError
+from airflow_provider_lclstream.protocol import EndOfStream, is_end_of_stream
+from airflow_provider_lclstream.transports import open_receiver, open_sender
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("library", ["zmq", "nng"])
+@pytest.mark.parametrize("receiver_binds", [True, False])
+def test_round_trip_large_messages_and_eos(library: str, receiver_binds: bool) -> None:
+    url = f"tcp://127.0.0.1:{free_port()}"
+    big = bytes(range(256)) * (3 * 4096)  # 3 MiB: above NNG's 1 MB default receive limit
+    receiver = open_receiver(url, library, bind=receiver_binds)
+    sender = open_sender(url, library, bind=not receiver_binds, send_timeout_s=10)
+    got: list[bytes] = []
+
+    def pull() -> None:
+        while True:
+            message = receiver.recv(timeout_s=10)
+            assert message is not None
+            got.append(message)
+            if is_end_of_stream(message):
+                return
+
+    thread = threading.Thread(target=pull)
+    thread.start()
+    for _ in range(5):
+        sender.send(big)
+    sender.send(EndOfStream(producer="t", messages=5).encode())
+    sender.close()
+    thread.join(20)
+    receiver.close()
+    assert [len(m) for m in got[:-1]] == [len(big)] * 5
+    assert got[0] == big
+    assert EndOfStream.decode(got[-1]).messages == 5
+
+
+@pytest.mark.parametrize("library", ["zmq", "nng"])
+def test_send_to_unreachable_url_times_out(library: str) -> None:
+    sender = open_sender(f"tcp://127.0.0.1:{free_port()}", library, send_timeout_s=0.5, linger_s=0)
+    with pytest.raises(TransportError, match="no receiver took data"):
+        sender.send(b"x")
+    sender.close()
+
+
+def test_bad_library_and_url_are_clear() -> None:
+    with pytest.raises(TransportError, match="choose one of"):
+        open_sender("tcp://127.0.0.1:1", "carrier-pigeon")
+    with pytest.raises(TransportError, match="bad URL"):
+        open_receiver("127.0.0.1:5000")
