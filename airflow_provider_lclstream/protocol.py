@@ -10,6 +10,7 @@ can skip it.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import socket
@@ -24,7 +25,7 @@ PROTOCOL_VERSION = 1
 
 @dataclass
 class EndOfStream:
-    """Counts a producer sends when it has nothing more: the receiver checks them against its own."""
+    """A producer's final counts; the receiver checks them against what it got."""
 
     producer: str
     rank: int = 0
@@ -36,12 +37,12 @@ class EndOfStream:
     version: int = PROTOCOL_VERSION
     extra: dict[str, object] = field(default_factory=dict)
 
-    def encode(self) -> bytes:
+    def encode(self) -> builtins.bytes:
         return EOS_MAGIC + json.dumps(asdict(self), sort_keys=True).encode()
 
     @classmethod
-    def decode(cls, message: bytes | memoryview) -> EndOfStream:
-        raw = bytes(message)
+    def decode(cls, message: builtins.bytes | memoryview) -> EndOfStream:
+        raw = builtins.bytes(message)
         if not raw.startswith(EOS_MAGIC):
             raise ProtocolError("not an end-of-stream record (missing magic prefix)")
         try:

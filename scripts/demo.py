@@ -34,7 +34,10 @@ def main() -> int:
     url = f"tcp://127.0.0.1:{free_port()}"
     config = {
         "source_identifier": "synthetic:epix10k2M",
-        "event_source": {"type": "InternalEventSource", "number_of_events_to_generate": EVENTS_PER_RANK},
+        "event_source": {
+            "type": "InternalEventSource",
+            "number_of_events_to_generate": EVENTS_PER_RANK,
+        },
         "data_sources": {
             "detector_data": {"type": "SyntheticDetector", "detector": "epix10k2M"},
             "identifier": {"type": "SourceIdentifier"},
@@ -45,19 +48,40 @@ def main() -> int:
             "fields": {"detector_data": "/data/data"},
             "compression": "bitshuffle_with_lz4",
         },
-        "data_handlers": [{"type": "BinaryDataStreamingDataHandler", "urls": [url], "library": "zmq"}],
+        "data_handlers": [
+            {"type": "BinaryDataStreamingDataHandler", "urls": [url], "library": "zmq"}
+        ],
     }
     config_path = OUT / "lclstreamer.yaml"
     config_path.write_text(yaml.safe_dump(config))
     started = time.monotonic()
     receiver = subprocess.Popen(
-        [BIN / "lclstream-receive", "--url", url, "--out", OUT / "files", "--expect-producers", "2",
-         "--timeout", "120", "--quiet"],
+        [
+            BIN / "lclstream-receive",
+            "--url",
+            url,
+            "--out",
+            OUT / "files",
+            "--expect-producers",
+            "2",
+            "--timeout",
+            "120",
+            "--quiet",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
     streamer = subprocess.Popen(
-        [BIN / "mpiexec", "-n", "2", BIN / "lclstreamer", "-c", config_path, "--progress-every", "1"],
+        [
+            BIN / "mpiexec",
+            "-n",
+            "2",
+            BIN / "lclstreamer",
+            "-c",
+            config_path,
+            "--progress-every",
+            "1",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

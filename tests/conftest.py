@@ -89,7 +89,9 @@ def mpiexec() -> str:
     """Path of ``mpiexec`` from the mpich wheel."""
     path = venv_bin("mpiexec")
     if path is None:
-        service_unavailable("mpi", "mpiexec not found: pip install 'airflow-provider-lclstream[mpi]'")
+        service_unavailable(
+            "mpi", "mpiexec not found: pip install 'airflow-provider-lclstream[mpi]'"
+        )
     assert path is not None
     return path
 

@@ -1,4 +1,4 @@
-"""Make xtc2 data with psana's own ``xtcwriter`` (installed under site-packages/bin, not on PATH)."""
+"""Make xtc2 data with psana's ``xtcwriter`` (installed in site-packages/bin, not on PATH)."""
 
 from __future__ import annotations
 

@@ -211,7 +211,7 @@ BACKENDS: dict[str, str] = {
     "psik": "airflow_provider_lclstream.backends.psik_backend:PsikBackend",
     "sfapi": "airflow_provider_lclstream.backends.sfapi:SfapiBackend",
     "s3m": "airflow_provider_lclstream.backends.s3m:S3mBackend",
-    "slurm": "airflow_provider_lclstream.backends.slurm_rest:SlurmRestClient",
+    "slurm": "airflow_provider_lclstream.backends.slurm:SlurmBackend",
 }
 
 

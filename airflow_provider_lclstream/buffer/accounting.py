@@ -58,7 +58,8 @@ class StreamAccounting:
 
     # events -----------------------------------------------------------------------------
     def connect(self, key: str, address: str) -> None:
-        self.connections[key] = Connection(key, address)
+        conn = self._conn(key)  # may exist already: its data can arrive before the event
+        conn.address = address or conn.address
 
     def disconnect(self, key: str) -> None:
         conn = self.connections.get(key)

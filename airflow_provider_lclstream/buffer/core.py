@@ -252,7 +252,9 @@ class Buffer:
                 self.consumers.connect(event.key, event.address)
                 log.info("consumer %s connected from %s", event.key, event.address or "?")
             else:
-                record = self.consumers.disconnect(event.key, mid_stream=self.phase != FANOUT)
+                record = self.consumers.disconnect(
+                    event.key, mid_stream=self.phase != FANOUT or not self.eos_sent
+                )
                 if record is not None and record.lost:
                     log.warning(
                         "consumer %s disconnected mid-stream after ~%d messages (estimate); "

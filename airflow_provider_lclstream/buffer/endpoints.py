@@ -157,6 +157,7 @@ class ZmqEndpoint(Endpoint):
         mask = zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
         self.monitor = self.socket.get_monitor_socket(mask)
         self.fd_keys: dict[int, str] = {}
+        self.closed_fds: set[int] = set()
         self.serial = 0
         try:
             if dial:
@@ -168,10 +169,17 @@ class ZmqEndpoint(Endpoint):
             verb = "connect to" if dial else "bind"
             raise TransportError(f"zmq: cannot {verb} --{role} {url}: {err}") from err
 
-    def _key(self, fd: int) -> str:
-        if fd not in self.fd_keys:
+    def _key(self, fd: int, new: bool = False) -> str:
+        """The connection key for ``fd``; ``new`` starts a new one unless ``fd`` is still open.
+
+        Monitor events and messages travel separately: a connection's first messages can be read
+        before its ACCEPTED event, and its last ones (its EOS) after its DISCONNECTED event, so
+        an fd keeps its key until a later connection reuses the fd.
+        """
+        if fd not in self.fd_keys or (new and fd in self.closed_fds):
             self.serial += 1
             self.fd_keys[fd] = f"zmq-conn-{self.serial}"
+            self.closed_fds.discard(fd)
         return self.fd_keys[fd]
 
     def _read_monitor(self) -> None:
@@ -179,10 +187,11 @@ class ZmqEndpoint(Endpoint):
             event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
             fd = int(event["value"])
             if event["event"] in (zmq.EVENT_ACCEPTED, zmq.EVENT_CONNECTED):
-                self.fd_keys.pop(fd, None)
-                self.events.append(PeerEvent("connect", self._key(fd), _peer_address(fd)))
+                key = self._key(fd, new=True)
+                self.events.append(PeerEvent("connect", key, _peer_address(fd)))
             elif event["event"] == zmq.EVENT_DISCONNECTED and fd in self.fd_keys:
-                self.events.append(PeerEvent("disconnect", self.fd_keys.pop(fd)))
+                self.closed_fds.add(fd)
+                self.events.append(PeerEvent("disconnect", self.fd_keys[fd]))
 
     def take_events(self) -> list[PeerEvent]:
         self._read_monitor()

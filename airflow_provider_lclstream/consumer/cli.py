@@ -26,11 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", required=True, help="e.g. tcp://127.0.0.1:5000")
     parser.add_argument("--transport", choices=["zmq", "nng"], default="zmq")
     role = parser.add_mutually_exclusive_group()
-    role.add_argument("--bind", dest="bind", action="store_true", default=True, help="listen (default)")
-    role.add_argument("--dial", dest="bind", action="store_false", help="connect to a server/buffer")
+    role.add_argument(
+        "--bind", dest="bind", action="store_true", default=True, help="listen (default)"
+    )
+    role.add_argument(
+        "--dial", dest="bind", action="store_false", help="connect to a server/buffer"
+    )
     parser.add_argument("--out", type=Path, help="write each message as a file in this directory")
     parser.add_argument("--prefix", default="msg", help="file name prefix with --out (msg)")
-    parser.add_argument("--expect-producers", type=int, default=1, help="end-of-stream records to wait for")
+    parser.add_argument(
+        "--expect-producers", type=int, default=1, help="end-of-stream records to wait for"
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="longest wait for a message, s")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
@@ -66,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                 os.replace(temporary, final)
                 files += 1
             if not args.quiet and report.messages % 100 == 0:
-                print(f"received {report.messages} messages, {report.bytes / 1e6:.1f} MB", file=sys.stderr)
+                print(
+                    f"received {report.messages} messages, {report.bytes / 1e6:.1f} MB",
+                    file=sys.stderr,
+                )
     except LCLStreamError as err:
         print(f"lclstream-receive: {err}", file=sys.stderr)
         return 2

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from airflow_provider_lclstream.exceptions import ProtocolError
 from airflow_provider_lclstream.protocol import EndOfStream, is_end_of_stream, is_hdf5
 from airflow_provider_lclstream.transports import open_receiver
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +164,9 @@ def receive_messages(
             if raw is None:
                 report.timed_out = True
                 log.warning(
-                    "no message for %s s: %d of %d producers ended", timeout_s, len(report.ended),
+                    "no message for %s s: %d of %d producers ended",
+                    timeout_s,
+                    len(report.ended),
                     expect_producers,
                 )
                 return

@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    streamer = Streamer(config, Partition(rank, size), args.send_timeout, progress, args.progress_every)
+    streamer = Streamer(
+        config, Partition(rank, size), args.send_timeout, progress, args.progress_every
+    )
     error: str | None = None
     try:
         summary = streamer.run(args.num_events)

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from airflow_provider_lclstream.config import streamer_components as cfg
 from airflow_provider_lclstream.exceptions import LCLStreamError
@@ -23,13 +20,18 @@ from airflow_provider_lclstream.streamer.pipelines.pipelines import (
     ProcessingPipeline,
 )
 from airflow_provider_lclstream.streamer.pipelines.steps import STEP_KINDS
-from airflow_provider_lclstream.streamer.serializers.base import Serializer
 from airflow_provider_lclstream.streamer.serializers.hdf5 import HDF5BinarySerializer
 from airflow_provider_lclstream.streamer.serializers.simplon import SimplonBinarySerializer
 from airflow_provider_lclstream.streamer.sources.base import EventSource, Partition, RawEvent
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    import numpy as np
+
     from airflow_provider_lclstream.config.streamer import StreamerConfig
+    from airflow_provider_lclstream.streamer.serializers.base import Serializer
+    from airflow_provider_lclstream.transports.base import Payload
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,12 @@ def build_pipeline(config: StreamerConfig) -> ProcessingPipeline:
     ]
     if isinstance(pipeline, cfg.PeaknetPreprocessingPipeline):
         field_name = next(
-            (n for n, s in config.data_sources.items() if _is_detector(s)), next(iter(config.data_sources))
+            (n for n, s in config.data_sources.items() if _is_detector(s)),
+            next(iter(config.data_sources)),
         )
-        steps.append(PeaknetPreprocessing(field_name, pipeline.target_height, pipeline.target_width))
+        steps.append(
+            PeaknetPreprocessing(field_name, pipeline.target_height, pipeline.target_width)
+        )
     if isinstance(pipeline, cfg.NoOpProcessingPipeline):
         return ProcessingPipeline(steps, batch_size=1, stack=False)
     return ProcessingPipeline(steps, batch_size=pipeline.batch_size)
@@ -105,7 +110,10 @@ def build_handlers(
             if isinstance(handler, cfg.BinaryFileWritingDataHandler):
                 handlers.append(
                     BinaryFileWritingDataHandler(
-                        handler.write_directory, handler.file_prefix, handler.file_suffix, partition.rank
+                        handler.write_directory,
+                        handler.file_prefix,
+                        handler.file_suffix,
+                        partition.rank,
                     )
                 )
             else:
@@ -200,7 +208,11 @@ class Streamer:
                 source.events(max_events), self.config.skip_incomplete_events, counters
             )
             for batch, _size in pipeline.batches(events):
-                meta = {"producer": counters.producer, "rank": counters.rank, "seq": counters.batches}
+                meta = {
+                    "producer": counters.producer,
+                    "rank": counters.rank,
+                    "seq": counters.batches,
+                }
                 self._deliver(handlers, serializer.serialize(batch, meta))
                 counters.batches += 1
                 if self.progress and time.monotonic() - last_report >= self.progress_every_s:
@@ -227,7 +239,7 @@ class Streamer:
             source.close()
         return counters.summary()
 
-    def _deliver(self, handlers: list[DataHandler], message: bytes) -> None:
+    def _deliver(self, handlers: list[DataHandler], message: Payload) -> None:
         if self.counters.first_message_s is None:
             self.counters.first_message_s = round(time.monotonic() - self.counters.started, 3)
         for handler in handlers:

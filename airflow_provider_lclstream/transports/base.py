@@ -9,6 +9,8 @@ from airflow_provider_lclstream.exceptions import TransportError
 
 Library = Literal["zmq", "nng"]
 LIBRARIES: tuple[str, ...] = ("zmq", "nng")
+Payload = bytes | bytearray | memoryview
+"""What a sender takes: any contiguous bytes-like object (sent without a copy where possible)."""
 
 DEFAULT_SEND_TIMEOUT_S = 60.0
 DEFAULT_LINGER_S = 60.0
@@ -21,7 +23,7 @@ class Sender(ABC):
     library: str
 
     @abstractmethod
-    def send(self, message: bytes) -> None:
+    def send(self, message: Payload) -> None:
         """Send one message; raise TransportError when no peer took it within the send timeout."""
 
     @abstractmethod
@@ -64,7 +66,9 @@ def check_library(library: str) -> str:
 
 def check_url(url: str) -> str:
     if not isinstance(url, str) or "://" not in url:
-        raise TransportError(f"bad URL {url!r}: expected scheme://address, e.g. tcp://127.0.0.1:5000")
+        raise TransportError(
+            f"bad URL {url!r}: expected scheme://address, e.g. tcp://127.0.0.1:5000"
+        )
     return url
 
 

@@ -11,7 +11,7 @@ import time
 import pynng
 
 from airflow_provider_lclstream.exceptions import TransportError
-from airflow_provider_lclstream.transports.base import Receiver, Sender
+from airflow_provider_lclstream.transports.base import Payload, Receiver, Sender
 
 NNG_CLOSE_GRACE_S = 0.5
 
@@ -49,10 +49,14 @@ class NngSender(Sender):
                 self.socket.dial(url, block=False)
         except pynng.NNGException as err:
             self.socket.close()
-            raise TransportError(f"nng: cannot {'listen on' if bind else 'dial'} {url}: {err}") from err
+            raise TransportError(
+                f"nng: cannot {'listen on' if bind else 'dial'} {url}: {err}"
+            ) from err
         self.sent_any = False
 
-    def send(self, message: bytes) -> None:
+    def send(self, message: Payload) -> None:
+        if not isinstance(message, bytes):
+            message = bytes(message)  # pynng takes bytes only
         try:
             self.socket.send(message)
         except pynng.Timeout as err:
@@ -82,7 +86,9 @@ class NngReceiver(Receiver):
                 self.socket.dial(url, block=False)
         except pynng.NNGException as err:
             self.socket.close()
-            raise TransportError(f"nng: cannot {'listen on' if bind else 'dial'} {url}: {err}") from err
+            raise TransportError(
+                f"nng: cannot {'listen on' if bind else 'dial'} {url}: {err}"
+            ) from err
 
     def recv(self, timeout_s: float | None = None) -> bytes | None:
         self.socket.recv_timeout = -1 if timeout_s is None else max(1, int(timeout_s * 1000))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zmq
 
 from airflow_provider_lclstream.exceptions import TransportError
-from airflow_provider_lclstream.transports.base import Receiver, Sender
+from airflow_provider_lclstream.transports.base import Payload, Receiver, Sender
 
 
 def zmq_address(url: str, bind: bool) -> str:
@@ -47,11 +47,16 @@ class ZmqSender(Sender):
                 self.socket.connect(url)
         except zmq.ZMQError as err:
             self.close()
-            raise TransportError(f"zmq: cannot {'bind' if bind else 'connect'} {url}: {err}") from err
+            raise TransportError(
+                f"zmq: cannot {'bind' if bind else 'connect'} {url}: {err}"
+            ) from err
 
-    def send(self, message: bytes) -> None:
+    def send(self, message: Payload) -> None:
         try:
-            self.socket.send(message, copy=len(message) < 65536)
+            if len(message) < 65536:
+                self.socket.send(message)
+            else:
+                self.socket.send(message, copy=False)  # large messages: no copy
         except zmq.Again as err:
             raise TransportError(
                 f"zmq: no receiver took data on {self.url} within {self.send_timeout_s} s"
@@ -80,7 +85,9 @@ class ZmqReceiver(Receiver):
                 self.socket.connect(url)
         except zmq.ZMQError as err:
             self.close()
-            raise TransportError(f"zmq: cannot {'bind' if bind else 'connect'} {url}: {err}") from err
+            raise TransportError(
+                f"zmq: cannot {'bind' if bind else 'connect'} {url}: {err}"
+            ) from err
 
     def recv(self, timeout_s: float | None = None) -> bytes | None:
         timeout_ms = None if timeout_s is None else int(timeout_s * 1000)

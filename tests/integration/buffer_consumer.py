@@ -43,6 +43,30 @@ def tag(message: bytes) -> tuple[int, int]:
     return int(rank), int(index)
 
 
+def get_stats(port: int) -> dict:
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()
+
+
+def wait_consumers(port: int, count: int, timeout_s: float = 15.0) -> dict:
+    """Poll the buffer's ``/stats`` until ``count`` consumers are connected."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            stats = get_stats(port)
+            if stats["consumers"]["connected"] >= count:
+                return stats
+        except OSError:
+            pass  # not listening yet
+        except Exception as err:  # noqa: BLE001 - httpx errors while the buffer starts
+            if "connect" not in type(err).__name__.lower():
+                raise
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} consumers did not connect within {timeout_s} s")
+        time.sleep(0.05)
+
+
 def start_buffer(log: Path, *args: str) -> subprocess.Popen:
     """The CLI as a subprocess, logging to ``log`` (a pipe could fill up and stall it)."""
     cmd = [sys.executable, "-m", "airflow_provider_lclstream.buffer.cli", "--log-interval", "1"]
@@ -60,11 +84,17 @@ class Consumer(threading.Thread):
     def __init__(self, target: str, library: str = "zmq", delay_s: float = 0.0,
                  timeout_s: float = 30.0, raw: bool = False) -> None:  # fmt: skip
         super().__init__(daemon=True)
-        self.target, self.library, self.delay_s, self.timeout_s = target, library, delay_s, timeout_s
+        self.target, self.library, self.delay_s, self.timeout_s = (
+            target,
+            library,
+            delay_s,
+            timeout_s,
+        )
         self.raw = raw
         self.tags: list[tuple[int, int]] = []
         self.sizes = 0
         self.eos: EndOfStream | None = None
+        self.error: Exception | None = None
         self.start()
 
     def _recv_fn(self):  # noqa: ANN202
@@ -97,16 +127,21 @@ class Consumer(threading.Thread):
     def run(self) -> None:
         recv, close = self._recv_fn()
         try:
-            while (message := recv(self.timeout_s)) is not None:
-                if is_end_of_stream(message):
-                    self.eos = EndOfStream.decode(message)
-                    return
-                self.tags.append(tag(message))
-                self.sizes += len(message)
-                if self.delay_s:
-                    time.sleep(self.delay_s)
+            self._loop(recv)
+        except Exception as err:  # noqa: BLE001 - closed under us when a test gives up
+            self.error = err
         finally:
             close()
+
+    def _loop(self, recv) -> None:  # noqa: ANN001
+        while (message := recv(self.timeout_s)) is not None:
+            if is_end_of_stream(message):
+                self.eos = EndOfStream.decode(message)
+                return
+            self.tags.append(tag(message))
+            self.sizes += len(message)
+            if self.delay_s:
+                time.sleep(self.delay_s)
 
 
 def main() -> int:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from airflow_provider_lclstream.protocol import EndOfStream
 from airflow_provider_lclstream.transports import Sender, open_sender
+
+if TYPE_CHECKING:
+    from airflow_provider_lclstream.protocol import EndOfStream
+    from airflow_provider_lclstream.transports.base import Payload
 
 
 class DataHandler(ABC):
     @abstractmethod
-    def handle(self, message: bytes) -> None:
+    def handle(self, message: Payload) -> None:
         """Deliver one data message."""
 
     def end(self, end_of_stream: EndOfStream) -> None:  # noqa: B027 - optional hook
@@ -34,7 +38,7 @@ class BinaryFileWritingDataHandler(DataHandler):
         self.counter = 0
         self.written: list[Path] = []
 
-    def handle(self, message: bytes) -> None:
+    def handle(self, message: Payload) -> None:
         final = self.directory / f"{self.stem}_{self.counter}.{self.suffix}"
         temporary = final.with_name(f".{final.name}.tmp")
         with open(temporary, "wb") as out:
@@ -70,7 +74,7 @@ class BinaryDataStreamingDataHandler(DataHandler):
         self.sent = [0] * len(self.senders)
         self.sent_bytes = [0] * len(self.senders)
 
-    def handle(self, message: bytes) -> None:
+    def handle(self, message: Payload) -> None:
         index = self.next % len(self.senders)
         self.next += 1
         self.senders[index].send(message)

@@ -24,6 +24,7 @@ class ProcessingPipeline:
         self.batch_size = batch_size
         self.stack = stack
         self.dropped = 0
+        self.stacker = BatchStacker()
 
     def transform(self, event: Event) -> Event | None:
         for step in self.steps:
@@ -46,15 +47,38 @@ class ProcessingPipeline:
                 continue
             pending.append(kept)
             if len(pending) == self.batch_size:
-                yield stack_events(pending), len(pending)
+                yield self.stacker(pending), len(pending)
                 pending = []
         if pending:
-            yield stack_events(pending), len(pending)
+            yield self.stacker(pending), len(pending)
 
 
 def stack_events(events: list[Event]) -> Event:
     """Stack each data source along a new axis 0."""
     return {name: np.stack([np.asarray(e[name]) for e in events]) for name in events[0]}
+
+
+class BatchStacker:
+    """Stack events into buffers kept across batches (no new allocation per batch).
+
+    A batch is valid until the next one is made: the engine serializes (copies) it at once.
+    """
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def __call__(self, events: list[Event]) -> Event:
+        batch: Event = {}
+        for name in events[0]:
+            first = np.asarray(events[0][name])
+            shape = (len(events), *first.shape)
+            buffer = self.buffers.get(name)
+            if buffer is None or buffer.shape != shape or buffer.dtype != first.dtype:
+                buffer = self.buffers[name] = np.empty(shape, dtype=first.dtype)
+            for i, event in enumerate(events):
+                buffer[i] = event[name]
+            batch[name] = buffer
+        return batch
 
 
 class PeaknetPreprocessing:

@@ -16,7 +16,9 @@ Event = dict[str, np.ndarray]
 
 def _field(event: Event, name: str, step: str) -> np.ndarray:
     if name not in event:
-        raise LCLStreamError(f"{step} step: data source {name!r} not in the event ({sorted(event)})")
+        raise LCLStreamError(
+            f"{step} step: data source {name!r} not in the event ({sorted(event)})"
+        )
     return np.asarray(event[name])
 
 
@@ -31,7 +33,9 @@ class Roi:
     x1: int
 
     def __call__(self, event: Event) -> Event | None:
-        event[self.field] = _field(event, self.field, "roi")[..., self.y0 : self.y1, self.x0 : self.x1]
+        event[self.field] = _field(event, self.field, "roi")[
+            ..., self.y0 : self.y1, self.x0 : self.x1
+        ]
         return event
 
 

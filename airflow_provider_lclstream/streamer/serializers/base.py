@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+    from airflow_provider_lclstream.transports.base import Payload
+
 
 class Serializer(ABC):
     """Turn batches into messages; ``start``/``finish`` may add messages around the data."""
@@ -16,7 +18,7 @@ class Serializer(ABC):
         return []
 
     @abstractmethod
-    def serialize(self, batch: dict[str, np.ndarray], meta: dict[str, object]) -> bytes:
+    def serialize(self, batch: dict[str, np.ndarray], meta: dict[str, object]) -> Payload:
         """One message for one batch; ``meta`` holds scalar attributes (producer, sequence...)."""
 
     def finish(self) -> list[bytes]:

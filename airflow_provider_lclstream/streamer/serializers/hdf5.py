@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from airflow_provider_lclstream.exceptions import LCLStreamError
 from airflow_provider_lclstream.streamer.serializers.base import Serializer
+from airflow_provider_lclstream.streamer.serializers.hdf5_template import (
+    Hdf5Template,
+    build_template,
+    template_key,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_lclstream.transports.base import Payload
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +76,7 @@ class HDF5BinarySerializer(Serializer):
         self.compression = compression
         self.compression_level = compression_level
         self._warned: set[str] = set()
+        self._templates: dict[tuple, Hdf5Template | None] = {}
 
     def _options(self, name: str, value: np.ndarray) -> dict[str, Any]:
         if value.ndim == 0 or value.nbytes < 1024:
@@ -81,7 +90,20 @@ class HDF5BinarySerializer(Serializer):
             options["chunks"] = (1, *frame) if value.ndim >= 3 else frame
         return options
 
-    def serialize(self, batch: dict[str, np.ndarray], meta: dict[str, object]) -> bytes:
+    def serialize(self, batch: dict[str, np.ndarray], meta: dict[str, object]) -> Payload:
+        if self.compression in (None, "none", "None"):
+            key = template_key(self.fields, batch, meta)
+            if key not in self._templates:
+                if len(self._templates) > 16:
+                    self._templates.clear()  # shapes keep changing: don't hoard templates
+                self._templates[key] = build_template(self.fields, batch, meta)
+            template = self._templates[key]
+            if template is not None:
+                return template.fill(batch, meta)
+        return self.serialize_with_h5py(batch, meta)
+
+    def serialize_with_h5py(self, batch: dict[str, np.ndarray], meta: dict[str, object]) -> bytes:
+        """The general path: any dtype, any compression."""
         name = f"lclstream-{next(_image_names)}.h5"
         total = sum(np.asarray(v).nbytes for v in batch.values())
         block = max(64 * 1024, total + 256 * 1024)  # one allocation for the whole image

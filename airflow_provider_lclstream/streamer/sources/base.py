@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,8 @@ from airflow_provider_lclstream.exceptions import LCLStreamError
 from airflow_provider_lclstream.streamer.sources.synthetic import SyntheticFrames
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from pydantic import BaseModel
 
 # An event: data-source name -> value; None marks a value the source could not provide.
@@ -80,6 +81,16 @@ def generic_value(name: str, config: BaseModel, source_identifier: str, seed: in
         )
         return frames.frame
     return None
+
+
+def constant(value: Any) -> Callable[[Any], Any]:
+    """A reader that ignores the event and returns ``value``."""
+    return lambda _event: value
+
+
+def first_of(generic: Callable[[int], Any]) -> Callable[[Any], Any]:
+    """A reader for facility event sources from an index-based generic one (always index 0)."""
+    return lambda _event: generic(0)
 
 
 def unsupported(source: str, name: str, config: BaseModel) -> LCLStreamError:

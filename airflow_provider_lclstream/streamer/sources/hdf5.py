@@ -7,7 +7,6 @@ any depth). Rank r replays events r, r+size, ... of the concatenated files.
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_lclstream.exceptions import LCLStreamError
@@ -19,6 +18,8 @@ from airflow_provider_lclstream.streamer.sources.base import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from airflow_provider_lclstream.config.streamer import StreamerConfig
 
 

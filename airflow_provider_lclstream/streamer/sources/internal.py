@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from airflow_provider_lclstream.streamer.sources.base import (
@@ -14,6 +13,8 @@ from airflow_provider_lclstream.streamer.sources.base import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from airflow_provider_lclstream.config.streamer import StreamerConfig
 
 

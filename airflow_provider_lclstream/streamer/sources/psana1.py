@@ -7,7 +7,6 @@ psana2). The code follows psana1's documented API (``DataSource('exp=..:run=..:s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,12 +20,15 @@ from airflow_provider_lclstream.streamer.sources.base import (
     EventSource,
     Partition,
     RawEvent,
+    first_of,
     generic_value,
     unsupported,
 )
-from airflow_provider_lclstream.streamer.sources.psana2 import as_array, call_chain
+from airflow_provider_lclstream.streamer.sources.psana2 import detector_reader
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from airflow_provider_lclstream.config.streamer import StreamerConfig
 
 
@@ -46,7 +48,7 @@ def import_psana1() -> Any:
 def psana1_timestamp(psana: Any, evt: Any) -> np.ndarray:
     """Event time as float seconds (seconds + nanoseconds of the EventId)."""
     seconds, nanoseconds = evt.get(psana.EventId).time()
-    return np.float64(seconds + nanoseconds * 1e-9)
+    return np.asarray(seconds + nanoseconds * 1e-9, dtype=np.float64)
 
 
 class Psana1EventSource(EventSource):
@@ -62,23 +64,14 @@ class Psana1EventSource(EventSource):
         for name, source in config.data_sources.items():
             if isinstance(source, Psana1DetectorInterface):
                 detector = self.psana.Detector(source.psana_name)
-                fields = list(source.psana_fields)
-                if fields:
-                    self.readers[name] = lambda evt, d=detector, f=fields, s=source: as_array(
-                        call_chain(d, f[0], evt)
-                        if len(f) == 1
-                        else [np.asarray(call_chain(d, x, evt)).tolist() for x in f],
-                        s.dtype,
-                    )
-                else:
-                    self.readers[name] = lambda evt, d=detector, s=source: as_array(d(), s.dtype)
+                self.readers[name] = detector_reader(detector, source, pv_takes_event=False)
             elif isinstance(source, Psana1Timestamp):
                 self.readers[name] = lambda evt: psana1_timestamp(self.psana, evt)
             else:
                 generic = generic_value(name, source, config.source_identifier, 0)
                 if generic is None:
                     raise unsupported("Psana1EventSource", name, source)
-                self.readers[name] = lambda evt, g=generic: g(0)
+                self.readers[name] = first_of(generic)
 
     def events(self, max_events: int | None) -> Iterator[tuple[str, RawEvent]]:
         ds = self.psana.DataSource(self.config.source_identifier)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,17 +21,22 @@ from airflow_provider_lclstream.config.streamer_components import (
     Psana2DetectorInterface,
     Psana2RunInfo,
     Psana2Timestamp,
+    _DetectorInterface,
 )
 from airflow_provider_lclstream.exceptions import LCLStreamError, MissingDependencyError
 from airflow_provider_lclstream.streamer.sources.base import (
     EventSource,
     Partition,
     RawEvent,
+    constant,
+    first_of,
     generic_value,
     unsupported,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from airflow_provider_lclstream.config.streamer import StreamerConfig
 
 log = logging.getLogger(__name__)
@@ -54,7 +58,9 @@ def parse_source_identifier(text: str) -> dict[str, Any]:
             try:
                 kwargs[key] = int(value)
             except ValueError:
-                raise LCLStreamError(f"source_identifier: {key}={value!r} is not an integer") from None
+                raise LCLStreamError(
+                    f"source_identifier: {key}={value!r} is not an integer"
+                ) from None
         elif key == "files":
             files = [f for f in value.split(";") if f]
             kwargs[key] = files[0] if len(files) == 1 else files
@@ -70,7 +76,8 @@ def parse_source_identifier(text: str) -> dict[str, Any]:
 def call_chain(obj: Any, chain: str, evt: Any) -> Any:
     """Follow ``raw.calib`` on a detector, calling each callable link with the event.
 
-    A link that takes no event is called bare (``get.TotalIntensity``: ``get(evt).TotalIntensity()``).
+    A link that takes no event is called bare: ``get.TotalIntensity`` is
+    ``get(evt).TotalIntensity()``.
     """
     for part in chain.split("."):
         obj = getattr(obj, part)
@@ -88,15 +95,23 @@ def as_array(value: Any, dtype: str | None) -> np.ndarray | None:
     try:
         return np.asarray(value, dtype=dtype) if dtype else np.asarray(value)
     except (TypeError, ValueError) as err:
-        raise LCLStreamError(f"cannot convert {type(value).__name__} to dtype {dtype}: {err}") from err
+        raise LCLStreamError(
+            f"cannot convert {type(value).__name__} to dtype {dtype}: {err}"
+        ) from err
 
 
-def detector_reader(run: Any, config: Psana2DetectorInterface) -> Callable[[Any], Any]:
-    """A callable ``evt -> ndarray | None`` reading one detector (or PV) field chain."""
-    detector = run.Detector(config.psana_name)
+def detector_reader(
+    detector: Any, config: _DetectorInterface, pv_takes_event: bool = True
+) -> Callable[[Any], Any]:
+    """A callable ``evt -> ndarray | None`` reading one detector's field chain(s), or a PV.
+
+    A PV detector is called with the event in psana2 and bare in psana1.
+    """
     fields = list(config.psana_fields)
     if not fields:
-        return lambda evt: as_array(detector(evt), config.dtype)
+        if pv_takes_event:
+            return lambda evt: as_array(detector(evt), config.dtype)
+        return lambda evt: as_array(detector(), config.dtype)
     if len(fields) == 1:
         return lambda evt: as_array(call_chain(detector, fields[0], evt), config.dtype)
 
@@ -137,7 +152,7 @@ class Psana2EventSource(EventSource):
         for name, source in self.config.data_sources.items():
             if isinstance(source, Psana2DetectorInterface):
                 try:
-                    readers[name] = detector_reader(run, source)
+                    readers[name] = detector_reader(run.Detector(source.psana_name), source)
                 except Exception as err:
                     raise LCLStreamError(
                         f"data_sources.{name}: psana2 has no detector {source.psana_name!r} "
@@ -146,13 +161,12 @@ class Psana2EventSource(EventSource):
             elif isinstance(source, Psana2Timestamp):
                 readers[name] = lambda evt: np.uint64(evt.timestamp)
             elif isinstance(source, Psana2RunInfo):
-                info = np.asarray([str(run.expt), str(run.runnum)])
-                readers[name] = lambda evt, info=info: info
+                readers[name] = constant(np.asarray([str(run.expt), str(run.runnum)]))
             else:
                 generic = generic_value(name, source, self.config.source_identifier, 0)
                 if generic is None:
                     raise unsupported("Psana2EventSource", name, source)
-                readers[name] = lambda evt, g=generic: g(0)
+                readers[name] = first_of(generic)
         return readers
 
     def events(self, max_events: int | None) -> Iterator[tuple[str, RawEvent]]:

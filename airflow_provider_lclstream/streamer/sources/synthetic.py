@@ -44,22 +44,24 @@ class SyntheticFrames:
         self.pool = np.clip(pool, 0, limit).astype(self.dtype)
         yy, xx = np.mgrid[-PEAK_RADIUS : PEAK_RADIUS + 1, -PEAK_RADIUS : PEAK_RADIUS + 1]
         self.spot = np.exp(-(yy**2 + xx**2) / 2.0)
+        self.dy = yy[None]
+        self.dx = xx[None]
         self.limit = limit
 
     def frame(self, index: int) -> np.ndarray:
         frame = self.pool[index % POOL_SIZE].copy()
-        rng = np.random.default_rng((self.seed, index))
-        panels = int(np.prod(self.shape[:-2]))
-        view = frame.reshape(panels, *self.shape[-2:])
         h, w = self.shape[-2:]
         r = PEAK_RADIUS
-        if h <= 2 * r or w <= 2 * r:
+        if self.peaks == 0 or h <= 2 * r or w <= 2 * r:
             return frame
-        for _ in range(self.peaks):
-            p = rng.integers(panels)
-            y = rng.integers(r, h - r)
-            x = rng.integers(r, w - r)
-            peak = self.spot * self.intensity * rng.uniform(0.2, 1.0)
-            patch = view[p, y - r : y + r + 1, x - r : x + r + 1]
-            patch[...] = np.clip(patch + peak, 0, self.limit).astype(self.dtype)
+        rng = np.random.default_rng((self.seed, index))
+        panels = int(np.prod(self.shape[:-2]))
+        view = frame.reshape(panels, h, w)
+        n = self.peaks
+        p = rng.integers(panels, size=n)[:, None, None]
+        y = rng.integers(r, h - r, size=n)[:, None, None] + self.dy
+        x = rng.integers(r, w - r, size=n)[:, None, None] + self.dx
+        scale = rng.uniform(0.2, 1.0, size=n)[:, None, None]
+        values = view[p, y, x] + self.spot * self.intensity * scale  # all peaks at once
+        view[p, y, x] = np.clip(values, 0, self.limit).astype(self.dtype)
         return frame

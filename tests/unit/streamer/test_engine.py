@@ -28,7 +28,11 @@ def file_config(tmp_path: Path, **overrides: object) -> dict:
         "processing_pipeline": {"type": "BatchProcessingPipeline", "batch_size": 3},
         "data_serializer": {"type": "HDF5BinarySerializer", "fields": {"detector_data": "/data"}},
         "data_handlers": [
-            {"type": "BinaryFileWritingDataHandler", "write_directory": str(tmp_path), "file_prefix": "run"}
+            {
+                "type": "BinaryFileWritingDataHandler",
+                "write_directory": str(tmp_path),
+                "file_prefix": "run",
+            }
         ],
     }
     config.update(overrides)
@@ -61,10 +65,17 @@ def hdf5_config(tmp_path: Path, skip: bool) -> dict:
         skip_incomplete_events=skip,
         event_source={"type": "Hdf5EventSource", "files": [str(tmp_path / "*.h5")]},
         data_sources={
-            "frames": {"type": "Psana2DetectorInterface", "psana_name": "x", "psana_fields": "raw.raw"},
+            "frames": {
+                "type": "Psana2DetectorInterface",
+                "psana_name": "x",
+                "psana_fields": "raw.raw",
+            },
             "energy": {"type": "Psana2DetectorInterface", "psana_name": "E:PV"},
         },
-        data_serializer={"type": "HDF5BinarySerializer", "fields": {"frames": "/f", "energy": "/e"}},
+        data_serializer={
+            "type": "HDF5BinarySerializer",
+            "fields": {"frames": "/f", "energy": "/e"},
+        },
     )
 
 
@@ -114,10 +125,17 @@ def psana1_config(tmp_path: Path) -> dict:
         event_source={"type": "Psana1EventSource"},
         data_sources={
             "timestamp": {"type": "Psana1Timestamp"},
-            "detector_data": {"type": "Psana1AreaDetector", "psana_name": "cspad", "calibration": True},
+            "detector_data": {
+                "type": "Psana1AreaDetector",
+                "psana_name": "cspad",
+                "calibration": True,
+            },
             "wavelength": {"type": "Psana1PV", "psana_name": "SIOC:SYS0:ML00:AO192"},
         },
-        data_serializer={"type": "HDF5BinarySerializer", "fields": {"detector_data": "/data", "timestamp": "/t"}},
+        data_serializer={
+            "type": "HDF5BinarySerializer",
+            "fields": {"detector_data": "/data", "timestamp": "/t"},
+        },
     )
 
 

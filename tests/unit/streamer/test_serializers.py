@@ -77,3 +77,23 @@ def test_simplon_start_image_end() -> None:
 def test_simplon_missing_source_is_clear() -> None:
     with pytest.raises(LCLStreamError, match="not in the event"):
         SimplonBinarySerializer("detector_data").serialize({"other": FRAMES}, {})
+
+
+def test_uncompressed_fast_path_matches_h5py_path_for_every_message() -> None:
+    serializer = HDF5BinarySerializer({"det": "/data/data", "t": "/t"})
+    rng = np.random.default_rng(5)
+    for seq in range(3):
+        batch = {
+            "det": rng.integers(0, 9, (2, 3, 8, 8), dtype=np.uint16),
+            "t": np.arange(2.0) + seq,
+        }
+        meta = {"producer": "host:1/r0", "rank": 0, "seq": seq}
+        fast = bytes(serializer.serialize(batch, meta))
+        slow = serializer.serialize_with_h5py(batch, meta)
+        for blob in (fast, slow):
+            with h5py.File(io.BytesIO(blob)) as h5:
+                np.testing.assert_array_equal(h5["/data/data"][()], batch["det"])
+                np.testing.assert_array_equal(h5["/t"][()], batch["t"])
+                assert h5.attrs["lclstream_seq"] == seq
+                assert h5.attrs["lclstream_producer"] == "host:1/r0"
+    assert len(serializer._templates) == 1  # built once, reused for every message
