@@ -209,7 +209,6 @@ def decode_log(data: bytes, offset: int) -> tuple[str, int]:
 BACKENDS: dict[str, str] = {
     "local": "airflow_provider_lclstream.backends.local:LocalBackend",
     "psik": "airflow_provider_lclstream.backends.psik_backend:PsikBackend",
-    "sfapi": "airflow_provider_lclstream.backends.sfapi:SfapiBackend",
     "s3m": "airflow_provider_lclstream.backends.s3m:S3mBackend",
     "slurm": "airflow_provider_lclstream.backends.slurm:SlurmBackend",
 }

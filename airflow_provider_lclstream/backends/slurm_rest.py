@@ -240,6 +240,14 @@ def parse_state_response(body: Mapping[str, Any], job_id: str) -> JobState:
     return normalize_job(jobs[0])
 
 
+def parse_jobs_response(body: Mapping[str, Any]) -> list[JobState]:
+    """Every record of a ``GET .../jobs`` answer as :class:`JobState`; errors raise."""
+    errors = list(body.get("errors") or [])
+    if errors:
+        raise SlurmRestError(f"job list: {format_errors(errors)}", errors=errors)
+    return [normalize_job(job) for job in body.get("jobs") or []]
+
+
 def mint_token(user: str, lifespan: int = 3600, scontrol: str = "scontrol") -> str:
     """A JWT from ``scontrol token`` (another user's only for root or SlurmUser)."""
     exe = shutil.which(scontrol)
@@ -357,12 +365,32 @@ class SlurmRestClient(_SlurmRestBase):
             raise SlurmRestError(f"ping: {format_errors(body['errors'])}", errors=body["errors"])
         return body
 
+    def detect_version(self) -> str:
+        """Switch to the newest supported API version this slurmrestd serves; return it."""
+        for version in reversed(SUPPORTED_VERSIONS):
+            self.api_version = version
+            try:
+                self.ping()
+            except SlurmRestError as err:
+                if err.status_code == 404:
+                    continue
+                raise
+            return version
+        raise SlurmRestError(
+            f"slurmrestd at {self.url} serves none of {list(SUPPORTED_VERSIONS)}; "
+            "start it with -s openapi/v0.0.4x (or set api_version)"
+        )
+
     def submit(self, script: str, job: Mapping[str, Any]) -> str:
         """Submit a batch script; returns the job id."""
         body = build_submit_body(script, job, self.api_version)
         return parse_submit_response(
             self._body(self._request("POST", "job/submit", json=body), "submit")
         )
+
+    def jobs(self) -> list[JobState]:
+        """Every job slurmctld still knows (finished ones until ``MinJobAge``)."""
+        return parse_jobs_response(self._body(self._request("GET", "jobs"), "job list"))
 
     def state(self, job_id: str | int) -> JobState:
         """The job's normalized state; :class:`SlurmJobNotFound` once slurmctld forgot it."""
@@ -406,11 +434,31 @@ class AsyncSlurmRestClient(_SlurmRestBase):
             raise SlurmRestError(f"ping: {format_errors(body['errors'])}", errors=body["errors"])
         return body
 
+    async def detect_version(self) -> str:
+        """Switch to the newest supported API version this slurmrestd serves; return it."""
+        for version in reversed(SUPPORTED_VERSIONS):
+            self.api_version = version
+            try:
+                await self.ping()
+            except SlurmRestError as err:
+                if err.status_code == 404:
+                    continue
+                raise
+            return version
+        raise SlurmRestError(
+            f"slurmrestd at {self.url} serves none of {list(SUPPORTED_VERSIONS)}; "
+            "start it with -s openapi/v0.0.4x (or set api_version)"
+        )
+
     async def submit(self, script: str, job: Mapping[str, Any]) -> str:
         """Submit a batch script; returns the job id."""
         body = build_submit_body(script, job, self.api_version)
         response = await self._request("POST", "job/submit", json=body)
         return parse_submit_response(self._body(response, "submit"))
+
+    async def jobs(self) -> list[JobState]:
+        """Every job slurmctld still knows (finished ones until ``MinJobAge``)."""
+        return parse_jobs_response(self._body(await self._request("GET", "jobs"), "job list"))
 
     async def state(self, job_id: str | int) -> JobState:
         """The job's normalized state; :class:`SlurmJobNotFound` once slurmctld forgot it."""

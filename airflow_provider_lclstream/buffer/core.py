@@ -33,7 +33,7 @@ from airflow_provider_lclstream.buffer.consumers import ConsumerTable
 from airflow_provider_lclstream.buffer.endpoints import open_endpoint
 from airflow_provider_lclstream.buffer.fifo import BoundedFifo, payload_size
 from airflow_provider_lclstream.buffer.metrics import MetricsServer
-from airflow_provider_lclstream.buffer.stats import RateMeter, build_stats
+from airflow_provider_lclstream.buffer.stats import RateMeter, build_stats, progress_line
 from airflow_provider_lclstream.exceptions import ProtocolError
 from airflow_provider_lclstream.protocol import EOS_MAGIC, EndOfStream
 
@@ -104,6 +104,7 @@ class Buffer:
                 code = self._run_stream()
                 if not self.config.persistent or self._stops:
                     break
+                self.jobndx += 1
                 self._new_stream()
                 self.acct.reset()
         finally:
@@ -202,8 +203,6 @@ class Buffer:
         self.last_input = time.monotonic()
         self.eos_rounds, self.eos_sent, self.last_round = 0, 0, 0.0
         self.control: list[bytes] = []
-        if self.streams_finished:
-            self.jobndx += 1
 
     # ------------------------------------------------------------------ the loop
     def _run_stream(self) -> int:
@@ -273,6 +272,8 @@ class Buffer:
             self.last_input = time.monotonic()
             if _is_eos(payload):
                 self._end_of_stream(payload, key)
+                if self.acct.complete():
+                    return  # what follows belongs to the next stream
                 continue
             size = payload_size(payload)
             self.fifo.put(payload)
@@ -351,7 +352,7 @@ class Buffer:
 
     def _enter_draining(self, reason: str, deadline: float | None) -> None:
         self.phase, self.state, self.reason, self.deadline = DRAINING, "draining", reason, deadline
-        problems = self.acct.problems() if reason != "complete" else []
+        problems = self.acct.problems() if reason != "complete" and self.acct.started else []
         log.info("stream %d: %s; draining %d messages", self.jobndx, reason, len(self.fifo))
         for problem in problems:
             log.warning("stream %d: %s", self.jobndx, problem)
@@ -421,7 +422,7 @@ class Buffer:
             ok = self.acct.complete() and not self.acct.unended() and not left[0]
             ok = ok and self.eos_sent > 0
         self.state = "done" if ok else "failed"
-        self.streams_finished += 1
+        self.streams_finished += int(self.acct.started)
         self.last_report = {**build_stats(self), "problems": problems, "reason": self.reason}
         level = logging.INFO if ok else logging.ERROR
         log.log(level, "stream %d %s (%s): %s", self.jobndx, self.state, self.reason,
@@ -432,12 +433,4 @@ class Buffer:
         return code
 
     def _log_progress(self) -> None:
-        s = self.stats()
-        log.info(
-            "%s | in %d msgs %.1f MB/s | out %d msgs %.1f MB/s | held %d msgs %.1f MB | "
-            "producers ended %d/%s seen %d | consumers %d",
-            s["state"], s["messages_in"], s["rates"]["bytes_in"] / 1e6, s["messages_out"],
-            s["rates"]["bytes_out"] / 1e6, s["buffered_messages"], s["buffered_bytes"] / 1e6,
-            s["producers"]["ended"], s["producers"]["expected"] or "?", s["producers"]["seen"],
-            s["consumers"]["connected"],
-        )  # fmt: skip
+        log.info("%s", progress_line(self.stats()))

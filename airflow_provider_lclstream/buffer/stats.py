@@ -65,3 +65,15 @@ def build_stats(buffer: Buffer) -> dict[str, Any]:
         "output": {"url": cfg.output, "transport": cfg.output_transport},
         "metrics_port": buffer.metrics_port,
     }
+
+
+def progress_line(s: dict[str, Any]) -> str:
+    """The periodic one-line log summary of ``stats()``."""
+    prod, rates = s["producers"], s["rates"]
+    return (
+        f"{s['state']} | in {s['messages_in']} msgs {rates['bytes_in'] / 1e6:.1f} MB/s"
+        f" | out {s['messages_out']} msgs {rates['bytes_out'] / 1e6:.1f} MB/s"
+        f" | held {s['buffered_messages']} msgs {s['buffered_bytes'] / 1e6:.1f} MB"
+        f" | producers ended {prod['ended']}/{prod['expected'] or '?'} seen {prod['seen']}"
+        f" | consumers {s['consumers']['connected']}"
+    )

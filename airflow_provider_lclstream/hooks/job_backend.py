@@ -4,21 +4,14 @@
 fields into a frozen settings model (all missing keys reported at once). ``conn_id=None`` or
 ``"lclstream_local"`` without such a connection gives the local backend with its defaults.
 
-Connection fields per type (``extra`` keys may replace any field):
+Connection fields per type (any of them may also be given as an ``extra`` key):
 
-============== ======================= ===================== =========================
-type           host                    login                 password
-============== ======================= ===================== =========================
-lclstream_local (unused)               (unused)              (unused)
-lclstream_slurm slurmrestd URL          user name             JWT (else minted)
-lclstream_psik  (unused)               (unused)              (unused)
-lclstream_sfapi API base URL (optional) client id             private key (PEM)
-lclstream_s3m   S3M base URL            (unused)              token
-============== ======================= ===================== =========================
-
-Extras: local ``root``, ``kill_grace``; slurm ``api_version``, ``verify``, ``job_defaults``;
-psik ``prefix`` or ``config`` and ``backend_type``; sfapi ``machine`` (default perlmutter);
-s3m ``resource``, ``api_version``, ``verify``.
+- ``lclstream_local``: extra ``root`` (job directory root), ``kill_grace`` (seconds).
+- ``lclstream_slurm``: host = slurmrestd URL, login = user, password = JWT (else minted with
+  ``scontrol token``); extra ``api_version``, ``verify``, ``job_defaults`` (e.g. partition).
+- ``lclstream_psik``: extra ``prefix`` (job directory) or ``config`` (psik.json), ``backend_type``.
+- ``lclstream_s3m``: host = S3M base URL, password = token; extra ``resource`` (cluster),
+  ``api_version`` (default v0.0.43), ``verify``, ``job_defaults``.
 """
 
 from __future__ import annotations
@@ -96,17 +89,6 @@ class PsikSettings(BackendSettings):
     backend_type: str = "local"
 
 
-class SfapiSettings(BackendSettings):
-    backend = "sfapi"
-    conn_type = "lclstream_sfapi"
-    fields = {"host": "api_base_url", "login": "client_id", "password": "private_key"}
-    required = ("client_id", "private_key")
-    client_id: str
-    private_key: SecretStr
-    machine: str = "perlmutter"
-    api_base_url: str | None = None
-
-
 class S3mSettings(BackendSettings):
     backend = "s3m"
     conn_type = "lclstream_s3m"
@@ -117,10 +99,11 @@ class S3mSettings(BackendSettings):
     resource: str
     api_version: str = "v0.0.43"
     verify: bool | str = True
+    job_defaults: dict[str, Any] = {}
 
 
 SETTINGS: dict[str, type[BackendSettings]] = {
-    s.conn_type: s for s in (LocalSettings, SlurmSettings, PsikSettings, SfapiSettings, S3mSettings)
+    s.conn_type: s for s in (LocalSettings, SlurmSettings, PsikSettings, S3mSettings)
 }
 
 
@@ -271,22 +254,6 @@ class PsikJobHook(JobBackendHook):
             "hidden_fields": ["host", "schema", "login", "password", "port"],
             "relabeling": {},
             "placeholders": {"extra": '{"prefix": "/path/to/psik/jobs", "backend_type": "local"}'},
-        }
-
-
-class SfapiJobHook(JobBackendHook):
-    """NERSC Superfacility API (``lclstream_sfapi``)."""
-
-    conn_type = "lclstream_sfapi"
-    hook_name = "LCLStream NERSC SF API"
-    default_conn_name = "lclstream_sfapi"
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"host": "API base URL", "login": "Client id", "password": "PEM key"},
-            "placeholders": {"extra": '{"machine": "perlmutter"}'},
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +70,7 @@ class JobSensor(BaseSensorOperator):
                 log_tail_bytes=self.log_tail_bytes,
             ),
             method_name="execute_complete",
-            timeout=self.execution_timeout,
+            timeout=dt.timedelta(seconds=float(self.timeout)),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:

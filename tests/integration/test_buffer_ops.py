@@ -175,3 +175,21 @@ def test_callbacks_are_signed(outcome: str) -> None:
         assert payload["jobid"] == "job-7" and payload["jobndx"] == 1
         states.append((payload["state"], payload["info"]))
     assert states == [("active", 0), (outcome, 0 if outcome == "completed" else 1)]
+
+
+def test_persistent_serves_stream_after_stream() -> None:
+    inp, out = url(), url()
+    config = BufferConfig(input=inp, output=out, expect_producers=1, persistent=True)
+    buffer = Buffer(config).start()
+    stream_ids = []
+    for stream in range(2):
+        consumer = Consumer(out)
+        assert start_producer(inp, 20, "--rank", "0").wait(20) == 0
+        consumer.join(15)
+        assert consumer.eos is not None and consumer.eos.extra["stream"] == stream + 1
+        assert len(consumer.tags) == 20 and consumer.eos.messages == 20
+        stream_ids.append(consumer.eos.extra["stream_id"])
+    assert stream_ids[0] != stream_ids[1]
+    assert buffer.stop(10) == 0  # stopped between streams
+    stats = buffer.stats()
+    assert stats["streams_finished"] == 2 and stats["messages_out"] == 40

@@ -38,7 +38,13 @@ def register(dag: Any) -> None:
         DagBundlesManager().sync_bundles_to_db(session=session)
         session.flush()
         update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
+            "dags-folder",
+            None,
+            [LazyDeserializedDAG.from_dag(dag)],
+            {},
+            None,
+            set(),
+            session=session,
         )
 
 
@@ -96,7 +102,7 @@ def test_failing_job_fails_task_with_exit_code_and_log_tail(
 
 
 def test_rerun_of_same_task_instance_does_not_resubmit(airflow_db: Path, jobs_dir: Path) -> None:
-    """Same dag_id/run_id/task_id/map_index -> same job name -> the job is found, not resubmitted."""
+    """The same task instance gives the same job name: the job is found, not resubmitted."""
     dag = make_dag("echo once >> $LCLSTREAM_JOB_DIR/../runs.txt")
     when = dt.datetime(2025, 2, 1, tzinfo=dt.UTC)
     assert dag.test(logical_date=when, run_after=when).state == "success"

@@ -97,7 +97,9 @@ def test_cancel_kills_the_process_group(backend: LocalBackend, tmp_path: Path) -
     assert time.monotonic() - t0 < 5
     status = backend.state(job_id)
     assert status.state is JobState.CANCELLED and status.exit_code == 143
-    assert not [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not [
+        p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+    ]
     backend.cancel(job_id)  # idempotent
 
 

@@ -1,0 +1,189 @@
+"""TransferRequest: what a user asks for (the slides' REST request), rendered to a streamer config.
+
+A request names the data (experiment and run, or xtc2 files, or synthetic frames), how to reduce
+and pack it, and where each job runs. ``to_streamer_config(input_url)`` gives the full
+LCLStreamer configuration, its streaming handler pointed at the buffer's input.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from airflow_provider_lclstream.config.streamer import StreamerConfig
+from airflow_provider_lclstream.config.streamer_components import Compression
+
+EXPERIMENT = re.compile(r"[a-z][a-z0-9]{2,31}")
+SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]*")
+SAFE_PATH = re.compile(r"/?[A-Za-z0-9_.+-][A-Za-z0-9_./+-]*")
+FIELD_OF_MODE = {"raw": "raw.raw", "calib": "raw.calib", "image": "raw.image"}
+Backend = Literal["local", "slurm", "psik", "sfapi", "s3m"]
+
+
+class BackendChoice(BaseModel):
+    """Where one job runs: a backend kind and the Airflow connection that configures it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Backend = "local"
+    conn_id: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("conn_id")
+    @classmethod
+    def _safe_conn(cls, value: str | None) -> str | None:
+        if value is not None and not SAFE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a connection id (letters, digits, _ . : + -)")
+        return value
+
+
+class TransferRequest(BaseModel):
+    """One transfer: which events, how they are packed, who receives them, where jobs run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exp: str | None = Field(default=None, description="experiment, e.g. xpptut15")
+    run: int | None = Field(default=None, ge=0, description="run number")
+    files: list[str] = Field(default_factory=list, description="xtc2 files (instead of exp/run)")
+    xtc_dir: str | None = Field(default=None, description="psana dir= for exp/run")
+    synthetic: bool = Field(default=False, description="synthetic frames, no facility data")
+    access_mode: Literal["smd", "idx", "live"] = "smd"
+    detector_name: str = "epix10k2M"
+    mode: Literal["raw", "calib", "image"] = "raw"
+    events: int | None = Field(default=None, ge=1, description="events per rank (all if unset)")
+    img_per_file: int = Field(default=10, ge=1, le=10_000, description="events per message")
+    compression: Compression | None = None
+    compression_level: int = Field(default=3, ge=0, le=22)
+    library: Literal["zmq", "nng"] = "zmq"
+    ranks: int = Field(default=2, ge=1, le=4096, description="streamer MPI ranks")
+    consumers: int = Field(default=1, ge=1, le=256)
+    consumer_command: str | None = Field(
+        default=None, description="consumer command; default lclstream-receive writing HDF5"
+    )
+    output_dir: str | None = Field(default=None, description="where the default consumer writes")
+    addr: str | None = Field(
+        default=None, description="send straight to this URL instead of through a buffer"
+    )
+    streamer: BackendChoice = Field(default_factory=BackendChoice)
+    buffer: BackendChoice = Field(default_factory=BackendChoice)
+    consumer: BackendChoice = Field(default_factory=BackendChoice)
+
+    @field_validator("exp")
+    @classmethod
+    def _experiment(cls, value: str | None) -> str | None:
+        if value is not None and not EXPERIMENT.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an experiment name (lower-case letters and digits, "
+                "e.g. xpptut15)"
+            )
+        return value
+
+    @field_validator("detector_name")
+    @classmethod
+    def _detector(cls, value: str) -> str:
+        if not SAFE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a detector name (letters, digits, _ . : + -)")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not SAFE_PATH.fullmatch(path) or ".." in path.split("/"):
+                raise ValueError(f"{path!r} is not a plain file path (no spaces or shell syntax)")
+        return value
+
+    @field_validator("xtc_dir", "output_dir")
+    @classmethod
+    def _directory(cls, value: str | None) -> str | None:
+        if value is not None and not SAFE_PATH.fullmatch(value):
+            raise ValueError(f"{value!r} is not a plain directory path (no spaces or shell syntax)")
+        return value
+
+    @field_validator("addr")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(tcp|ipc|inproc)://[A-Za-z0-9_.:*/-]+", value):
+            raise ValueError(f"{value!r} is not a socket URL such as tcp://host:5000")
+        return value
+
+    @model_validator(mode="after")
+    def _one_data_source(self) -> TransferRequest:
+        chosen = [bool(self.files), self.exp is not None, self.synthetic]
+        if sum(chosen) != 1:
+            raise ValueError("give exactly one of: exp and run, files, or synthetic: true")
+        if self.exp is not None and self.run is None:
+            raise ValueError("run is required with exp")
+        return self
+
+    @property
+    def source_identifier(self) -> str:
+        if self.synthetic:
+            return f"synthetic:{self.detector_name}"
+        if self.files:
+            return "files=" + ";".join(self.files)
+        ident = f"exp={self.exp},run={self.run}"
+        return ident + (f",dir={self.xtc_dir}" if self.xtc_dir else "")
+
+    @property
+    def label(self) -> str:
+        """A short, shell-safe name for jobs and files: ``xpptut15-r0670`` or ``synthetic``."""
+        if self.exp is not None:
+            return f"{self.exp}-r{self.run:04d}"
+        return "synthetic" if self.synthetic else "files"
+
+    def to_streamer_config(self, url: str, *, role: str = "client") -> StreamerConfig:
+        """The full LCLStreamer config, streaming to ``url`` (a buffer's input, or ``addr``)."""
+        data_sources: dict[str, Any]
+        if self.synthetic:
+            detector = (
+                self.detector_name if self.detector_name in ("epix10k2M", "jungfrau4M") else None
+            )
+            synthetic: dict[str, Any] = {"type": "SyntheticDetector"}
+            synthetic.update({"detector": detector} if detector else {"shape": [16, 352, 384]})
+            event_source: dict[str, Any] = {
+                "type": "InternalEventSource",
+                "number_of_events_to_generate": self.events or 100,
+            }
+            data_sources = {"detector_data": synthetic, "run_info": {"type": "SourceIdentifier"}}
+            fields = {"detector_data": "/data/data"}
+        else:
+            event_source = {"type": "Psana2EventSource"}
+            data_sources = {
+                "timestamp": {"type": "Psana2Timestamp"},
+                "detector_data": {
+                    "type": "Psana2DetectorInterface",
+                    "psana_name": self.detector_name,
+                    "psana_fields": FIELD_OF_MODE[self.mode],
+                },
+                "run_info": {"type": "Psana2RunInfo"},
+            }
+            fields = {"detector_data": "/data/data", "timestamp": "/data/timestamp"}
+        return StreamerConfig.model_validate(
+            {
+                "source_identifier": self.source_identifier,
+                "skip_incomplete_events": True,
+                "event_source": event_source,
+                "data_sources": data_sources,
+                "processing_pipeline": {
+                    "type": "BatchProcessingPipeline",
+                    "batch_size": self.img_per_file,
+                },
+                "data_serializer": {
+                    "type": "HDF5BinarySerializer",
+                    "fields": fields,
+                    "compression": self.compression,
+                    "compression_level": self.compression_level,
+                },
+                "data_handlers": [
+                    {
+                        "type": "BinaryDataStreamingDataHandler",
+                        "urls": [url],
+                        "library": self.library,
+                        "role": role,
+                    }
+                ],
+            }
+        )

@@ -1,0 +1,66 @@
+"""TransferRequest: validation names the field; rendering gives a valid streamer config."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from airflow_provider_lclstream.config.loader import dump_flat, validate_streamer_config
+from airflow_provider_lclstream.config.transfer import TransferRequest
+
+
+def test_slides_request_renders_psana2_config() -> None:
+    request = TransferRequest(
+        exp="xpptut15",
+        run=670,
+        access_mode="smd",
+        detector_name="epix10k2M",
+        mode="calib",
+        img_per_file=1,
+    )
+    config = request.to_streamer_config("tcp://127.0.0.1:5000")
+    assert config.source_identifier == "exp=xpptut15,run=670"
+    assert config.data_sources["detector_data"].psana_fields == ["raw.calib"]
+    assert config.processing_pipeline.batch_size == 1
+    assert config.data_handlers[0].urls == ["tcp://127.0.0.1:5000"]
+    assert validate_streamer_config(dump_flat(config)) == config  # a file upstream would take
+    assert request.label == "xpptut15-r0670"
+
+
+def test_files_and_synthetic_sources() -> None:
+    files = TransferRequest(files=["/data/run.xtc2"], mode="raw")
+    assert files.source_identifier == "files=/data/run.xtc2"
+    synthetic = TransferRequest(synthetic=True, events=5, library="nng")
+    config = synthetic.to_streamer_config("tcp://127.0.0.1:1")
+    assert config.event_source.number_of_events_to_generate == 5
+    assert config.data_handlers[0].library == "nng"
+
+
+@pytest.mark.parametrize(
+    ("fields", "bad"),
+    [
+        ({"exp": "xpp;rm -rf /", "run": 1}, "exp"),
+        ({"exp": "xpptut15", "run": 1, "detector_name": "$(reboot)"}, "detector_name"),
+        ({"files": ["/data/a b.xtc2"]}, "files"),
+        ({"files": ["../../etc/passwd"]}, "files"),
+        ({"synthetic": True, "mode": "fancy"}, "mode"),
+        ({"synthetic": True, "img_per_file": 0}, "img_per_file"),
+        ({"synthetic": True, "addr": "tcp://x:1; curl evil"}, "addr"),
+        ({"synthetic": True, "streamer": {"backend": "cloud"}}, "streamer.backend"),
+        ({"synthetic": True, "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_fields_are_named(fields: dict, bad: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        TransferRequest.model_validate(fields)
+    located = [".".join(str(p) for p in e["loc"]) for e in err.value.errors()]
+    assert any(loc.startswith(bad) for loc in located), located
+
+
+def test_exactly_one_data_source() -> None:
+    with pytest.raises(ValidationError, match="exactly one"):
+        TransferRequest(exp="xpptut15", run=1, synthetic=True)
+    with pytest.raises(ValidationError, match="exactly one"):
+        TransferRequest()
+    with pytest.raises(ValidationError, match="run is required"):
+        TransferRequest(exp="xpptut15")
