@@ -18,7 +18,7 @@ demo: install
 test: install
 	@status=0; \
 	$(MAKE) --no-print-directory services-up || status=$$?; \
-	if [ $$status -eq 0 ]; then $(MAKE) --no-print-directory lint || status=$$?; fi; \
+	if [ $$status -eq 0 ]; then $(MAKE) --no-print-directory lint docs || status=$$?; fi; \
 	if [ $$status -eq 0 ]; then \
 	  LCLSTREAM_REQUIRE_SERVICES=1 $(PY) -m pytest -ra --durations=15 $(PYTEST_ARGS) || status=$$?; \
 	fi; \
@@ -51,7 +51,7 @@ services-down:
 	@for s in $(SERVICES); do bash scripts/services/$$s.sh stop || true; done
 
 docs: install
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 clean: services-down
 	rm -rf $(VENV) .services site

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from airflow_provider_lclstream.exceptions import LCLStreamError
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
 
 COUNTERS_ENV = "JID_UPDATE_COUNTERS"
 AUTHORIZATION_ENV = "Authorization"
@@ -65,9 +62,7 @@ class ElogClient:
     run_params_template: str = RUN_PARAMS_TEMPLATE
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> ElogClient:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ElogClient:
         """Read ``JID_UPDATE_COUNTERS`` and ``Authorization`` (``overrides`` win when not None)."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {
@@ -98,10 +93,12 @@ class ElogClient:
                 last = f"HTTP {response.status_code}: {response.text[:200]}"
                 continue
             if response.status_code >= 400:
+                hint = (
+                    " (check the Authorization value)" if response.status_code in (401, 403) else ""
+                )
                 raise ElogError(
                     f"Elog refused the {what} (POST {url}): HTTP {response.status_code}: "
-                    f"{response.text[:300]}"
-                    + (" (check the Authorization value)" if response.status_code in (401, 403) else "")
+                    f"{response.text[:300]}{hint}"
                 )
             return response
         raise ElogError(f"cannot post the {what} to {url} after {self.retries + 1} tries: {last}")

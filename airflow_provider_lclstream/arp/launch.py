@@ -83,7 +83,9 @@ def _safe_name(value: str | None, what: str, env: str) -> str | None:
 
 def arp_job_from(args: argparse.Namespace, environ: Mapping[str, str]) -> ArpJob:
     """Validate experiment/run/job id/location from flags, else the ARP environment."""
-    experiment = _safe_name(args.experiment or environ.get("EXPERIMENT"), "experiment", "EXPERIMENT")
+    experiment = _safe_name(
+        args.experiment or environ.get("EXPERIMENT"), "experiment", "EXPERIMENT"
+    )
     if experiment is None:
         raise LaunchError("no experiment: set $EXPERIMENT (ARP does) or --experiment", EXIT_USAGE)
     raw_run = args.run if args.run is not None else environ.get("RUN_NUM")
@@ -134,7 +136,9 @@ class AirflowClient:
     _token: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._http = httpx.Client(base_url=self.url.rstrip("/"), timeout=self.timeout, verify=self.verify)
+        self._http = httpx.Client(
+            base_url=self.url.rstrip("/"), timeout=self.timeout, verify=self.verify
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -351,26 +355,46 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 success, 1 run failed, 2 bad input, 3 timeout, 4 Airflow error.",
     )
     a = p.add_argument
-    a("--airflow-url", default=env.get("LCLSTREAM_AIRFLOW_URL", DEFAULT_URL),
-      help="Airflow api-server base URL (env LCLSTREAM_AIRFLOW_URL; default %(default)s)")
+    a(
+        "--airflow-url",
+        default=env.get("LCLSTREAM_AIRFLOW_URL", DEFAULT_URL),
+        help="Airflow api-server base URL (env LCLSTREAM_AIRFLOW_URL; default %(default)s)",
+    )
     a("--dag-id", default=DEFAULT_DAG_ID, help="DAG to trigger (default %(default)s)")
-    a("--username", default=env.get("LCLSTREAM_AIRFLOW_USER"),
-      help="Airflow user (env LCLSTREAM_AIRFLOW_USER)")
-    a("--password", default=None,
-      help="Airflow password (prefer env LCLSTREAM_AIRFLOW_PASSWORD: flags show in `ps`)")
+    a(
+        "--username",
+        default=env.get("LCLSTREAM_AIRFLOW_USER"),
+        help="Airflow user (env LCLSTREAM_AIRFLOW_USER)",
+    )
+    a(
+        "--password",
+        default=None,
+        help="Airflow password (prefer env LCLSTREAM_AIRFLOW_PASSWORD: flags show in `ps`)",
+    )
     a("--conf", default=None, help="extra DAG run conf, a JSON object")
     a("--run-id", default=None, help="DAG run id (default: Airflow makes one)")
     a("--experiment", default=None, help="override $EXPERIMENT")
     a("--run", default=None, help="override $RUN_NUM")
     a("--arp-job-id", default=None, help="override $ARP_JOB_ID")
     a("--arp-location", default=None, help="override $ARP_LOCATION")
-    a("--timeout", type=float, default=24 * 3600.0,
-      help="seconds to wait for the run to finish (default %(default).0f)")
+    a(
+        "--timeout",
+        type=float,
+        default=24 * 3600.0,
+        help="seconds to wait for the run to finish (default %(default).0f)",
+    )
     a("--poll-interval", type=float, default=5.0, help="seconds between polls (default 5)")
-    a("--dag-wait", type=float, default=120.0,
-      help="seconds to wait for the DAG to appear after parsing (default 120)")
-    a("--keep-running", action="store_true",
-      help="on timeout or SIGTERM leave the DAG run running instead of marking it failed")
+    a(
+        "--dag-wait",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the DAG to appear after parsing (default 120)",
+    )
+    a(
+        "--keep-running",
+        action="store_true",
+        help="on timeout or SIGTERM leave the DAG run running instead of marking it failed",
+    )
     a("--no-elog", action="store_true", help="do not post Elog counters")
     a("--insecure", action="store_true", help="do not verify TLS certificates")
     return p

@@ -86,13 +86,13 @@ class ElogHook(BaseHook):
         if self.elog_conn_id:
             conn = self.get_connection(self.elog_conn_id)
             return client_from_connection(conn, **self._overrides)
-        return ElogClient.from_env(**self._overrides)
+        return ElogClient.from_env(None, **self._overrides)
 
     def get_conn(self) -> ElogClient:
         return self.client
 
     def post_counters(self, counters: Counters) -> None:
-        """Replace the job's counters shown in the Elog: ``{"Events": 1200, "State": "running"}``."""
+        """Replace the job's counters in the Elog: ``{"Events": 1200, "State": "running"}``."""
         self.client.post_counters(counters)
 
     def post_run_params(self, experiment: str, run: int, params: Mapping[str, Any]) -> None:

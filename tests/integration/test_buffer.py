@@ -95,6 +95,8 @@ def test_consumer_killed_mid_stream(tmp_path: Path) -> None:
     # The buffer counts exactly what it handed out; a killed consumer loses what sat unread in
     # its socket and kernel buffers (at-most-once), so per-consumer numbers are estimates.
     lost_in_flight = n - len(dead_tags) - len(live.tags)
+    print(f"dead consumer read {len(dead_tags)}, estimate {gone[0]['sent_estimate']}, "
+          f"live read {len(live.tags)}, lost in flight {lost_in_flight}")  # fmt: skip
     assert lost_in_flight >= 0
     assert gone[0]["sent_estimate"] >= len(dead_tags) * 0.5
 

@@ -99,7 +99,7 @@ def test_submit_state_find_cancel(server: str) -> None:
     ok = backend.submit(JobSpec(name="lcls-ok", script="#!/bin/bash\nexit 0\n"))
     bad = backend.submit(JobSpec(name="lcls-bad", script="#!/bin/bash\nexit 2\n"))
     job = FakeS3M.submitted[0]["job"]
-    assert job["account"] == "abc123" and job["time_limit"] == {"set": True, "number": 10}
+    assert job["account"] == "abc123" and job["time_limit"]["number"] == 10
     assert isinstance(job["environment"], list)
     assert backend.state(ok).state is JobState.COMPLETED
     status = backend.state(bad)
