@@ -44,5 +44,16 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
-        "connection-types": [],
+        "connection-types": [
+            {
+                "connection-type": conn_type,
+                "hook-class-name": f"{PACKAGE}.hooks.job_backend.{hook}",
+            }
+            for conn_type, hook in (
+                ("lclstream_local", "JobBackendHook"),
+                ("lclstream_slurm", "SlurmJobHook"),
+                ("lclstream_psik", "PsikJobHook"),
+                ("lclstream_s3m", "S3mJobHook"),
+            )
+        ],
     }

@@ -50,7 +50,7 @@ class ElogClient:
 
     ``authorization`` is sent verbatim as the ``Authorization`` header (ARP gives the whole header
     value); it never appears in ``repr`` or error messages. Transient failures (connection errors,
-    HTTP 5xx) are retried ``retries`` times with a short back-off.
+    HTTP 5xx) are retried ``retries`` times, waiting ``backoff`` s, then twice that, ...
     """
 
     counters_url: str | None = None
@@ -59,6 +59,7 @@ class ElogClient:
     timeout: float = 10.0
     verify: bool | str = True
     retries: int = 2
+    backoff: float = 0.5
     run_params_template: str = RUN_PARAMS_TEMPLATE
 
     @classmethod
@@ -82,7 +83,7 @@ class ElogClient:
         last: str = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(min(0.5 * 2**attempt, 5.0))
+                time.sleep(min(self.backoff * 2 ** (attempt - 1), 5.0))
             try:
                 with httpx.Client(timeout=self.timeout, verify=self.verify) as client:
                     response = client.post(url, json=payload, headers=self._headers())

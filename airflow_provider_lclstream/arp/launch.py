@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Airflow password (prefer env LCLSTREAM_AIRFLOW_PASSWORD: flags show in `ps`)",
     )
     a("--conf", default=None, help="extra DAG run conf, a JSON object")
-    a("--run-id", default=None, help="DAG run id (default: Airflow makes one)")
+    a("--run-id", default=None, help="DAG run id (default arp__<experiment>__r<run>__<UTC time>)")
     a("--experiment", default=None, help="override $EXPERIMENT")
     a("--run", default=None, help="override $RUN_NUM")
     a("--arp-job-id", default=None, help="override $ARP_JOB_ID")
@@ -432,9 +432,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     elog = None
     if not args.no_elog and env.get("JID_UPDATE_COUNTERS"):
         elog = ElogClient.from_env(env, verify=verify, retries=1)
+    run_id = args.run_id or (
+        f"arp__{job.experiment}__r{job.run:04d}__{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    )
     client = AirflowClient(args.airflow_url, args.username, password, verify=verify)
     launcher = Launcher(
-        client, args.dag_id, conf, run_id=args.run_id, elog=elog,
+        client, args.dag_id, conf, run_id=run_id, elog=elog,
         poll_interval=args.poll_interval, dag_wait=args.dag_wait,
     )  # fmt: skip
     _say(f"experiment {job.experiment} run {job.run}: DAG {args.dag_id} at {args.airflow_url}")

@@ -17,7 +17,11 @@ from airflow_provider_lclstream.backends.base import (
     BaseJobBackend,
     JobStatus,
 )
-from airflow_provider_lclstream.backends.slurm import SlurmBackend, slurm_job_description
+from airflow_provider_lclstream.backends.slurm import (
+    newest_job,
+    slurm_job_description,
+    status_from_native,
+)
 from airflow_provider_lclstream.exceptions import JobBackendError, JobNotFoundError
 
 if TYPE_CHECKING:
@@ -113,7 +117,7 @@ class S3mBackend(BaseJobBackend):
             native = parse_state_response(body, job_id)
         except SlurmJobNotFound as err:
             raise JobNotFoundError(f"S3M job {job_id}: {err}") from err
-        return SlurmBackend._status(job_id, native)
+        return status_from_native(job_id, native)
 
     def submit(self, spec: JobSpec) -> str:
         response = self._sync().post(self._path("job/submit"), json=self._submit_body(spec))
@@ -156,12 +160,7 @@ class S3mBackend(BaseJobBackend):
         if response.status_code == 404:  # this proxy does not list jobs: no retry lookup
             return None
         body = self._json(response, "job list")
-        ids = [
-            int(job["job_id"])
-            for job in map(normalize_job, body.get("jobs") or [])
-            if job["name"] == name and str(job["job_id"]).isdigit()
-        ]
-        return str(max(ids)) if ids else None
+        return newest_job(map(normalize_job, body.get("jobs") or []), name, None)
 
     def close(self) -> None:
         if self._client is not None:

@@ -80,16 +80,26 @@ class ReceiveReport:
 
     @property
     def missing_messages(self) -> int:
-        """Messages the producers say they sent on this link that never arrived."""
-        announced = sum(e.messages for e in self.ended)
-        return max(0, announced - self.messages - len(self.corrupt))
+        """Messages the producers say they sent on this link that never arrived.
+
+        A buffer's record counts what it sent to all its consumers together, so a consumer
+        behind a buffer cannot check a share: only direct producer links are checked.
+        """
+        direct = [e for e in self.ended if not is_shared(e)]
+        if not direct:
+            return 0
+        announced = sum(e.messages for e in direct)
+        received = self.messages - sum(
+            c.received for c in self.producers.values() if c.ended is None
+        )
+        return max(0, announced - received - len(self.corrupt))
 
     def gaps(self) -> dict[str, int]:
         """Per producer that announced more messages on this link than arrived: how many."""
         return {
             name: c.ended.messages - c.received
             for name, c in self.producers.items()
-            if c.ended is not None and c.received < c.ended.messages
+            if c.ended is not None and not is_shared(c.ended) and c.received < c.ended.messages
         }
 
     @property
@@ -129,6 +139,11 @@ class ReceiveReport:
         }
 
 
+def is_shared(record: EndOfStream) -> bool:
+    """A buffer's record: its counts cover every consumer of the buffer, not this link."""
+    return record.extra.get("kind") == "lclstream-buffer"
+
+
 def parse_message(index: int, raw: bytes) -> Message:
     """Read a message's attributes and dataset shapes (not the data)."""
     if not is_hdf5(raw):
@@ -158,6 +173,7 @@ def receive_messages(
     """
     report = report if report is not None else ReceiveReport(expect_producers)
     index = 0
+    seen_records: set[tuple[str, object]] = set()
     with open_receiver(url, library, bind=bind) as receiver:
         while len(report.ended) < expect_producers:
             raw = receiver.recv(timeout_s)
@@ -178,6 +194,10 @@ def receive_messages(
                     report.corrupt.append(index)
                     index += 1
                     continue
+                key = (record.producer, record.extra.get("stream_id"))
+                if key in seen_records:
+                    continue  # a buffer may send its record more than once to be sure
+                seen_records.add(key)
                 report.ended.append(record)
                 report.producers.setdefault(record.producer, ProducerCounts()).ended = record
                 continue

@@ -98,7 +98,9 @@ def test_consumer_killed_mid_stream(tmp_path: Path) -> None:
     print(f"dead consumer read {len(dead_tags)}, estimate {gone[0]['sent_estimate']}, "
           f"live read {len(live.tags)}, lost in flight {lost_in_flight}")  # fmt: skip
     assert lost_in_flight >= 0
-    assert gone[0]["sent_estimate"] >= len(dead_tags) * 0.5
+    # What the dead consumer was handed (read + lost) is n minus what the live one read; the
+    # fair-share estimate tracks it while both consumers keep up.
+    assert abs(gone[0]["sent_estimate"] - (n - len(live.tags))) <= 0.1 * n
 
 
 @pytest.mark.parametrize("persistent", [False, True])
