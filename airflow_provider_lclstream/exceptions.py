@@ -110,3 +110,11 @@ class JobFailedError(LCLStreamError):
 
 class BufferConfigError(LCLStreamError, ValueError):
     """A buffer option is invalid: a bad URL, transport name, size or address."""
+
+
+class TransferFailedError(LCLStreamError):
+    """A transfer ended incomplete, stalled, or lost its buffer; ``stats`` holds what is known."""
+
+    def __init__(self, message: str, stats: dict[str, object]) -> None:
+        self.stats = stats
+        super().__init__(message)

@@ -26,14 +26,23 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "LCLStream",
-                "python-modules": [f"{PACKAGE}.operators.submit_job"],
+                "python-modules": [
+                    f"{PACKAGE}.operators.submit_job",
+                    f"{PACKAGE}.operators.transfer",
+                ],
             }
         ],
         "sensors": [
-            {"integration-name": "LCLStream", "python-modules": [f"{PACKAGE}.sensors.job"]}
+            {
+                "integration-name": "LCLStream",
+                "python-modules": [f"{PACKAGE}.sensors.job", f"{PACKAGE}.sensors.transfer"],
+            }
         ],
         "hooks": [
-            {"integration-name": "LCLStream", "python-modules": [f"{PACKAGE}.hooks.job_backend"]}
+            {
+                "integration-name": "LCLStream",
+                "python-modules": [f"{PACKAGE}.hooks.job_backend", f"{PACKAGE}.hooks.elog"],
+            }
         ],
         "triggers": [
             {
@@ -41,6 +50,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     f"{PACKAGE}.triggers.job_state",
                     f"{PACKAGE}.triggers.elog_run_event",
+                    f"{PACKAGE}.triggers.transfer",
                 ],
             }
         ],
@@ -52,8 +62,15 @@ def get_provider_info() -> dict[str, Any]:
             for conn_type, hook in (
                 ("lclstream_local", "JobBackendHook"),
                 ("lclstream_slurm", "SlurmJobHook"),
+                ("lclstream_slurm_cli", "SlurmCliJobHook"),
                 ("lclstream_psik", "PsikJobHook"),
                 ("lclstream_s3m", "S3mJobHook"),
             )
+        ]
+        + [
+            {
+                "connection-type": "lclstream_elog",
+                "hook-class-name": f"{PACKAGE}.hooks.elog.ElogHook",
+            }
         ],
     }

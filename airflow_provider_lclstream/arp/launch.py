@@ -215,6 +215,7 @@ class Launcher:
         elog: ElogClient | None,
         poll_interval: float,
         dag_wait: float,
+        max_poll_errors: int = 20,
     ) -> None:
         self.client = client
         self.dag_id = dag_id
@@ -224,6 +225,7 @@ class Launcher:
         self.elog = elog
         self.poll_interval = poll_interval
         self.dag_wait = dag_wait
+        self.max_poll_errors = max_poll_errors
         self.task_states: dict[str, str] = {}
         self.run_state = "none"
         self._elog_warned = False
@@ -310,8 +312,18 @@ class Launcher:
 
     def follow(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
+        errors = 0
         while True:
-            state = self.poll()
+            try:
+                state = self.poll()
+                errors = 0
+            except LaunchError as err:
+                # An api-server restart must not end a day-long transfer: retry a while.
+                errors += 1
+                if err.code != EXIT_AIRFLOW or errors > self.max_poll_errors:
+                    raise
+                _say(f"warning: poll {errors}/{self.max_poll_errors} failed (retrying): {err}")
+                state = self.run_state
             if state in _FINISHED_RUN:
                 break
             if time.monotonic() >= deadline:
@@ -346,8 +358,8 @@ class Launcher:
             _say(f"warning: could not mark run {self.run_id} failed: {err}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    env = os.environ
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    env = os.environ if environ is None else environ
     p = argparse.ArgumentParser(
         prog="lclstream-arp-launch",
         description=__doc__.split("\n\n")[0] + " Reads the ARP environment (EXPERIMENT, "
@@ -411,7 +423,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
-    args = build_parser().parse_args(argv)
+    args = build_parser(env).parse_args(argv)
     try:
         job = arp_job_from(args, env)
         conf = parse_extra_conf(args.conf, job.conf())

@@ -211,6 +211,7 @@ BACKENDS: dict[str, str] = {
     "psik": "airflow_provider_lclstream.backends.psik_backend:PsikBackend",
     "s3m": "airflow_provider_lclstream.backends.s3m:S3mBackend",
     "slurm": "airflow_provider_lclstream.backends.slurm:SlurmBackend",
+    "slurm_cli": "airflow_provider_lclstream.backends.slurm_cli:SlurmCliBackend",
 }
 
 

@@ -1,4 +1,4 @@
-"""Small client for slurmrestd (REST API v0.0.38 to v0.0.43): submit, state, cancel.
+"""Small client for slurmrestd (REST API v0.0.38 to v0.0.43): submit, state, list, cancel.
 
 The API changed shape between versions; the pure functions here hide that:
 

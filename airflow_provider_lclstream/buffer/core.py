@@ -144,8 +144,10 @@ class Buffer:
         return self.wait(timeout)
 
     def stats(self) -> dict[str, Any]:
+        """The live stats, plus ``last_stream``: the final report of the last finished stream
+        (what a persistent buffer's watcher reads once the stream it watched has ended)."""
         with self._lock:
-            return build_stats(self)
+            return {**build_stats(self), "last_stream": self.last_report or None}
 
     # ------------------------------------------------------------------ lifecycle
     def _open(self) -> None:
@@ -202,6 +204,8 @@ class Buffer:
         self.deadline: float | None = None
         self.last_input = time.monotonic()
         self.eos_rounds, self.eos_sent, self.last_round = 0, 0, 0.0
+        self.stream_first_data_at: float | None = None  # epoch seconds
+        self.stream_finished_at: float | None = None
         self.control: list[bytes] = []
 
     # ------------------------------------------------------------------ the loop
@@ -276,6 +280,8 @@ class Buffer:
                     return  # what follows belongs to the next stream
                 continue
             size = payload_size(payload)
+            if self.stream_first_data_at is None:
+                self.stream_first_data_at = time.time()
             self.fifo.put(payload)
             self.acct.data(key, size)
             self.counts["messages_in"] += 1
@@ -422,6 +428,7 @@ class Buffer:
             ok = self.acct.complete() and not self.acct.unended() and not left[0]
             ok = ok and self.eos_sent > 0
         self.state = "done" if ok else "failed"
+        self.stream_finished_at = time.time()
         self.streams_finished += int(self.acct.started)
         self.last_report = {**build_stats(self), "problems": problems, "reason": self.reason}
         level = logging.INFO if ok else logging.ERROR

@@ -48,6 +48,8 @@ def build_stats(buffer: Buffer) -> dict[str, Any]:
         **buffer.counts,
         "stream_messages_out": buffer.stream_out[0],
         "stream_bytes_out": buffer.stream_out[1],
+        "stream_first_data_at": buffer.stream_first_data_at,
+        "stream_finished_at": buffer.stream_finished_at,
         "buffered_messages": len(buffer.fifo),
         "buffered_bytes": buffer.fifo.bytes,
         "peak_buffered_bytes": buffer.fifo.peak_bytes,

@@ -49,6 +49,9 @@ class TransferRequest(BaseModel):
     files: list[str] = Field(default_factory=list, description="xtc2 files (instead of exp/run)")
     xtc_dir: str | None = Field(default=None, description="psana dir= for exp/run")
     synthetic: bool = Field(default=False, description="synthetic frames, no facility data")
+    config: dict[str, Any] | None = Field(
+        default=None, description="a full LCLStreamer config (flat or sectioned) to stream with"
+    )
     access_mode: Literal["smd", "idx", "live"] = "smd"
     detector_name: str = "epix10k2M"
     mode: Literal["raw", "calib", "image"] = "raw"
@@ -65,6 +68,12 @@ class TransferRequest(BaseModel):
     output_dir: str | None = Field(default=None, description="where the default consumer writes")
     addr: str | None = Field(
         default=None, description="send straight to this URL instead of through a buffer"
+    )
+    buffer_host: str = Field(
+        default="127.0.0.1", description="host name producers and consumers reach the buffer at"
+    )
+    buffer_ports: tuple[int, int, int] | None = Field(
+        default=None, description="buffer input, output and metrics ports (free ones if unset)"
     )
     streamer: BackendChoice = Field(default_factory=BackendChoice)
     buffer: BackendChoice = Field(default_factory=BackendChoice)
@@ -95,6 +104,22 @@ class TransferRequest(BaseModel):
                 raise ValueError(f"{path!r} is not a plain file path (no spaces or shell syntax)")
         return value
 
+    @field_validator("buffer_host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", value):
+            raise ValueError(f"{value!r} is not a host name")
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _config(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from airflow_provider_lclstream.config.loader import validate_streamer_config
+
+            validate_streamer_config(value)  # ConfigError names the path inside the config
+        return value
+
     @field_validator("xtc_dir", "output_dir")
     @classmethod
     def _directory(cls, value: str | None) -> str | None:
@@ -111,15 +136,17 @@ class TransferRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_data_source(self) -> TransferRequest:
-        chosen = [bool(self.files), self.exp is not None, self.synthetic]
+        chosen = [bool(self.files), self.exp is not None, self.synthetic, self.config is not None]
         if sum(chosen) != 1:
-            raise ValueError("give exactly one of: exp and run, files, or synthetic: true")
+            raise ValueError("give exactly one of: exp and run, files, synthetic: true, or config")
         if self.exp is not None and self.run is None:
             raise ValueError("run is required with exp")
         return self
 
     @property
     def source_identifier(self) -> str:
+        if self.config is not None:
+            return str(self.config.get("source_identifier", "config"))
         if self.synthetic:
             return f"synthetic:{self.detector_name}"
         if self.files:
@@ -132,10 +159,18 @@ class TransferRequest(BaseModel):
         """A short, shell-safe name for jobs and files: ``xpptut15-r0670`` or ``synthetic``."""
         if self.exp is not None:
             return f"{self.exp}-r{self.run:04d}"
+        if self.config is not None:
+            return "config"
         return "synthetic" if self.synthetic else "files"
 
     def to_streamer_config(self, url: str, *, role: str = "client") -> StreamerConfig:
-        """The full LCLStreamer config, streaming to ``url`` (a buffer's input, or ``addr``)."""
+        """The full LCLStreamer config, streaming to ``url`` (a buffer's input, or ``addr``).
+
+        With ``config``, the user's config is used and its streaming handlers are pointed at
+        ``url`` (one is added when it has none).
+        """
+        if self.config is not None:
+            return repoint(self.config, url, self.library, role)
         data_sources: dict[str, Any]
         if self.synthetic:
             detector = (
@@ -187,3 +222,16 @@ class TransferRequest(BaseModel):
                 ],
             }
         )
+
+
+def repoint(document: dict[str, Any], url: str, library: str, role: str) -> StreamerConfig:
+    """A user's config with every streaming handler sending to ``url`` (files stay as they are)."""
+    from airflow_provider_lclstream.config.loader import dump_flat, validate_streamer_config
+
+    flat = dump_flat(validate_streamer_config(document))
+    handlers = [h for h in flat["data_handlers"] if h["type"] != "BinaryDataStreamingDataHandler"]
+    streaming = [h for h in flat["data_handlers"] if h["type"] == "BinaryDataStreamingDataHandler"]
+    base = streaming[0] if streaming else {"type": "BinaryDataStreamingDataHandler"}
+    handlers.append({**base, "urls": [url], "role": role, "library": library, "distribute": False})
+    flat["data_handlers"] = handlers
+    return validate_streamer_config(flat)

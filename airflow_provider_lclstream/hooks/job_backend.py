@@ -17,7 +17,7 @@ Connection fields per type (any of them may also be given as an ``extra`` key):
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow.sdk import BaseHook
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
@@ -81,6 +81,15 @@ class SlurmSettings(BackendSettings):
     job_defaults: dict[str, Any] = {}
 
 
+class SlurmCliSettings(BackendSettings):
+    backend = "slurm_cli"
+    conn_type = "lclstream_slurm_cli"
+    ssh_conn_id: str | None = None
+    job_defaults: dict[str, Any] = {}
+    accounting: Literal["auto", "sacct", "jobcomp", "none"] = "auto"
+    bin_dir: str | None = None
+
+
 class PsikSettings(BackendSettings):
     backend = "psik"
     conn_type = "lclstream_psik"
@@ -103,7 +112,8 @@ class S3mSettings(BackendSettings):
 
 
 SETTINGS: dict[str, type[BackendSettings]] = {
-    s.conn_type: s for s in (LocalSettings, SlurmSettings, PsikSettings, S3mSettings)
+    s.conn_type: s
+    for s in (LocalSettings, SlurmSettings, SlurmCliSettings, PsikSettings, S3mSettings)
 }
 
 
@@ -238,6 +248,21 @@ class SlurmJobHook(JobBackendHook):
             "hidden_fields": ["schema", "port"],
             "relabeling": {"host": "slurmrestd URL", "login": "User", "password": "JWT"},
             "placeholders": {"extra": '{"api_version": "v0.0.43", "job_defaults": {}}'},
+        }
+
+
+class SlurmCliJobHook(JobBackendHook):
+    """SLURM through sbatch/squeue/sacct/scancel, locally or over SSH (``lclstream_slurm_cli``)."""
+
+    conn_type = "lclstream_slurm_cli"
+    hook_name = "LCLStream SLURM (command line)"
+    default_conn_name = "lclstream_slurm_cli"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["host", "schema", "port", "login", "password"],
+            "placeholders": {"extra": '{"ssh_conn_id": "cluster_ssh", "accounting": "auto"}'},
         }
 
 

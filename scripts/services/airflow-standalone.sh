@@ -283,10 +283,14 @@ start() {
         log "running with other settings or partly down: restarting"
         stop_all
     fi
-    if ! port_free "$PORT"; then
-        log "port $PORT on $HOST is taken by another program; set LCLSTREAM_AIRFLOW_PORT"
-        return 1
-    fi
+    local p
+    for p in "$PORT" $((PORT + 1)) $((PORT + 2)); do
+        if ! port_free "$p"; then
+            log "port $p on $HOST is taken by another program (this service uses PORT..PORT+2);" \
+                "set LCLSTREAM_AIRFLOW_PORT"
+            return 1
+        fi
+    done
     if [[ ! -d "$DAGS" ]]; then
         log "DAGs folder $DAGS does not exist (LCLSTREAM_AIRFLOW_DAGS_FOLDER)"
         return 1

@@ -64,3 +64,25 @@ def test_exactly_one_data_source() -> None:
         TransferRequest()
     with pytest.raises(ValidationError, match="run is required"):
         TransferRequest(exp="xpptut15")
+
+
+def test_user_config_is_repointed_at_the_buffer() -> None:
+    document = {
+        "event_source": {"type": "InternalEventSource", "number_of_events_to_generate": 3},
+        "data_sources": {"d": {"type": "SyntheticDetector", "shape": [4, 4]}},
+        "processing_pipeline": {"type": "NoOpProcessingPipeline"},
+        "data_serializer": {"type": "HDF5BinarySerializer"},
+        "data_handlers": [
+            {"type": "BinaryFileWritingDataHandler", "write_directory": "/tmp/x"},
+            {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://far:1"], "role": "server"},
+        ],
+    }
+    request = TransferRequest(config=document, library="nng")
+    config = request.to_streamer_config("tcp://127.0.0.1:7000")
+    kinds = [h.type for h in config.data_handlers]
+    assert kinds == ["BinaryFileWritingDataHandler", "BinaryDataStreamingDataHandler"]
+    streaming = config.data_handlers[1]
+    assert streaming.urls == ["tcp://127.0.0.1:7000"] and streaming.role == "client"
+    assert streaming.library == "nng"
+    with pytest.raises(ValidationError, match="data_sources"):
+        TransferRequest(config={**document, "data_sources": {}})

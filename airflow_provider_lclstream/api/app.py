@@ -1,0 +1,235 @@
+"""The LCLStream transfer API (FastAPI), independent of how callers authenticate.
+
+``build_app(store, principal)`` serves::
+
+    POST   /v1/transfers            a streamer config or a TransferRequest -> TransferStatus (201)
+    GET    /v1/transfers            ?state=&limit=  -> {count, data: [TransferStatus]}
+    GET    /v1/transfers/{id}       TransferDetail: state, task states, live buffer metrics
+    DELETE /v1/transfers/{id}       cancel -> {message}
+    GET    /ui                      the transfers page (polls the JSON API)
+
+``principal`` is a FastAPI dependency returning the caller's :class:`Principal`: the Airflow
+plugin derives it from Airflow's JWT, the standalone server from the client certificate.
+Users see and cancel only their own transfers unless ``Principal.admin``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+import anyio
+import yaml
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from airflow_provider_lclstream.api.metrics import fetch_metrics
+from airflow_provider_lclstream.api.models import (
+    ACTIVE_STATES,
+    DAG_ID,
+    Message,
+    SubmissionError,
+    TransferDetail,
+    TransfersPublic,
+    TransferState,
+    TransferStatus,
+    check_user,
+    parse_submission,
+)
+from airflow_provider_lclstream.api.store import (
+    TransferFinished,
+    TransferNotFound,
+    TransferRecord,
+    TransferStore,
+)
+from airflow_provider_lclstream.api.ui import ui_page
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1 << 20
+TRANSFER_ID = r"^[A-Za-z0-9_.:+~-]{1,250}$"
+TransferId = Annotated[str, Path(pattern=TRANSFER_ID, description="the transfer (DAG run) id")]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user name (goes into the DAG run conf) and whether they see all."""
+
+    name: str
+    admin: bool = False
+
+
+PrincipalDep = Callable[..., Principal | Awaitable[Principal]]
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with 413 (by Content-Length or as they stream)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[AsgiMessage] = []
+        size = 0
+        if scope.get("method") in ("POST", "PUT", "PATCH"):
+            while True:
+                message = await receive()
+                chunks.append(message)
+                size += len(message.get("body", b""))
+                if size > self.max_bytes:
+                    await self._refuse(scope, receive, send)
+                    return
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    break
+
+        async def replay() -> AsgiMessage:
+            return chunks.pop(0) if chunks else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413
+        )
+        await response(scope, receive, send)
+
+
+def _problems_response(kind: str, problems: list[tuple[str, str]]) -> JSONResponse:
+    detail = [{"loc": ["body", *re.split(r"\.", f)], "field": f, "msg": m} for f, m in problems]
+    return JSONResponse({"kind": kind, "detail": detail}, status_code=422)
+
+
+def _status(record: TransferRecord) -> TransferStatus:
+    return TransferStatus(
+        id=record.id,
+        state=record.state,
+        url=record.url,
+        transport=record.transport,
+        user=record.user,
+        created=record.created,
+        label=record.label,
+    )
+
+
+async def _read_body(request: Request) -> Any:
+    raw = await request.body()
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    try:
+        if ctype in ("application/yaml", "application/x-yaml", "text/yaml"):
+            return yaml.safe_load(raw)
+        return json.loads(raw)
+    except (ValueError, yaml.YAMLError) as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "lineno", None)
+        raise HTTPException(422, f"body is not valid {ctype} (near {mark})") from None
+
+
+def build_app(
+    store: TransferStore,
+    principal: PrincipalDep,
+    *,
+    title: str = "LCLStream API",
+    airflow_base_url: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """The API app over ``store``; ``airflow_base_url`` adds a link to each DAG run."""
+    app = FastAPI(title=title, version="1", docs_url="/docs", redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    Caller = Annotated[Principal, Depends(principal)]
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [(".".join(str(p) for p in e["loc"]), str(e["msg"])) for e in exc.errors()]
+        return _problems_response("request", problems)  # never echoes the submitted values
+
+    def _owned(record: TransferRecord, caller: Principal) -> TransferRecord:
+        if not caller.admin and record.user != caller.name:
+            raise HTTPException(404, "no such transfer")  # do not reveal others' transfers
+        return record
+
+    async def _load(transfer_id: str, caller: Principal) -> TransferRecord:
+        try:
+            record = await anyio.to_thread.run_sync(store.get, transfer_id)
+        except TransferNotFound:
+            raise HTTPException(404, "no such transfer") from None
+        return _owned(record, caller)
+
+    @app.post("/v1/transfers", status_code=201, response_model=TransferStatus)
+    async def create_transfer(request: Request, caller: Caller) -> Any:
+        """Start a transfer: body is a streamer config (JSON or YAML) or a TransferRequest."""
+        body = await _read_body(request)
+        try:
+            user = check_user(caller.name)
+            submission = parse_submission(body)
+        except SubmissionError as err:
+            return _problems_response(err.kind, err.problems)
+        record = await anyio.to_thread.run_sync(store.create, submission, user)
+        return _status(record)
+
+    @app.get("/v1/transfers", response_model=TransfersPublic)
+    async def list_transfers(
+        caller: Caller,
+        state: TransferState | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        all_users: bool = False,
+    ) -> TransfersPublic:
+        """Your transfers, newest first (an admin's ``all_users=true`` lists everyone's)."""
+        user = None if (caller.admin and all_users) else caller.name
+        records = await anyio.to_thread.run_sync(
+            lambda: store.list(user=user, state=state, limit=limit)
+        )
+        data = [_status(r) for r in records]
+        return TransfersPublic(count=len(data), data=data)
+
+    @app.get("/v1/transfers/{transfer_id}", response_model=TransferDetail)
+    async def get_transfer(transfer_id: TransferId, caller: Caller) -> TransferDetail:
+        """State, per-task states, live buffer metrics while active, final stats when done."""
+        record = await _load(transfer_id, caller)
+        metrics = None
+        url = record.metrics_url
+        if url and url.startswith(("http://", "https://")) and record.state in ACTIVE_STATES:
+            metrics = await fetch_metrics(url, record.batch_size)
+        link = None
+        if airflow_base_url is not None:
+            link = f"{airflow_base_url.rstrip('/')}/dags/{DAG_ID}/runs/{record.id}"
+        return TransferDetail(
+            **_status(record).model_dump(exclude={"requested_by", "created_at"}),
+            dag_run_state=record.dag_run_state,
+            tasks=record.tasks,
+            metrics=metrics,
+            final=record.final,
+            airflow_url=link,
+        )
+
+    @app.delete("/v1/transfers/{transfer_id}", response_model=Message)
+    async def cancel_transfer(transfer_id: TransferId, caller: Caller) -> Any:
+        """Cancel: stop the work tasks so the teardown cancels every job."""
+        await _load(transfer_id, caller)
+        try:
+            await anyio.to_thread.run_sync(store.cancel, transfer_id, caller.name)
+        except TransferFinished as err:
+            return JSONResponse({"message": str(err)}, status_code=409)
+        return Message(message=f"transfer {transfer_id} canceled")
+
+    @app.get("/ui", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        """The transfers page; its data comes from the JSON API with the caller's credentials."""
+        return HTMLResponse(ui_page(), headers={"Cache-Control": "no-store"})
+
+    return app
+

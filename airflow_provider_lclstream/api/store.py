@@ -1,0 +1,120 @@
+"""Where transfers live: the ``TransferStore`` interface and the pure state rules.
+
+A transfer is one run of the ``lclstream_transfer`` DAG. The API only talks to a store
+(create/list/get/cancel), so it runs over Airflow's models inside the API server
+(:mod:`airflow_provider_lclstream.api.airflow_store`) and over a fake in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from airflow_provider_lclstream.api.models import TransferState
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from airflow_provider_lclstream.api.models import Submission
+
+# the orchestration DAG's tasks (contract with dags/lclstream_transfer)
+START_BUFFER = "start_buffer"
+WATCH_TRANSFER = "watch_transfer"
+STOP_JOBS = "stop_jobs"
+TASK_IDS = (START_BUFFER, "start_consumers", "run_streamer", WATCH_TRANSFER, "wait_consumers", STOP_JOBS)
+CANCEL_NOTE = "canceled by "
+_UNFINISHED = {None, "none", "scheduled", "queued", "running", "deferred", "up_for_retry",
+               "up_for_reschedule", "restarting", "awaiting_input"}  # fmt: skip
+
+
+class TransferNotFound(LookupError):
+    """No transfer with this id."""
+
+
+class TransferFinished(RuntimeError):
+    """The transfer already ended; there is nothing to cancel."""
+
+
+@dataclass
+class TransferRecord:
+    """What a store knows about one transfer (the DAG run, its tasks and XComs)."""
+
+    id: str
+    user: str
+    created: datetime
+    dag_run_state: str
+    tasks: dict[str, str | None] = field(default_factory=dict)
+    buffer: dict[str, Any] | None = None
+    final: dict[str, Any] | None = None
+    note: str | None = None
+    kind: str = "request"
+    label: str = ""
+    batch_size: int | None = None
+    transport: str | None = None
+
+    @property
+    def canceled(self) -> bool:
+        return bool(self.note and self.note.startswith(CANCEL_NOTE))
+
+    @property
+    def state(self) -> TransferState:
+        return derive_state(self.dag_run_state, self.tasks, canceled=self.canceled)
+
+    @property
+    def url(self) -> str | None:
+        return (self.buffer or {}).get("output_url")
+
+    @property
+    def metrics_url(self) -> str | None:
+        return (self.buffer or {}).get("metrics_url")
+
+
+def derive_state(
+    dag_run_state: str, tasks: dict[str, str | None], *, canceled: bool = False
+) -> TransferState:
+    """Upstream's transfer state from the DAG run state and its task states."""
+    teardown_pending = tasks.get(STOP_JOBS) in _UNFINISHED and STOP_JOBS in tasks
+    if canceled:
+        if dag_run_state in ("queued", "running") or teardown_pending:
+            return TransferState.CANCELING
+        return TransferState.CANCELED
+    if dag_run_state == "success":
+        return TransferState.COMPLETED
+    if dag_run_state == "failed":
+        return TransferState.FAILED
+    if dag_run_state == "queued" and all(s in (None, "none") for s in tasks.values()):
+        return TransferState.QUEUED
+    if tasks.get(START_BUFFER) == "success":
+        return TransferState.READY
+    return TransferState.PROVISIONING
+
+
+def transport_of(conf: dict[str, Any]) -> str | None:
+    """The data transport (zmq/nng) a consumer of this transfer must use."""
+    if "request" in conf and isinstance(conf["request"], dict):
+        return str(conf["request"].get("library", "zmq"))
+    handlers = (conf.get("config") or {}).get("data_handlers") or []
+    for handler in handlers:
+        if isinstance(handler, dict) and handler.get("library"):
+            return str(handler["library"])
+    return None
+
+
+class TransferStore(Protocol):
+    """Create, list, read and cancel transfers (DAG runs of ``lclstream_transfer``)."""
+
+    def create(self, submission: Submission, user: str) -> TransferRecord: ...
+
+    def list(
+        self, *, user: str | None = None, state: TransferState | None = None, limit: int = 100
+    ) -> list[TransferRecord]:
+        """Newest first; ``user=None`` lists everyone's."""
+        ...
+
+    def get(self, transfer_id: str) -> TransferRecord:
+        """Raises :class:`TransferNotFound`."""
+        ...
+
+    def cancel(self, transfer_id: str, by: str) -> TransferRecord:
+        """Stop a transfer so that its teardown cancels the jobs; raises TransferFinished."""
+        ...

@@ -1,0 +1,269 @@
+"""The tasks of a transfer: start the buffer, start consumers, run the streamer, stop jobs.
+
+Each operator takes the validated ``TransferRequest`` (as a dict, usually the XCom of the
+DAG's request task) and submits jobs through the job-backend hook of the role's connection.
+Buffer and consumers are started and left running (their ids go to XCom); the streamer is
+waited for (deferrable); ``StopJobsOperator`` cancels whatever is still running at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from airflow.sdk import BaseOperator
+
+from airflow_provider_lclstream.config.job import JobSpec, job_name_for
+from airflow_provider_lclstream.config.transfer import TransferRequest
+from airflow_provider_lclstream.exceptions import JobBackendError
+from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
+from airflow_provider_lclstream.operators.submit_job import SubmitJobOperator
+from airflow_provider_lclstream.transfer.jobs import (
+    BufferEndpoints,
+    buffer_job,
+    consumer_job,
+    streamer_job,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_lclstream.backends.base import JobBackend
+
+
+def role_conn_id(request: TransferRequest, role: str) -> str | None:
+    """The connection of one role: given, or ``lclstream_<backend>`` for non-local backends."""
+    choice = getattr(request, role)
+    if choice.conn_id:
+        return str(choice.conn_id)
+    return None if choice.backend == "local" else f"lclstream_{choice.backend}"
+
+
+def named(spec: JobSpec, context: Context, suffix: str = "") -> JobSpec:
+    """The spec with a name that is the same for every try of this task instance."""
+    ti = context["ti"]
+    map_index = -1 if ti.map_index is None else ti.map_index
+    name = job_name_for(ti.dag_id, ti.run_id, ti.task_id + suffix, map_index, prefix=spec.name)
+    return spec.model_copy(update={"name": name})
+
+
+def submit_fresh(backend: JobBackend, spec: JobSpec, log: Any) -> str:
+    """Submit ``spec``, first cancelling a still-running job of the same name (an earlier try)."""
+    previous = backend.find(spec.name or "")
+    if previous is not None and not backend.state(previous).is_final:
+        log.info("cancelling job %s left running by an earlier try", previous)
+        backend.cancel(previous)
+    job_id = backend.submit(spec)
+    log.info("submitted job %s (%s) to %s", job_id, spec.name, getattr(backend, "name", "?"))
+    return job_id
+
+
+class StartBufferOperator(BaseOperator):
+    """Start ``lclstream-buffer`` for one transfer; return its job id and URLs once it answers.
+
+    Returns (XCom) ``{"job_id", "input_url", "output_url", "metrics_url", ...}``.
+    """
+
+    template_fields = ("request",)
+
+    def __init__(
+        self,
+        *,
+        request: dict[str, Any] | Any,
+        ready_timeout: float = 60.0,
+        capacity_bytes: str = "1GB",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.request = request
+        self.ready_timeout = ready_timeout
+        self.capacity_bytes = capacity_bytes
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        request = TransferRequest.model_validate(self.request)
+        backend = JobBackendHook(role_conn_id(request, "buffer")).get_conn()
+        endpoints = BufferEndpoints.pick(request.buffer_host, request.buffer_ports)
+        spec = named(buffer_job(request, endpoints, capacity_bytes=self.capacity_bytes), context)
+        job_id = submit_fresh(backend, spec, self.log)
+        context["ti"].xcom_push(key="job_id", value=job_id)
+        self._wait_ready(backend, job_id, endpoints.metrics_url)
+        self.log.info("buffer ready: producers -> %s, consumers <- %s, metrics %s",
+                      endpoints.input_url, endpoints.output_url, endpoints.metrics_url)  # fmt: skip
+        return {"job_id": job_id, **endpoints.urls()}
+
+    def _wait_ready(self, backend: JobBackend, job_id: str, metrics_url: str) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{metrics_url}/stats", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            status = backend.state(job_id)
+            if status.is_final:
+                tail, _ = backend.log_tail(job_id, -4000)
+                raise JobBackendError(
+                    f"buffer job {job_id} ended {status.state.value} before it answered "
+                    f"(exit code {status.exit_code}):\n{tail}"
+                )
+            time.sleep(0.5)
+        backend.cancel(job_id)
+        raise JobBackendError(
+            f"buffer job {job_id} did not answer on {metrics_url} within {self.ready_timeout} s "
+            "(still queued? raise ready_timeout); it was cancelled"
+        )
+
+
+class ConsumerOperator(BaseOperator):
+    """Start ``request.consumers`` consumer jobs on ``output_url`` (the buffer's output).
+
+    Each runs the request's ``consumer_command`` (``$LCLSTREAM_URL`` is the output URL) or
+    ``lclstream-receive`` writing HDF5 files. Returns (XCom) the list of job ids.
+    """
+
+    template_fields = ("request", "output_url")
+
+    def __init__(
+        self, *, request: dict[str, Any] | Any, output_url: str | Any, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.request = request
+        self.output_url = output_url
+
+    def execute(self, context: Context) -> list[str]:
+        request = TransferRequest.model_validate(self.request)
+        backend = JobBackendHook(role_conn_id(request, "consumer")).get_conn()
+        job_ids = []
+        for index in range(request.consumers):
+            spec = named(consumer_job(request, str(self.output_url), index), context, f"-{index}")
+            job_ids.append(submit_fresh(backend, spec, self.log))
+        context["ti"].xcom_push(key="job_ids", value=job_ids)
+        return job_ids
+
+
+class LCLStreamerOperator(SubmitJobOperator):
+    """Run ``mpiexec -n RANKS lclstreamer`` (or ``srun``) streaming to ``input_url``; deferrable.
+
+    The streamer config is rendered from the request (or the user's config in it) with its
+    streaming handlers pointed at ``input_url``.
+    """
+
+    template_fields = ("request", "input_url", "conn_id")
+
+    def __init__(
+        self,
+        *,
+        request: dict[str, Any] | Any,
+        input_url: str | Any,
+        launcher: str = "mpiexec",
+        conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(job={"script": "#!/bin/bash\n"}, conn_id=conn_id, **kwargs)
+        self.request = request
+        self.input_url = input_url
+        self.launcher = launcher
+
+    def job_spec(self, context: Context) -> JobSpec:
+        request = TransferRequest.model_validate(self.request)
+        if self.conn_id is None:
+            self.conn_id = role_conn_id(request, "streamer")
+            self.__dict__.pop("hook", None)
+        config = request.to_streamer_config(str(self.input_url))
+        return named(streamer_job(request, config, launcher=self.launcher), context)
+
+
+def pull_ids(context: Context, task_id: str, key: str) -> list[str]:
+    value = context["ti"].xcom_pull(task_ids=task_id, key=key)
+    if not value:
+        return []
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
+
+
+class WaitJobsOperator(BaseOperator):
+    """Wait until every job of XCom ``(task_id, key)`` ended; fail with the log tail of any that
+    did not complete (consumers exit once the buffer's end-of-stream record reached them)."""
+
+    template_fields = ("request",)
+
+    def __init__(
+        self,
+        *,
+        request: dict[str, Any] | Any,
+        jobs_from: tuple[str, str],
+        role: str = "consumer",
+        timeout_s: float = 600.0,
+        poll_interval: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.request = request
+        self.jobs_from = jobs_from
+        self.role = role
+        self.timeout_s = timeout_s
+        self.poll_interval = poll_interval
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        request = TransferRequest.model_validate(self.request)
+        backend = JobBackendHook(role_conn_id(request, self.role)).get_conn()
+        pending = pull_ids(context, *self.jobs_from)
+        done: dict[str, Any] = {}
+        deadline = time.monotonic() + self.timeout_s
+        while pending:
+            for job_id in list(pending):
+                status = backend.state(job_id)
+                if status.is_final:
+                    pending.remove(job_id)
+                    done[job_id] = status.to_dict()
+                    tail, _ = backend.log_tail(job_id, -2000)
+                    self.log.info("%s job %s ended %s\n%s", self.role, job_id, status.state.value, tail)
+                    if not status.state.is_success:
+                        raise JobBackendError(
+                            f"{self.role} job {job_id} ended {status.state.value} "
+                            f"(exit code {status.exit_code}):\n{tail}"
+                        )
+            if pending and time.monotonic() > deadline:
+                raise JobBackendError(f"{self.role} jobs {pending} still running after {self.timeout_s} s")
+            if pending:
+                time.sleep(self.poll_interval)
+        return done
+
+
+class StopJobsOperator(BaseOperator):
+    """Teardown: cancel the transfer's jobs that are still running (buffer, consumers, streamer).
+
+    ``jobs_from`` maps a role (``buffer``, ``consumer``, ``streamer``) to the ``(task_id, key)``
+    of the XCom holding its job id(s); a missing XCom (the task never ran) is skipped.
+    """
+
+    template_fields = ("request",)
+
+    def __init__(
+        self,
+        *,
+        request: dict[str, Any] | Any,
+        jobs_from: dict[str, tuple[str, str]],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.request = request
+        self.jobs_from = jobs_from
+
+    def execute(self, context: Context) -> dict[str, list[str]]:
+        request = TransferRequest.model_validate(self.request)
+        cancelled: dict[str, list[str]] = {}
+        for role, (task_id, key) in self.jobs_from.items():
+            ids = pull_ids(context, task_id, key)
+            if not ids:
+                continue
+            backend = JobBackendHook(role_conn_id(request, role)).get_conn()
+            for job_id in ids:
+                try:
+                    if not backend.state(job_id).is_final:
+                        backend.cancel(job_id)
+                        cancelled.setdefault(role, []).append(job_id)
+                except JobBackendError as err:
+                    self.log.warning("could not stop %s job %s: %s", role, job_id, err)
+        self.log.info("stopped: %s", cancelled or "nothing was left running")
+        return cancelled

@@ -1,0 +1,68 @@
+"""Wait (deferred) until a transfer's buffer finished the stream; return its final numbers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator
+
+from airflow_provider_lclstream.exceptions import TransferFailedError
+from airflow_provider_lclstream.triggers.transfer import TransferTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class TransferSensor(BaseSensorOperator):
+    """Defer to :class:`TransferTrigger` on ``metrics_url``; return the final stats (XCom).
+
+    Fails when the stream ended incomplete (with the buffer's problems), stalled for
+    ``stall_timeout`` seconds, or the buffer became unreachable.
+    """
+
+    template_fields = ("metrics_url",)
+
+    def __init__(
+        self,
+        *,
+        metrics_url: str,
+        poll_interval: float = 2.0,
+        stall_timeout: float = 300.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.metrics_url = metrics_url
+        self.poll_interval = poll_interval
+        self.stall_timeout = stall_timeout
+
+    def execute(self, context: Context) -> None:
+        self.defer(
+            trigger=TransferTrigger(
+                self.metrics_url, poll_interval=self.poll_interval, stall_timeout=self.stall_timeout
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("status") == "success":
+            stats = event["stats"]
+            self.log.info(
+                "transfer done: %s events, %.1f MB at %.1f MB/s in %.1f s, %s skipped, %s lost",
+                stats["events"],
+                stats["bytes"] / 1e6,
+                stats["mb_per_s"],
+                stats["duration_s"],
+                stats["skipped"],
+                stats["lost"],
+            )
+            return dict(stats)
+        if event.get("status") == "failed":
+            stats = event.get("stats", {})
+            raise TransferFailedError(
+                "transfer ended incomplete: " + ("; ".join(stats.get("problems", [])) or "unknown"),
+                stats,
+            )
+        raise TransferFailedError(str(event.get("message", event)), {})
+
+    def poke(self, context: Context) -> bool:  # pragma: no cover - always deferred
+        return False

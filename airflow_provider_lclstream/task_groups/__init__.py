@@ -1,0 +1,1 @@
+"""Task groups composing this provider's operators."""

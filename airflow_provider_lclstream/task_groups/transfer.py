@@ -1,0 +1,74 @@
+"""TransferTaskGroup: buffer, consumers, streamer, watch, wait, and a teardown that stops jobs.
+
+A thin shell over the operators in ``operators/transfer.py``:
+
+    start_buffer >> start_consumers >> run_streamer >> watch_transfer >> wait_consumers
+    stop_jobs: teardown of start_buffer (runs whatever happened, cancels what still runs)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import TaskGroup
+
+from airflow_provider_lclstream.operators.transfer import (
+    ConsumerOperator,
+    LCLStreamerOperator,
+    StartBufferOperator,
+    StopJobsOperator,
+    WaitJobsOperator,
+)
+from airflow_provider_lclstream.sensors.transfer import TransferSensor
+
+
+def transfer_task_group(
+    request: Any,
+    *,
+    group_id: str = "transfer",
+    prefix_group_id: bool = False,
+    stall_timeout: float = 300.0,
+    poll_interval: float = 2.0,
+    buffer_ready_timeout: float = 60.0,
+    launcher: str = "mpiexec",
+) -> TaskGroup:
+    """Build the group in the current DAG. ``request`` is a TransferRequest dict or XComArg."""
+    with TaskGroup(group_id=group_id, prefix_group_id=prefix_group_id) as group:
+
+        def full(task_id: str) -> str:
+            return f"{group_id}.{task_id}" if prefix_group_id else task_id
+
+        buffer = StartBufferOperator(
+            task_id="start_buffer", request=request, ready_timeout=buffer_ready_timeout
+        )
+        consumers = ConsumerOperator(
+            task_id="start_consumers", request=request, output_url=buffer.output["output_url"]
+        )
+        streamer = LCLStreamerOperator(
+            task_id="run_streamer",
+            request=request,
+            input_url=buffer.output["input_url"],
+            launcher=launcher,
+            poll_interval=poll_interval,
+            max_poll_interval=max(poll_interval, 10.0),
+        )
+        watch = TransferSensor(
+            task_id="watch_transfer",
+            metrics_url=buffer.output["metrics_url"],
+            poll_interval=poll_interval,
+            stall_timeout=stall_timeout,
+        )
+        wait = WaitJobsOperator(
+            task_id="wait_consumers", request=request, jobs_from=(full("start_consumers"), "job_ids")
+        )
+        stop = StopJobsOperator(
+            task_id="stop_jobs",
+            request=request,
+            jobs_from={
+                "buffer": (full("start_buffer"), "job_id"),
+                "consumer": (full("start_consumers"), "job_ids"),
+                "streamer": (full("run_streamer"), "job_id"),
+            },
+        )
+        buffer >> consumers >> streamer >> watch >> wait >> stop.as_teardown(setups=buffer)
+    return group

@@ -1,0 +1,1 @@
+"""Plain-Python pieces of a transfer: job specs for buffer, streamer and consumers; final stats."""

@@ -1,0 +1,191 @@
+"""Job specs for the three roles of a transfer: buffer, streamer (MPI), consumers.
+
+Every value that reaches a script is either validated (TransferRequest) or quoted with
+``shell_quote``; the streamer's config travels inside its script as a quoted here-document, so
+a job needs no shared file system with the Airflow worker.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from airflow_provider_lclstream.config.job import JobSpec, ResourceSpec, shell_join, shell_quote
+from airflow_provider_lclstream.config.loader import dump_flat
+
+if TYPE_CHECKING:
+    from airflow_provider_lclstream.config.streamer import StreamerConfig
+    from airflow_provider_lclstream.config.transfer import TransferRequest
+
+CONFIG_END = "LCLSTREAM_CONFIG_END"
+
+
+def tool(name: str, bin_dir: str | None = None) -> str:
+    """The command for one of our tools: in ``bin_dir``, next to this Python, or on PATH."""
+    if bin_dir:
+        return str(Path(bin_dir) / name)
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    return shutil.which(name) or name
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class BufferEndpoints:
+    """Where a buffer listens (all interfaces) and how others reach it (``host``)."""
+
+    host: str
+    input_port: int
+    output_port: int
+    metrics_port: int
+
+    @classmethod
+    def pick(cls, host: str = "127.0.0.1", ports: tuple[int, int, int] | None = None) -> BufferEndpoints:
+        """Given ports, or three free ones on this machine (right for the local backend)."""
+        chosen = ports or (free_port(), free_port(), free_port())
+        return cls(host, *chosen)
+
+    @property
+    def input_url(self) -> str:
+        return f"tcp://{self.host}:{self.input_port}"
+
+    @property
+    def output_url(self) -> str:
+        return f"tcp://{self.host}:{self.output_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}"
+
+    def urls(self) -> dict[str, Any]:
+        return {
+            "input_url": self.input_url,
+            "output_url": self.output_url,
+            "metrics_url": self.metrics_url,
+            **asdict(self),
+        }
+
+
+def buffer_job(
+    request: TransferRequest,
+    endpoints: BufferEndpoints,
+    *,
+    capacity_bytes: str = "1GB",
+    bin_dir: str | None = None,
+) -> JobSpec:
+    """A persistent buffer for one transfer: it stays up after the stream (so its final report
+    can be read) until the transfer's teardown stops it."""
+    command = [
+        tool("lclstream-buffer", bin_dir),
+        "--input", f"tcp://0.0.0.0:{endpoints.input_port}",
+        "--output", f"tcp://0.0.0.0:{endpoints.output_port}",
+        "--input-transport", request.library,
+        "--output-transport", request.library,
+        "--expect-producers", str(request.ranks),
+        "--metrics", f"0.0.0.0:{endpoints.metrics_port}",
+        "--capacity-bytes", capacity_bytes,
+        "--drain-timeout", "30",
+        "--persistent",
+    ]  # fmt: skip
+    return JobSpec(
+        name=f"buffer-{request.label}",
+        script="#!/bin/bash\nexec " + shell_join(command) + "\n",
+        resources=ResourceSpec(duration=24 * 60, process_count=1),
+        attributes=request.buffer.attributes,
+    )
+
+
+def render_config(config: StreamerConfig) -> str:
+    return yaml.safe_dump(dump_flat(config), sort_keys=False)
+
+
+def streamer_job(
+    request: TransferRequest,
+    config: StreamerConfig,
+    *,
+    launcher: str = "mpiexec",
+    bin_dir: str | None = None,
+    duration_min: int = 60,
+) -> JobSpec:
+    """``mpiexec -n RANKS lclstreamer -c CONFIG`` (or ``srun``), the config inlined."""
+    text = render_config(config)
+    if CONFIG_END in text:
+        raise ValueError("the streamer config contains the here-document terminator")
+    if launcher == "srun":
+        launch = ["srun", "-n", str(request.ranks)]
+    else:
+        launch = [tool("mpiexec", bin_dir), "-n", str(request.ranks)]
+    command = [*launch, tool("lclstreamer", bin_dir), "-c", "lclstreamer.yaml"]
+    if request.events is not None and not request.synthetic:
+        command += ["--num-events", str(request.events)]
+    script = (
+        "#!/bin/bash\nset -euo pipefail\n"
+        f"cat > lclstreamer.yaml <<'{CONFIG_END}'\n{text}{CONFIG_END}\n"
+        + shell_join(command)
+        + "\n"
+    )
+    return JobSpec(
+        name=f"streamer-{request.label}",
+        script=script,
+        resources=ResourceSpec(duration=duration_min, process_count=request.ranks),
+        attributes=request.streamer.attributes,
+    )
+
+
+def consumer_job(
+    request: TransferRequest,
+    output_url: str,
+    index: int,
+    *,
+    bin_dir: str | None = None,
+    timeout_s: float = 600,
+) -> JobSpec:
+    """The user's consumer command (``$LCLSTREAM_URL`` holds the buffer's output), or
+    ``lclstream-receive`` writing one HDF5 file per message."""
+    environment = {"LCLSTREAM_URL": output_url, "LCLSTREAM_TRANSPORT": request.library}
+    if request.consumer_command:
+        script = "#!/bin/bash\nset -euo pipefail\n" + request.consumer_command + "\n"
+    else:
+        out = Path(request.output_dir or "lclstream-output") / request.label / f"consumer-{index}"
+        command = [
+            tool("lclstream-receive", bin_dir),
+            "--url", output_url,
+            "--dial",
+            "--transport", request.library,
+            "--expect-producers", "1",
+            "--out", str(out),
+            "--prefix", f"c{index}",
+            "--timeout", str(timeout_s),
+            "--quiet",
+        ]  # fmt: skip
+        script = "#!/bin/bash\nexec " + shell_join(command) + "\n"
+    return JobSpec(
+        name=f"consumer{index}-{request.label}",
+        script=script,
+        environment=environment,
+        resources=ResourceSpec(duration=max(1, int(timeout_s // 60) + 10), process_count=1),
+        attributes=request.consumer.attributes,
+    )
+
+
+__all__ = [
+    "BufferEndpoints",
+    "buffer_job",
+    "consumer_job",
+    "render_config",
+    "shell_quote",
+    "streamer_job",
+    "tool",
+]

@@ -1,0 +1,55 @@
+"""Turn a DAG run's conf and params into a validated TransferRequest (one place for both DAGs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from airflow_provider_lclstream.config.transfer import TransferRequest
+from airflow_provider_lclstream.exceptions import LCLStreamError
+
+# Params of the manual-trigger form that map 1:1 onto TransferRequest fields.
+FORM_FIELDS = (
+    "exp", "run", "detector_name", "mode", "access_mode", "events", "img_per_file",
+    "compression", "library", "ranks", "consumers", "consumer_command", "output_dir",
+    "buffer_host",
+)  # fmt: skip
+BACKEND_PARAMS = {"streamer": "streamer_backend", "buffer": "buffer_backend", "consumer": "consumer_backend"}
+
+
+class InvalidTransferRequest(LCLStreamError, ValueError):
+    """A transfer request failed validation; the message names every bad field."""
+
+
+def request_from(conf: dict[str, Any] | None, params: dict[str, Any]) -> dict[str, Any]:
+    """``conf["request"]`` (API), ``conf["config"]`` (a streamer config), or the form's params."""
+    conf = dict(conf or {})
+    if "request" in conf:
+        data = dict(conf["request"])
+    elif "experiment" in conf:  # lclstream-arp-launch: the run from the ARP, the rest from params
+        data = {k: params[k] for k in FORM_FIELDS if params.get(k) not in (None, "")}
+        data.update(exp=conf["experiment"], run=conf["run"])
+    elif "config" in conf:
+        extra = {k: v for k, v in conf.items() if k not in ("config", "user")}
+        data = {"config": conf["config"], **extra}
+    else:
+        data = {k: params[k] for k in FORM_FIELDS if params.get(k) not in (None, "")}
+        if params.get("source") == "synthetic" or (not data.get("exp") and not params.get("files")):
+            data.pop("exp", None)
+            data.pop("run", None)
+            data["synthetic"] = True
+        elif params.get("source") == "files" or params.get("files"):
+            data.pop("exp", None)
+            data.pop("run", None)
+            data["files"] = [f for f in str(params.get("files", "")).split(",") if f]
+        for role, param in BACKEND_PARAMS.items():
+            if params.get(param):
+                data[role] = {"backend": params[param], "conn_id": params.get(f"{param}_conn_id")}
+    try:
+        return TransferRequest.model_validate(data).model_dump(mode="json")
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in err.errors()
+        )
+        raise InvalidTransferRequest(f"invalid transfer request: {problems}") from None

@@ -1,0 +1,70 @@
+"""lclstream_transfer: stream one run (or synthetic frames) through a buffer to consumers.
+
+Trigger it by hand (the form below), through the REST API / ``lclstream-arp-launch`` with conf
+``{"request": {...TransferRequest...}}``, or with a full streamer config ``{"config": {...}}``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import DAG, Param, get_current_context, task
+
+from airflow_provider_lclstream.task_groups.transfer import transfer_task_group
+
+BACKENDS = ["local", "slurm", "psik", "s3m"]
+
+with DAG(
+    dag_id="lclstream_transfer",
+    description="Stream an LCLS run through LCLStreamer and a buffer to consumer jobs",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=4,
+    tags=["lclstream"],
+    params={
+        "source": Param("synthetic", enum=["synthetic", "run", "files"], description="what to stream"),
+        "exp": Param("", type="string", pattern="^([a-z][a-z0-9]{2,31})?$", description="experiment"),
+        "run": Param(None, type=["null", "integer"], minimum=0, description="run number"),
+        "files": Param("", type="string", description="xtc2 files, comma-separated"),
+        "detector_name": Param("epix10k2M", type="string", pattern="^[A-Za-z0-9][A-Za-z0-9_.:+-]*$"),
+        "mode": Param("raw", enum=["raw", "calib", "image"]),
+        "access_mode": Param("smd", enum=["smd", "idx", "live"]),
+        "events": Param(100, type=["null", "integer"], minimum=1, description="events per rank"),
+        "img_per_file": Param(10, type="integer", minimum=1, maximum=10000, description="events per message"),
+        "compression": Param(None, type=["null", "string"],
+                             enum=[None, "gzip", "gzip_with_shuffle", "bitshuffle_with_lz4",
+                                   "bitshuffle_with_zstd", "zfp"]),
+        "library": Param("zmq", enum=["zmq", "nng"]),
+        "ranks": Param(2, type="integer", minimum=1, maximum=4096),
+        "consumers": Param(1, type="integer", minimum=1, maximum=256),
+        "consumer_command": Param(None, type=["null", "string"], description="default: lclstream-receive"),
+        "output_dir": Param("/tmp/lclstream-output", type="string"),
+        "buffer_host": Param("127.0.0.1", type="string"),
+        "streamer_backend": Param("local", enum=BACKENDS),
+        "buffer_backend": Param("local", enum=BACKENDS),
+        "consumer_backend": Param("local", enum=BACKENDS),
+    },
+) as dag:
+
+    @task
+    def build_request() -> dict:
+        """Validate the request (errors name the field) and hand it to the transfer tasks."""
+        from airflow_provider_lclstream.transfer.request import request_from
+
+        context = get_current_context()
+        return request_from(context["dag_run"].conf, dict(context["params"]))
+
+    request = build_request()
+    group = transfer_task_group(request)
+
+    @task
+    def report(stats: dict) -> dict:
+        """Log the transfer's numbers; post them to the ARP/Elog when the run came from there."""
+        from airflow_provider_lclstream.transfer.report import report_transfer
+
+        context = get_current_context()
+        return report_transfer(stats, context["dag_run"].conf or {})
+
+    report(group.children["watch_transfer"].output)  # type: ignore[attr-defined]
+    request >> group

@@ -1,0 +1,88 @@
+"""Input validation of ``lclstream-arp-launch`` (no Airflow, no network)."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_lclstream.arp.launch import (
+    EXIT_USAGE,
+    ArpJob,
+    LaunchError,
+    arp_job_from,
+    build_parser,
+    main,
+    parse_extra_conf,
+)
+
+
+def job(env: dict[str, str], *argv: str) -> ArpJob:
+    return arp_job_from(build_parser().parse_args(list(argv)), env)
+
+
+def test_arp_environment_becomes_the_conf() -> None:
+    env = {
+        "EXPERIMENT": "mfxl1027522",
+        "RUN_NUM": " 0042 ",
+        "ARP_JOB_ID": "a1-b2",
+        "ARP_LOCATION": "S3DF",
+    }
+    assert job(env).conf() == {
+        "experiment": "mfxl1027522",
+        "run": 42,
+        "arp_job_id": "a1-b2",
+        "arp_location": "S3DF",
+    }
+    assert job(env, "--run", "7", "--experiment", "xpptut15").conf()["run"] == 7
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"EXPERIMENT": "x;rm -rf /", "RUN_NUM": "1"}, "not a plain name"),
+        ({"EXPERIMENT": "$(id)", "RUN_NUM": "1"}, "not a plain name"),
+        ({"EXPERIMENT": "xpp", "RUN_NUM": "abc"}, "not a non-negative integer"),
+        ({"EXPERIMENT": "xpp", "RUN_NUM": "-1"}, "not a non-negative integer"),
+        ({"EXPERIMENT": "xpp", "RUN_NUM": "1", "ARP_JOB_ID": "a b"}, "ARP job id"),
+        ({"RUN_NUM": "1"}, "no experiment"),
+        ({"EXPERIMENT": "xpp"}, "no run number"),
+    ],
+)
+def test_bad_input_is_a_usage_error(env: dict[str, str], message: str) -> None:
+    with pytest.raises(LaunchError, match=message) as info:
+        job(env)
+    assert info.value.code == EXIT_USAGE
+
+
+def test_extra_conf_adds_but_does_not_override() -> None:
+    base = {"experiment": "xpp", "run": 1}
+    assert parse_extra_conf('{"fail": true, "run": 1}', base) == {"fail": True, **base}
+    with pytest.raises(LaunchError, match="may not change run"):
+        parse_extra_conf('{"run": 2}', base)
+    with pytest.raises(LaunchError, match="JSON object"):
+        parse_extra_conf("[1]", base)
+    with pytest.raises(LaunchError, match="not valid JSON"):
+        parse_extra_conf("{", base)
+
+
+def test_main_exits_2_and_never_prints_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    env = {"EXPERIMENT": "xpp", "RUN_NUM": "x", "LCLSTREAM_AIRFLOW_PASSWORD": "s3cret"}
+    with pytest.raises(SystemExit) as info:
+        main(["--username", "admin"], env)
+    assert info.value.code == 2
+    out = capsys.readouterr()
+    assert "run number 'x'" in out.err
+    assert "s3cret" not in out.out + out.err
+
+
+def test_missing_credentials(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([], {"EXPERIMENT": "xpp", "RUN_NUM": "1"})
+    assert info.value.code == 2
+    assert "LCLSTREAM_AIRFLOW_USER" in capsys.readouterr().err
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"], {})
+    assert info.value.code == 0
+    assert "Exit codes" in capsys.readouterr().out
