@@ -9,6 +9,7 @@ note ``canceled by <user>``, which the API reports as ``canceled``.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import secrets
 from datetime import UTC, datetime
@@ -75,7 +76,7 @@ class AirflowTransferStore:
 
     def list(
         self, *, user: str | None = None, state: TransferState | None = None, limit: int = 100
-    ) -> list[TransferRecord]:
+    ) -> builtins.list[TransferRecord]:
         from airflow.models.dagrun import DagRun
         from airflow.utils.session import create_session
         from sqlalchemy import select
@@ -91,7 +92,7 @@ class AirflowTransferStore:
                 runs = [r for r in runs if (r.conf or {}).get("user") == user]
             if state is None:
                 runs = runs[:limit]
-            records = self._records(session, list(runs))
+            records = self._records(session, builtins.list(runs))
         if state is not None:
             records = [r for r in records if r.state == state][:limit]
         return records
@@ -123,7 +124,9 @@ class AirflowTransferStore:
                 run.dag_run_note.content = note
             dag = DBDagBag().get_dag_for_run(run, session=session)
             if run.state == "queued" and dag is not None:
-                set_dag_run_state_to_failed(dag=dag, run_id=run.run_id, commit=True, session=session)
+                set_dag_run_state_to_failed(
+                    dag=dag, run_id=run.run_id, commit=True, session=session
+                )
             else:
                 teardown = {t.task_id for t in dag.tasks if t.is_teardown} if dag else {STOP_JOBS}
                 tis = session.scalars(
@@ -157,7 +160,7 @@ class AirflowTransferStore:
             raise TransferNotFound(transfer_id)
         return run
 
-    def _records(self, session: Session, runs: list[Any]) -> list[TransferRecord]:
+    def _records(self, session: Session, runs: builtins.list[Any]) -> builtins.list[TransferRecord]:
         """Records for ``runs`` with their task states and XComs (two queries in all)."""
         from airflow.models.taskinstance import TaskInstance
         from airflow.models.xcom import XComModel
@@ -184,7 +187,7 @@ class AirflowTransferStore:
             )
         ):
             xcoms[(row.run_id, row.task_id)] = XComModel.deserialize_value(row)
-        out = []
+        out: builtins.list[TransferRecord] = []
         for run in runs:
             conf = run.conf or {}
             buffer = xcoms.get((run.run_id, START_BUFFER))

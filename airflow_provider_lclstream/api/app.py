@@ -50,7 +50,8 @@ from airflow_provider_lclstream.api.store import (
 from airflow_provider_lclstream.api.ui import ui_page
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
+    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import Message as AsgiMessage
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1 << 20
@@ -232,4 +233,3 @@ def build_app(
         return HTMLResponse(ui_page(), headers={"Cache-Control": "no-store"})
 
     return app
-

@@ -19,7 +19,7 @@ def summarize(stats: dict[str, Any], batch_size: int | None) -> LiveMetrics:
     per_producer = producers.get("per_producer") or {}
     ended_events = sum(int(p.get("events") or 0) for p in per_producer.values())
     expected = producers.get("expected")
-    done = bool(expected) and int(producers.get("ended") or 0) >= int(expected)
+    done = bool(expected) and int(producers.get("ended") or 0) >= int(expected or 0)
     if done and ended_events:
         events: int | None = ended_events
     else:

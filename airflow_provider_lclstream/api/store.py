@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from airflow_provider_lclstream.api.models import TransferState
 
 if TYPE_CHECKING:
+    import builtins
     from datetime import datetime
 
     from airflow_provider_lclstream.api.models import Submission
@@ -21,7 +22,14 @@ if TYPE_CHECKING:
 START_BUFFER = "start_buffer"
 WATCH_TRANSFER = "watch_transfer"
 STOP_JOBS = "stop_jobs"
-TASK_IDS = (START_BUFFER, "start_consumers", "run_streamer", WATCH_TRANSFER, "wait_consumers", STOP_JOBS)
+TASK_IDS = (
+    START_BUFFER,
+    "start_consumers",
+    "run_streamer",
+    WATCH_TRANSFER,
+    "wait_consumers",
+    STOP_JOBS,
+)
 CANCEL_NOTE = "canceled by "
 _UNFINISHED = {None, "none", "scheduled", "queued", "running", "deferred", "up_for_retry",
                "up_for_reschedule", "restarting", "awaiting_input"}  # fmt: skip
@@ -107,7 +115,7 @@ class TransferStore(Protocol):
 
     def list(
         self, *, user: str | None = None, state: TransferState | None = None, limit: int = 100
-    ) -> list[TransferRecord]:
+    ) -> builtins.list[TransferRecord]:
         """Newest first; ``user=None`` lists everyone's."""
         ...
 

@@ -62,7 +62,8 @@ def submit_fresh(backend: JobBackend, spec: JobSpec, log: Any) -> str:
 class StartBufferOperator(BaseOperator):
     """Start ``lclstream-buffer`` for one transfer; return its job id and URLs once it answers.
 
-    Returns (XCom) ``{"job_id", "input_url", "output_url", "metrics_url", ...}``.
+    Returns (XCom) ``{"job_id", "input_url", "output_url", "metrics_url", ...}`` and pushes
+    each of those under its own key (``buffer.output["input_url"]`` reads that key).
     """
 
     template_fields = ("request",)
@@ -90,7 +91,10 @@ class StartBufferOperator(BaseOperator):
         self._wait_ready(backend, job_id, endpoints.metrics_url)
         self.log.info("buffer ready: producers -> %s, consumers <- %s, metrics %s",
                       endpoints.input_url, endpoints.output_url, endpoints.metrics_url)  # fmt: skip
-        return {"job_id": job_id, **endpoints.urls()}
+        urls = endpoints.urls()
+        for key in ("input_url", "output_url", "metrics_url"):  # for XComArg(task, key)
+            context["ti"].xcom_push(key=key, value=urls[key])
+        return {"job_id": job_id, **urls}
 
     def _wait_ready(self, backend: JobBackend, job_id: str, metrics_url: str) -> None:
         deadline = time.monotonic() + self.ready_timeout

@@ -13,6 +13,6 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 def test_dags_import_without_errors(airflow_db: Path) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(DAGS), include_examples=False)
+    bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
     assert len(bag.dags) >= len([p for p in DAGS.glob("*.py") if p.name != "__init__.py"])

@@ -1,0 +1,72 @@
+"""The API inside Airflow's API server: callers authenticate with Airflow's own JWT.
+
+Airflow's ``get_user`` dependency reads the bearer token (or the UI's session cookie), so a
+request without a valid token is refused with 401 (missing/expired) or 403 (invalid). The user
+must also be allowed by Airflow's auth manager to act on runs of ``lclstream_transfer``
+(GET to read, POST to start, PUT to cancel). Admins (see every transfer) are the names in
+``[lclstream] api_admins`` / ``LCLSTREAM_API_ADMINS`` (comma-separated).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from airflow.api_fastapi.core_api.security import GetUserDep  # noqa: TC002 (FastAPI reads it)
+from fastapi import HTTPException, Request
+
+from airflow_provider_lclstream.api.app import Principal, build_app
+from airflow_provider_lclstream.api.models import DAG_ID
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from airflow_provider_lclstream.api.store import TransferStore
+
+_METHODS = {"GET": "GET", "HEAD": "GET", "POST": "POST", "DELETE": "PUT"}
+
+
+def admin_names() -> frozenset[str]:
+    """Names allowed to see and cancel everyone's transfers."""
+    raw = os.environ.get("LCLSTREAM_API_ADMINS")
+    if raw is None:
+        from airflow.configuration import conf
+
+        raw = conf.get("lclstream", "api_admins", fallback="") or ""
+    return frozenset(n.strip() for n in raw.split(",") if n.strip())
+
+
+async def airflow_principal(request: Request, user: GetUserDep) -> Principal:
+    """The Airflow user behind the request's JWT, checked against DAG-run permissions."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import (
+        DagAccessEntity,
+        DagDetails,
+    )
+
+    method = _METHODS.get(request.method, "PUT")
+    allowed = get_auth_manager().is_authorized_dag(
+        method=method,  # type: ignore[arg-type]
+        user=user,
+        access_entity=DagAccessEntity.RUN,
+        details=DagDetails(id=DAG_ID),
+    )
+    if not allowed:
+        raise HTTPException(403, f"not allowed to {method} runs of {DAG_ID}")
+    name = user.get_name()
+    return Principal(name=name, admin=name in admin_names())
+
+
+def create_airflow_app(store: TransferStore | None = None) -> FastAPI:
+    """The app the plugin mounts at ``/lclstream`` (DAG runs via Airflow's models)."""
+    from airflow.configuration import conf
+
+    from airflow_provider_lclstream.api.airflow_store import AirflowTransferStore
+
+    base = conf.get("api", "base_url", fallback="") or ""
+    return build_app(
+        store or AirflowTransferStore(),
+        airflow_principal,
+        title="LCLStream API (Airflow)",
+        airflow_base_url=base or "",
+    )
