@@ -23,22 +23,41 @@ with DAG(
     max_active_runs=4,
     tags=["lclstream"],
     params={
-        "source": Param("synthetic", enum=["synthetic", "run", "files"], description="what to stream"),
-        "exp": Param("", type="string", pattern="^([a-z][a-z0-9]{2,31})?$", description="experiment"),
+        "source": Param(
+            "synthetic", enum=["synthetic", "run", "files"], description="what to stream"
+        ),
+        "exp": Param(
+            "", type="string", pattern="^([a-z][a-z0-9]{2,31})?$", description="experiment"
+        ),
         "run": Param(None, type=["null", "integer"], minimum=0, description="run number"),
         "files": Param("", type="string", description="xtc2 files, comma-separated"),
-        "detector_name": Param("epix10k2M", type="string", pattern="^[A-Za-z0-9][A-Za-z0-9_.:+-]*$"),
+        "detector_name": Param(
+            "epix10k2M", type="string", pattern="^[A-Za-z0-9][A-Za-z0-9_.:+-]*$"
+        ),
         "mode": Param("raw", enum=["raw", "calib", "image"]),
         "access_mode": Param("smd", enum=["smd", "idx", "live"]),
         "events": Param(100, type=["null", "integer"], minimum=1, description="events per rank"),
-        "img_per_file": Param(10, type="integer", minimum=1, maximum=10000, description="events per message"),
-        "compression": Param(None, type=["null", "string"],
-                             enum=[None, "gzip", "gzip_with_shuffle", "bitshuffle_with_lz4",
-                                   "bitshuffle_with_zstd", "zfp"]),
+        "img_per_file": Param(
+            10, type="integer", minimum=1, maximum=10000, description="events per message"
+        ),
+        "compression": Param(
+            None,
+            type=["null", "string"],
+            enum=[
+                None,
+                "gzip",
+                "gzip_with_shuffle",
+                "bitshuffle_with_lz4",
+                "bitshuffle_with_zstd",
+                "zfp",
+            ],
+        ),
         "library": Param("zmq", enum=["zmq", "nng"]),
         "ranks": Param(2, type="integer", minimum=1, maximum=4096),
         "consumers": Param(1, type="integer", minimum=1, maximum=256),
-        "consumer_command": Param(None, type=["null", "string"], description="default: lclstream-receive"),
+        "consumer_command": Param(
+            None, type=["null", "string"], description="default: lclstream-receive"
+        ),
         "output_dir": Param("/tmp/lclstream-output", type="string"),
         "buffer_host": Param("127.0.0.1", type="string"),
         "streamer_backend": Param("local", enum=BACKENDS),

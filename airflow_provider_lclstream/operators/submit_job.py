@@ -60,7 +60,7 @@ class SubmitJobOperator(BaseOperator):
     ``resume_after`` (seconds) makes a deferred task wake up that often while the job runs.
     """
 
-    template_fields = ("job", "conn_id")
+    template_fields: tuple[str, ...] = ("job", "conn_id")
     template_fields_renderers = {"job": "json"}
     ui_color = "#d6eaf8"
 

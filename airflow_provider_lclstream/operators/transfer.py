@@ -153,7 +153,7 @@ class LCLStreamerOperator(SubmitJobOperator):
     streaming handlers pointed at ``input_url``.
     """
 
-    template_fields = ("request", "input_url", "conn_id")
+    template_fields: tuple[str, ...] = ("request", "input_url", "conn_id")
 
     def __init__(
         self,
@@ -221,14 +221,18 @@ class WaitJobsOperator(BaseOperator):
                     pending.remove(job_id)
                     done[job_id] = status.to_dict()
                     tail, _ = backend.log_tail(job_id, -2000)
-                    self.log.info("%s job %s ended %s\n%s", self.role, job_id, status.state.value, tail)
+                    self.log.info(
+                        "%s job %s ended %s\n%s", self.role, job_id, status.state.value, tail
+                    )
                     if not status.state.is_success:
                         raise JobBackendError(
                             f"{self.role} job {job_id} ended {status.state.value} "
                             f"(exit code {status.exit_code}):\n{tail}"
                         )
             if pending and time.monotonic() > deadline:
-                raise JobBackendError(f"{self.role} jobs {pending} still running after {self.timeout_s} s")
+                raise JobBackendError(
+                    f"{self.role} jobs {pending} still running after {self.timeout_s} s"
+                )
             if pending:
                 time.sleep(self.poll_interval)
         return done

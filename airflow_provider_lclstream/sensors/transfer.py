@@ -25,7 +25,7 @@ class TransferSensor(BaseSensorOperator):
     def __init__(
         self,
         *,
-        metrics_url: str,
+        metrics_url: str | Any,
         poll_interval: float = 2.0,
         stall_timeout: float = 300.0,
         **kwargs: Any,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import TaskGroup
+from airflow.sdk import TaskGroup, XComArg
 
 from airflow_provider_lclstream.operators.transfer import (
     ConsumerOperator,
@@ -42,24 +42,26 @@ def transfer_task_group(
             task_id="start_buffer", request=request, ready_timeout=buffer_ready_timeout
         )
         consumers = ConsumerOperator(
-            task_id="start_consumers", request=request, output_url=buffer.output["output_url"]
+            task_id="start_consumers", request=request, output_url=XComArg(buffer, key="output_url")
         )
         streamer = LCLStreamerOperator(
             task_id="run_streamer",
             request=request,
-            input_url=buffer.output["input_url"],
+            input_url=XComArg(buffer, key="input_url"),
             launcher=launcher,
             poll_interval=poll_interval,
             max_poll_interval=max(poll_interval, 10.0),
         )
         watch = TransferSensor(
             task_id="watch_transfer",
-            metrics_url=buffer.output["metrics_url"],
+            metrics_url=XComArg(buffer, key="metrics_url"),
             poll_interval=poll_interval,
             stall_timeout=stall_timeout,
         )
         wait = WaitJobsOperator(
-            task_id="wait_consumers", request=request, jobs_from=(full("start_consumers"), "job_ids")
+            task_id="wait_consumers",
+            request=request,
+            jobs_from=(full("start_consumers"), "job_ids"),
         )
         stop = StopJobsOperator(
             task_id="stop_jobs",

@@ -52,7 +52,9 @@ class BufferEndpoints:
     metrics_port: int
 
     @classmethod
-    def pick(cls, host: str = "127.0.0.1", ports: tuple[int, int, int] | None = None) -> BufferEndpoints:
+    def pick(
+        cls, host: str = "127.0.0.1", ports: tuple[int, int, int] | None = None
+    ) -> BufferEndpoints:
         """Given ports, or three free ones on this machine (right for the local backend)."""
         chosen = ports or (free_port(), free_port(), free_port())
         return cls(host, *chosen)

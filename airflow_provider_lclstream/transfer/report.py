@@ -34,5 +34,7 @@ def report_transfer(stats: dict[str, Any], conf: dict[str, Any]) -> dict[str, An
     if url:
         from airflow_provider_lclstream.hooks.elog import ElogHook
 
-        ElogHook(conf.get("elog_conn_id"), counters_url=str(url)).post_counters(elog_counters(stats))
+        ElogHook(conf.get("elog_conn_id"), counters_url=str(url)).post_counters(
+            elog_counters(stats)
+        )
     return stats

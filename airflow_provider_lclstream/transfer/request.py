@@ -15,7 +15,11 @@ FORM_FIELDS = (
     "compression", "library", "ranks", "consumers", "consumer_command", "output_dir",
     "buffer_host",
 )  # fmt: skip
-BACKEND_PARAMS = {"streamer": "streamer_backend", "buffer": "buffer_backend", "consumer": "consumer_backend"}
+BACKEND_PARAMS = {
+    "streamer": "streamer_backend",
+    "buffer": "buffer_backend",
+    "consumer": "consumer_backend",
+}
 
 
 class InvalidTransferRequest(LCLStreamError, ValueError):

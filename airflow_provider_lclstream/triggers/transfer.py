@@ -70,7 +70,9 @@ class TransferTrigger(BaseTrigger):
                     errors = 0
                 except (httpx.HTTPError, ValueError) as err:
                     errors += 1
-                    self.log.warning("buffer %s: %s (%d/%d)", self.metrics_url, err, errors, self.max_errors)
+                    self.log.warning(
+                        "buffer %s: %s (%d/%d)", self.metrics_url, err, errors, self.max_errors
+                    )
                     if errors >= self.max_errors:
                         yield TriggerEvent(
                             {
