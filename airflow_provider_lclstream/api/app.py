@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -111,8 +110,11 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def _problems_response(kind: str, problems: list[tuple[str, str]]) -> JSONResponse:
-    detail = [{"loc": ["body", *re.split(r"\.", f)], "field": f, "msg": m} for f, m in problems]
+def _problems_response(
+    kind: str, problems: list[tuple[str, str]], prefix: tuple[str, ...] = ("body",)
+) -> JSONResponse:
+    """422 naming each bad field; the submitted values are never echoed."""
+    detail = [{"loc": [*prefix, *f.split(".")], "field": f, "msg": m} for f, m in problems]
     return JSONResponse({"kind": kind, "detail": detail}, status_code=422)
 
 
@@ -151,12 +153,11 @@ def build_app(
     """The API app over ``store``; ``airflow_base_url`` adds a link to each DAG run."""
     app = FastAPI(title=title, version="1", docs_url="/docs", redoc_url=None)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    Caller = Annotated[Principal, Depends(principal)]
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [(".".join(str(p) for p in e["loc"]), str(e["msg"])) for e in exc.errors()]
-        return _problems_response("request", problems)  # never echoes the submitted values
+        return _problems_response("request", problems, prefix=())
 
     def _owned(record: TransferRecord, caller: Principal) -> TransferRecord:
         if not caller.admin and record.user != caller.name:
@@ -171,7 +172,7 @@ def build_app(
         return _owned(record, caller)
 
     @app.post("/v1/transfers", status_code=201, response_model=TransferStatus)
-    async def create_transfer(request: Request, caller: Caller) -> Any:
+    async def create_transfer(request: Request, caller: Principal = Depends(principal)) -> Any:
         """Start a transfer: body is a streamer config (JSON or YAML) or a TransferRequest."""
         body = await _read_body(request)
         try:
@@ -184,7 +185,7 @@ def build_app(
 
     @app.get("/v1/transfers", response_model=TransfersPublic)
     async def list_transfers(
-        caller: Caller,
+        caller: Principal = Depends(principal),
         state: TransferState | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         all_users: bool = False,
@@ -198,7 +199,9 @@ def build_app(
         return TransfersPublic(count=len(data), data=data)
 
     @app.get("/v1/transfers/{transfer_id}", response_model=TransferDetail)
-    async def get_transfer(transfer_id: TransferId, caller: Caller) -> TransferDetail:
+    async def get_transfer(
+        transfer_id: TransferId, caller: Principal = Depends(principal)
+    ) -> TransferDetail:
         """State, per-task states, live buffer metrics while active, final stats when done."""
         record = await _load(transfer_id, caller)
         metrics = None
@@ -218,7 +221,9 @@ def build_app(
         )
 
     @app.delete("/v1/transfers/{transfer_id}", response_model=Message)
-    async def cancel_transfer(transfer_id: TransferId, caller: Caller) -> Any:
+    async def cancel_transfer(
+        transfer_id: TransferId, caller: Principal = Depends(principal)
+    ) -> Any:
         """Cancel: stop the work tasks so the teardown cancels every job."""
         await _load(transfer_id, caller)
         try:

@@ -6,11 +6,13 @@ otherwise (one file, serial mode on each rank) rank r keeps events r, r+size, ..
 
 Calibration constants come from the facility's web services. Reading ``files=`` or with
 ``LCLSTREAM_PSANA_OFFLINE=1`` skips loading them (``skip_calib_load="all"``) with a warning:
-``raw.calib``/``raw.image`` then use psana's defaults.
+``raw.calib``/``raw.image`` then use psana's defaults. Offline, ``exp=..,run=..,dir=..`` finds
+the run's files in ``dir`` by psana's file naming instead of asking the run database.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -71,6 +73,18 @@ def parse_source_identifier(text: str) -> dict[str, Any]:
             f"source_identifier {text!r} names no data: give exp=..,run=.. or files=..."
         )
     return kwargs
+
+
+def files_on_disk(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Offline ``exp=..,run=..,dir=..``: the run's xtc2 files found in ``dir`` by psana's naming
+    (``<exp>-r<run:04d>-s<stream>-c<chunk>.xtc2``), read as ``files=`` so psana asks no web
+    service where they are."""
+    pattern = f"{kwargs['exp']}-r{int(kwargs['run']):04d}-s*-c*.xtc2"
+    found = sorted(glob.glob(os.path.join(kwargs["dir"], pattern)))
+    if not found:
+        raise LCLStreamError(f"offline: no file {pattern} in {kwargs['dir']}")
+    rest = {k: v for k, v in kwargs.items() if k not in ("exp", "run", "dir")}
+    return {**rest, "files": found[0] if len(found) == 1 else found}
 
 
 def call_chain(obj: Any, chain: str, evt: Any) -> Any:
@@ -140,7 +154,10 @@ class Psana2EventSource(EventSource):
         self.partition = partition
         self.kwargs = parse_source_identifier(config.source_identifier)
         self.psana = import_psana2()
-        if "files" in self.kwargs or os.environ.get("LCLSTREAM_PSANA_OFFLINE") == "1":
+        offline = os.environ.get("LCLSTREAM_PSANA_OFFLINE") == "1"
+        if offline and "files" not in self.kwargs and "dir" in self.kwargs:
+            self.kwargs = files_on_disk(self.kwargs)
+        if "files" in self.kwargs or offline:
             log.warning(
                 "psana2: reading offline, calibration constants are not loaded "
                 "(skip_calib_load='all'); raw.calib uses psana's defaults"

@@ -199,3 +199,15 @@ def test_blob_is_plain_hdf5_for_upstream_consumers(tmp_path: Path) -> None:
     blob = (tmp_path / "run_r0_0.h5").read_bytes()
     with h5py.File(io.BytesIO(blob)) as h5:
         assert h5["/data"].dtype == np.uint16
+
+
+def test_offline_exp_run_dir_finds_files(tmp_path: Path) -> None:
+    from airflow_provider_lclstream.exceptions import LCLStreamError
+    from airflow_provider_lclstream.streamer.sources.psana2 import files_on_disk
+
+    (tmp_path / "xpptut15-r0014-s000-c000.xtc2").write_bytes(b"")
+    (tmp_path / "xpptut15-r0015-s000-c000.xtc2").write_bytes(b"")
+    kwargs = files_on_disk({"exp": "xpptut15", "run": 14, "dir": str(tmp_path), "max_events": 3})
+    assert kwargs == {"max_events": 3, "files": str(tmp_path / "xpptut15-r0014-s000-c000.xtc2")}
+    with pytest.raises(LCLStreamError, match="no file xpptut15-r0099"):
+        files_on_disk({"exp": "xpptut15", "run": 99, "dir": str(tmp_path)})

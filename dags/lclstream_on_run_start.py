@@ -1,0 +1,72 @@
+"""lclstream_on_run_start: a transfer for every run start the Elog announces on Kafka.
+
+An ``AssetWatcher`` runs ``ElogRunEventTrigger`` in the triggerer; each run-start event updates
+the asset and schedules this DAG, which starts one ``lclstream_transfer`` run per event (events
+that arrive together share a DAG run here, never a transfer). Configure with environment
+variables of the triggerer and dag-processor: ``LCLSTREAM_KAFKA_BOOTSTRAP`` (host:port),
+``LCLSTREAM_EXPERIMENTS`` (regex of experiment names), ``LCLSTREAM_XTC_DIR`` (psana ``dir=``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG, Asset, AssetWatcher, Param, get_current_context, task
+
+from airflow_provider_lclstream.transfer.run_events import watcher_settings
+from airflow_provider_lclstream.triggers.elog_run_event import ElogRunEventTrigger
+
+run_starts = Asset(
+    "lclstream_elog_run_starts",
+    watchers=[
+        AssetWatcher(
+            name="elog_run_start",
+            trigger=ElogRunEventTrigger(
+                group_id="lclstream-on-run-start", kinds=["run_start"], **watcher_settings()
+            ),
+        )
+    ],
+)
+
+with DAG(
+    dag_id="lclstream_on_run_start",
+    description="Start an LCLStream transfer at every run start announced by the Elog",
+    schedule=[run_starts],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    tags=["lclstream"],
+    params={
+        "detector_name": Param("xppcspad", type="string"),
+        "mode": Param("raw", enum=["raw", "calib", "image"]),
+        "ranks": Param(2, type="integer", minimum=1),
+        "img_per_file": Param(10, type="integer", minimum=1),
+        "output_dir": Param("/tmp/lclstream-output", type="string"),
+        "streamer_backend": Param("local", enum=["local", "slurm", "psik", "s3m"]),
+        "buffer_backend": Param("local", enum=["local", "slurm", "psik", "s3m"]),
+        "consumer_backend": Param("local", enum=["local", "slurm", "psik", "s3m"]),
+    },
+) as dag:
+
+    @task
+    def transfers_to_start() -> list[dict]:
+        """One conf per run-start event that scheduled this run."""
+        from airflow_provider_lclstream.transfer.run_events import transfer_confs
+
+        context = get_current_context()
+        params = dict(context["params"])
+        defaults = {
+            k: params[k] for k in ("detector_name", "mode", "ranks", "img_per_file", "output_dir")
+        }
+        for role in ("streamer", "buffer", "consumer"):
+            defaults[role] = {"backend": params[f"{role}_backend"]}
+        events = [
+            dict(event.extra)
+            for events in context["triggering_asset_events"].values()
+            for event in events
+        ]
+        return transfer_confs(events, defaults)
+
+    TriggerDagRunOperator.partial(
+        task_id="start_transfer", trigger_dag_id="lclstream_transfer"
+    ).expand(conf=transfers_to_start())
