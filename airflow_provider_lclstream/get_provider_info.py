@@ -63,6 +63,7 @@ def get_provider_info() -> dict[str, Any]:
                 ("lclstream_local", "JobBackendHook"),
                 ("lclstream_slurm", "SlurmJobHook"),
                 ("lclstream_slurm_cli", "SlurmCliJobHook"),
+                ("lclstream_sfapi", "SfapiJobHook"),
                 ("lclstream_psik", "PsikJobHook"),
                 ("lclstream_s3m", "S3mJobHook"),
             )

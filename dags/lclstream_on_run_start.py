@@ -4,11 +4,13 @@ An ``AssetWatcher`` runs ``ElogRunEventTrigger`` in the triggerer; each run-star
 the asset and schedules this DAG, which starts one ``lclstream_transfer`` run per event (events
 that arrive together share a DAG run here, never a transfer). Configure with environment
 variables of the triggerer and dag-processor: ``LCLSTREAM_KAFKA_BOOTSTRAP`` (host:port),
-``LCLSTREAM_EXPERIMENTS`` (regex of experiment names), ``LCLSTREAM_XTC_DIR`` (psana ``dir=``).
+``LCLSTREAM_EXPERIMENTS`` (regex of experiment names), ``LCLSTREAM_XTC_DIR`` (psana ``dir=``),
+and the form defaults ``LCLSTREAM_DETECTOR`` and ``LCLSTREAM_BACKEND`` (for all three roles).
 """
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
@@ -16,6 +18,9 @@ from airflow.sdk import DAG, Asset, AssetWatcher, Param, get_current_context, ta
 
 from airflow_provider_lclstream.transfer.run_events import watcher_settings
 from airflow_provider_lclstream.triggers.elog_run_event import ElogRunEventTrigger
+
+BACKENDS = ["local", "slurm", "slurm_cli", "psik", "sfapi", "s3m"]
+BACKEND = os.environ.get("LCLSTREAM_BACKEND", "local")
 
 run_starts = Asset(
     "lclstream_elog_run_starts",
@@ -37,14 +42,14 @@ with DAG(
     catchup=False,
     tags=["lclstream"],
     params={
-        "detector_name": Param("xppcspad", type="string"),
+        "detector_name": Param(os.environ.get("LCLSTREAM_DETECTOR", "xppcspad"), type="string"),
         "mode": Param("raw", enum=["raw", "calib", "image"]),
         "ranks": Param(2, type="integer", minimum=1),
         "img_per_file": Param(10, type="integer", minimum=1),
         "output_dir": Param("/tmp/lclstream-output", type="string"),
-        "streamer_backend": Param("local", enum=["local", "slurm", "psik", "s3m"]),
-        "buffer_backend": Param("local", enum=["local", "slurm", "psik", "s3m"]),
-        "consumer_backend": Param("local", enum=["local", "slurm", "psik", "s3m"]),
+        "streamer_backend": Param(BACKEND, enum=BACKENDS),
+        "buffer_backend": Param(BACKEND, enum=BACKENDS),
+        "consumer_backend": Param(BACKEND, enum=BACKENDS),
     },
 ) as dag:
 

@@ -12,7 +12,7 @@ from airflow.sdk import DAG, Param, get_current_context, task
 
 from airflow_provider_lclstream.task_groups.transfer import transfer_task_group
 
-BACKENDS = ["local", "slurm", "psik", "s3m"]
+BACKENDS = ["local", "slurm", "slurm_cli", "psik", "sfapi", "s3m"]
 
 with DAG(
     dag_id="lclstream_transfer",

@@ -6,13 +6,15 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 
 need_apt=()
-dpkg -s libkrb5-dev >/dev/null 2>&1 || need_apt+=(libkrb5-dev)
+for pkg in libkrb5-dev docker-compose; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "install: apt-get install ${need_apt[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
   else
-    echo "install: please install Debian packages: ${need_apt[*]} (psana2 needs them)" >&2
+    echo "install: please install Debian packages: ${need_apt[*]} (psana2, compose checks)" >&2
   fi
 fi
 

@@ -1,10 +1,11 @@
 """``TransferStore`` over Airflow's own models and session (inside the API server, or any
 process configured with the Airflow metadata database).
 
-Cancelling a running transfer fails its unfinished work tasks (running ones are killed, so their
-``on_kill`` runs) and leaves the teardown ``stop_jobs`` to run; the DAG run then ends failed.
-A queued run, with nothing started yet, is marked failed directly. Either way the run gets the
-note ``canceled by <user>``, which the API reports as ``canceled``.
+Cancelling marks the DAG run failed exactly as Airflow's ``PATCH dagRuns/{id} state=failed``
+does: running work tasks fail (their processes are killed, so ``on_kill`` runs), pending ones are
+skipped, and the teardown ``stop_jobs`` is left for the scheduler to run (Airflow 3.3 keeps the
+run open while a teardown is pending). The run gets the note ``canceled by <user>``; the API
+reports ``canceling`` until the run has ended, then ``canceled``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_lclstream.api.models import DAG_ID, TransferState
 from airflow_provider_lclstream.api.store import (
-    _UNFINISHED,
     CANCEL_NOTE,
     START_BUFFER,
-    STOP_JOBS,
     WATCH_TRANSFER,
     TransferFinished,
     TransferNotFound,
@@ -106,12 +105,10 @@ class AirflowTransferStore:
     # ------------------------------------------------------------------ cancel
 
     def cancel(self, transfer_id: str, by: str) -> TransferRecord:
-        from airflow.api.common.mark_tasks import set_dag_run_state_to_failed
+        from airflow.api_fastapi.core_api.datamodels.dag_run import DagRunMutableStates
+        from airflow.api_fastapi.core_api.services.public.dag_run import patch_dag_run_state
         from airflow.models.dagbag import DBDagBag
-        from airflow.models.taskinstance import TaskInstance
         from airflow.utils.session import create_session
-        from airflow.utils.state import TaskInstanceState
-        from sqlalchemy import select
 
         with create_session() as session:
             run = self._run(session, transfer_id)
@@ -123,25 +120,13 @@ class AirflowTransferStore:
             else:
                 run.dag_run_note.content = note
             dag = DBDagBag().get_dag_for_run(run, session=session)
-            if run.state == "queued" and dag is not None:
-                set_dag_run_state_to_failed(
-                    dag=dag, run_id=run.run_id, commit=True, session=session
-                )
-            else:
-                teardown = {t.task_id for t in dag.tasks if t.is_teardown} if dag else {STOP_JOBS}
-                tis = session.scalars(
-                    select(TaskInstance).where(
-                        TaskInstance.dag_id == self.dag_id, TaskInstance.run_id == run.run_id
-                    )
-                ).all()
-                for ti in tis:
-                    state = str(ti.state) if ti.state is not None else None
-                    if ti.task_id in teardown or state not in _UNFINISHED:
-                        continue
-                    running = state in ("running", "deferred", "up_for_reschedule", "restarting")
-                    ti.state = TaskInstanceState.FAILED if running else TaskInstanceState.SKIPPED
-                    if running:
-                        ti.end_date = datetime.now(UTC)
+            if dag is None:
+                raise RuntimeError(f"the DAG of transfer {transfer_id} is not in the database")
+            # what Airflow's PATCH .../dagRuns/{id} {"state": "failed"} does: running tasks fail
+            # (and are killed), pending ones are skipped, teardowns are left to run
+            patch_dag_run_state(
+                dag=dag, dag_run=run, state=DagRunMutableStates.FAILED, session=session
+            )
             session.flush()
             record = self._records(session, [run])[0]
         log.info("transfer %s canceled by %s", transfer_id, by)

@@ -31,8 +31,6 @@ TASK_IDS = (
     STOP_JOBS,
 )
 CANCEL_NOTE = "canceled by "
-_UNFINISHED = {None, "none", "scheduled", "queued", "running", "deferred", "up_for_retry",
-               "up_for_reschedule", "restarting", "awaiting_input"}  # fmt: skip
 
 
 class TransferNotFound(LookupError):
@@ -81,9 +79,8 @@ def derive_state(
     dag_run_state: str, tasks: dict[str, str | None], *, canceled: bool = False
 ) -> TransferState:
     """Upstream's transfer state from the DAG run state and its task states."""
-    teardown_pending = tasks.get(STOP_JOBS) in _UNFINISHED and STOP_JOBS in tasks
-    if canceled:
-        if dag_run_state in ("queued", "running") or teardown_pending:
+    if canceled:  # the run stays open while the teardown cancels the jobs
+        if dag_run_state in ("queued", "running"):
             return TransferState.CANCELING
         return TransferState.CANCELED
     if dag_run_state == "success":

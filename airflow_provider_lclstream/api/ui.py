@@ -71,10 +71,11 @@ function draw(points) {
     points.forEach((p, i) => { const y = H - B - (p[key] || 0) / yMax * (H - T - B);
                                i ? g.lineTo(x(p.t), y) : g.moveTo(x(p.t), y); });
     g.stroke();
-    g.fillText(label + " (max " + yMax.toFixed(1) + ")", right ? W - R - 150 : L + 5, T - 6);
+    g.fillText(label + " (axis to " + yMax.toFixed(1) + ")", right ? W - R - 160 : L + 5, T - 6);
   };
-  line("eps", "#3182ce", Math.max(1, ...points.map(p => p.eps || 0)), "events/s", false);
-  line("mbps", "#dd6b20", Math.max(0.1, ...points.map(p => p.mbps || 0)), "MB/s", true);
+  const top = key => 1.2 * Math.max(0.1, ...points.map(p => p[key] || 0));
+  line("eps", "#3182ce", top("eps"), "events/s", false);
+  line("mbps", "#dd6b20", top("mbps"), "MB/s", true);
   g.fillStyle = "#718096"; g.fillText(((t1 - t0) / 1000).toFixed(0) + " s", W - R - 20, H - 8);
 }
 async function tick() {

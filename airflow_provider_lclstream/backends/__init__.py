@@ -1,4 +1,4 @@
-"""Job backends behind one protocol (:mod:`.base`): local, psik, slurm, s3m (sfapi: not yet).
+"""Job backends behind one protocol (:mod:`.base`): local, psik, slurm, s3m sfapi.
 
 Importing this package is cheap; ``backend_class(name)`` imports a backend on first use.
 """

@@ -212,6 +212,7 @@ BACKENDS: dict[str, str] = {
     "s3m": "airflow_provider_lclstream.backends.s3m:S3mBackend",
     "slurm": "airflow_provider_lclstream.backends.slurm:SlurmBackend",
     "slurm_cli": "airflow_provider_lclstream.backends.slurm_cli:SlurmCliBackend",
+    "sfapi": "airflow_provider_lclstream.backends.sfapi:SfapiBackend",
 }
 
 

@@ -19,7 +19,7 @@ EXPERIMENT = re.compile(r"[a-z][a-z0-9]{2,31}")
 SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]*")
 SAFE_PATH = re.compile(r"/?[A-Za-z0-9_.+-][A-Za-z0-9_./+-]*")
 FIELD_OF_MODE = {"raw": "raw.raw", "calib": "raw.calib", "image": "raw.image"}
-Backend = Literal["local", "slurm", "psik", "sfapi", "s3m"]
+Backend = Literal["local", "slurm", "slurm_cli", "psik", "sfapi", "s3m"]
 
 
 class BackendChoice(BaseModel):

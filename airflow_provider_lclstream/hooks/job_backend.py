@@ -10,6 +10,8 @@ Connection fields per type (any of them may also be given as an ``extra`` key):
 - ``lclstream_slurm``: host = slurmrestd URL, login = user, password = JWT (else minted with
   ``scontrol token``); extra ``api_version``, ``verify``, ``job_defaults`` (e.g. partition).
 - ``lclstream_psik``: extra ``prefix`` (job directory) or ``config`` (psik.json), ``backend_type``.
+- ``lclstream_sfapi``: login = client id, password = private key; extra ``machine``,
+  ``token_url``, ``user``, ``job_defaults``.
 - ``lclstream_s3m``: host = S3M base URL, password = token; extra ``resource`` (cluster),
   ``api_version`` (default v0.0.43), ``verify``, ``job_defaults``.
 """
@@ -90,6 +92,20 @@ class SlurmCliSettings(BackendSettings):
     bin_dir: str | None = None
 
 
+class SfapiSettings(BackendSettings):
+    backend = "sfapi"
+    conn_type = "lclstream_sfapi"
+    fields = {"host": "api_base_url", "login": "client_id", "password": "private_key"}
+    required = ("client_id", "private_key")
+    client_id: str
+    private_key: SecretStr
+    machine: str = "perlmutter"
+    api_base_url: str | None = None
+    token_url: str | None = None
+    user: str | None = None
+    job_defaults: dict[str, Any] = {}
+
+
 class PsikSettings(BackendSettings):
     backend = "psik"
     conn_type = "lclstream_psik"
@@ -113,7 +129,14 @@ class S3mSettings(BackendSettings):
 
 SETTINGS: dict[str, type[BackendSettings]] = {
     s.conn_type: s
-    for s in (LocalSettings, SlurmSettings, SlurmCliSettings, PsikSettings, S3mSettings)
+    for s in (
+        LocalSettings,
+        SlurmSettings,
+        SlurmCliSettings,
+        SfapiSettings,
+        PsikSettings,
+        S3mSettings,
+    )
 }
 
 
@@ -263,6 +286,29 @@ class SlurmCliJobHook(JobBackendHook):
         return {
             "hidden_fields": ["host", "schema", "port", "login", "password"],
             "placeholders": {"extra": '{"ssh_conn_id": "cluster_ssh", "accounting": "auto"}'},
+        }
+
+
+class SfapiJobHook(JobBackendHook):
+    """NERSC Superfacility API (``lclstream_sfapi``)."""
+
+    conn_type = "lclstream_sfapi"
+    hook_name = "LCLStream NERSC SF API"
+    default_conn_name = "lclstream_sfapi"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "port"],
+            "relabeling": {
+                "host": "API base URL (optional)",
+                "login": "Client id",
+                "password": "Private key (PEM or JWK)",
+            },
+            "placeholders": {
+                "extra": '{"machine": "perlmutter", "job_defaults": {"account": "m0000", '
+                '"qos": "regular", "constraint": "cpu"}}'
+            },
         }
 
 

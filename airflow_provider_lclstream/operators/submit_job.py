@@ -132,11 +132,16 @@ class SubmitJobOperator(BaseOperator):
             self._defer(job_id, 0)
         return self._wait(backend, job_id, spec.name)
 
+    def linked_jobs(self) -> list[list[Any]]:
+        """Jobs to cancel with this one when a user kills the task (``[conn_id, job_id]``)."""
+        return []
+
     def _defer(self, job_id: str, log_offset: int) -> None:
         self.defer(
             trigger=JobStateTrigger(
                 job_id,
                 self.conn_id,
+                linked_jobs=self.linked_jobs(),
                 poll_interval=self.poll_interval,
                 max_poll_interval=self.max_poll_interval,
                 log_offset=log_offset,
@@ -198,3 +203,8 @@ class SubmitJobOperator(BaseOperator):
             return
         self.log.info("on_kill: cancelling job %s", job_id)
         self.hook.get_conn().cancel(job_id)
+        linked = self.linked_jobs()
+        if linked:
+            from airflow_provider_lclstream.transfer.linked import cancel_all
+
+            cancel_all(linked)

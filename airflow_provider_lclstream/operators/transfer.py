@@ -169,6 +169,15 @@ class LCLStreamerOperator(SubmitJobOperator):
         self.input_url = input_url
         self.launcher = launcher
 
+    def linked_jobs(self) -> list[list[Any]]:
+        """The transfer's buffer and consumers: a user killing the streamer stops them too."""
+        if self._context is None:
+            return []
+        from airflow_provider_lclstream.transfer.linked import linked_jobs
+
+        request = TransferRequest.model_validate(self.request)
+        return [job for job in linked_jobs(self._context, request) if job[1] != self._job_id]
+
     def job_spec(self, context: Context) -> JobSpec:
         request = TransferRequest.model_validate(self.request)
         if self.conn_id is None:
@@ -207,8 +216,17 @@ class WaitJobsOperator(BaseOperator):
         self.role = role
         self.timeout_s = timeout_s
         self.poll_interval = poll_interval
+        self._context: Context | None = None
+
+    def on_kill(self) -> None:
+        """A user killed the transfer while it finished: stop every job of it."""
+        if self._context is not None:
+            from airflow_provider_lclstream.transfer.linked import cancel_all, linked_jobs
+
+            cancel_all(linked_jobs(self._context, TransferRequest.model_validate(self.request)))
 
     def execute(self, context: Context) -> dict[str, Any]:
+        self._context = context
         request = TransferRequest.model_validate(self.request)
         backend = JobBackendHook(role_conn_id(request, self.role)).get_conn()
         pending = pull_ids(context, *self.jobs_from)

@@ -16,11 +16,13 @@ if TYPE_CHECKING:
 class TransferSensor(BaseSensorOperator):
     """Defer to :class:`TransferTrigger` on ``metrics_url``; return the final stats (XCom).
 
+    With ``request`` (the TransferRequest), killing this task cancels the transfer's jobs.
+
     Fails when the stream ended incomplete (with the buffer's problems), stalled for
     ``stall_timeout`` seconds, or the buffer became unreachable.
     """
 
-    template_fields = ("metrics_url",)
+    template_fields = ("metrics_url", "request")
 
     def __init__(
         self,
@@ -28,17 +30,28 @@ class TransferSensor(BaseSensorOperator):
         metrics_url: str | Any,
         poll_interval: float = 2.0,
         stall_timeout: float = 300.0,
+        request: dict[str, Any] | Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.metrics_url = metrics_url
         self.poll_interval = poll_interval
         self.stall_timeout = stall_timeout
+        self.request = request
 
     def execute(self, context: Context) -> None:
+        linked: list[list[Any]] = []
+        if self.request is not None:
+            from airflow_provider_lclstream.config.transfer import TransferRequest
+            from airflow_provider_lclstream.transfer.linked import linked_jobs
+
+            linked = linked_jobs(context, TransferRequest.model_validate(self.request))
         self.defer(
             trigger=TransferTrigger(
-                self.metrics_url, poll_interval=self.poll_interval, stall_timeout=self.stall_timeout
+                self.metrics_url,
+                poll_interval=self.poll_interval,
+                stall_timeout=self.stall_timeout,
+                linked_jobs=linked,
             ),
             method_name="execute_complete",
         )

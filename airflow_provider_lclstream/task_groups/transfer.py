@@ -57,6 +57,7 @@ def transfer_task_group(
             metrics_url=XComArg(buffer, key="metrics_url"),
             poll_interval=poll_interval,
             stall_timeout=stall_timeout,
+            request=request,
         )
         wait = WaitJobsOperator(
             task_id="wait_consumers",

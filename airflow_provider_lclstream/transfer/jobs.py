@@ -7,6 +7,7 @@ a job needs no shared file system with the Airflow worker.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from airflow_provider_lclstream.config.transfer import TransferRequest
 
 CONFIG_END = "LCLSTREAM_CONFIG_END"
+# Settings of the worker's environment that the streamer job needs too (a SLURM job gets only
+# the spec's environment).
+PASSED_ENVIRONMENT = ("LCLSTREAM_PSANA_OFFLINE",)
 
 
 def tool(name: str, bin_dir: str | None = None) -> str:
@@ -104,7 +108,7 @@ def buffer_job(
     return JobSpec(
         name=f"buffer-{request.label}",
         script="#!/bin/bash\nexec " + shell_join(command) + "\n",
-        resources=ResourceSpec(duration=24 * 60, process_count=1),
+        resources=ResourceSpec(duration=24 * 60, process_count=1, exclusive_node_use=False),
         attributes=request.buffer.attributes,
     )
 
@@ -141,7 +145,10 @@ def streamer_job(
     return JobSpec(
         name=f"streamer-{request.label}",
         script=script,
-        resources=ResourceSpec(duration=duration_min, process_count=request.ranks),
+        environment={k: os.environ[k] for k in PASSED_ENVIRONMENT if k in os.environ},
+        resources=ResourceSpec(
+            duration=duration_min, process_count=request.ranks, exclusive_node_use=False
+        ),
         attributes=request.streamer.attributes,
     )
 
@@ -177,7 +184,9 @@ def consumer_job(
         name=f"consumer{index}-{request.label}",
         script=script,
         environment=environment,
-        resources=ResourceSpec(duration=max(1, int(timeout_s // 60) + 10), process_count=1),
+        resources=ResourceSpec(
+            duration=max(1, int(timeout_s // 60) + 10), process_count=1, exclusive_node_use=False
+        ),
         attributes=request.consumer.attributes,
     )
 

@@ -50,6 +50,7 @@ class JobStateTrigger(BaseTrigger):
         max_errors: int = 5,
         backend: str | None = None,
         backend_kwargs: dict[str, Any] | None = None,
+        linked_jobs: list[list[Any]] | None = None,
     ) -> None:
         super().__init__()
         self.job_id = job_id
@@ -64,6 +65,7 @@ class JobStateTrigger(BaseTrigger):
         self.max_errors = int(max_errors)
         self.backend = backend
         self.backend_kwargs = dict(backend_kwargs or {})
+        self.linked_jobs = [list(job) for job in linked_jobs or []]
         self._client: JobBackend | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -82,6 +84,7 @@ class JobStateTrigger(BaseTrigger):
                 "max_errors": self.max_errors,
                 "backend": self.backend,
                 "backend_kwargs": self.backend_kwargs,
+                "linked_jobs": self.linked_jobs,
             },
         )
 
@@ -178,6 +181,10 @@ class JobStateTrigger(BaseTrigger):
         backend = await self._connect()
         await backend.acancel(self.job_id)
         self.log.info("cancelled job %s", self.job_id)
+        if self.linked_jobs:  # e.g. the buffer and consumers of a transfer's streamer
+            from airflow_provider_lclstream.transfer.linked import acancel_all
+
+            await acancel_all(self.linked_jobs)
 
     async def cleanup(self) -> None:
         if self._client is not None:

@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 
 
 class TransferTrigger(BaseTrigger):
-    """Poll ``{metrics_url}/stats`` every ``poll_interval`` seconds."""
+    """Poll ``{metrics_url}/stats`` every ``poll_interval`` seconds.
+
+    ``linked_jobs`` (``[conn_id, job_id]`` pairs) are cancelled when a user kills the task.
+    """
 
     def __init__(
         self,
@@ -33,12 +36,14 @@ class TransferTrigger(BaseTrigger):
         poll_interval: float = 2.0,
         stall_timeout: float = 300.0,
         max_errors: int = 10,
+        linked_jobs: list[list[Any]] | None = None,
     ) -> None:
         super().__init__()
         self.metrics_url = metrics_url.rstrip("/")
         self.poll_interval = float(poll_interval)
         self.stall_timeout = float(stall_timeout)
         self.max_errors = int(max_errors)
+        self.linked_jobs = [list(job) for job in linked_jobs or []]
         self._client: httpx.AsyncClient | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -49,6 +54,7 @@ class TransferTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "stall_timeout": self.stall_timeout,
                 "max_errors": self.max_errors,
+                "linked_jobs": self.linked_jobs,
             },
         )
 
@@ -115,6 +121,12 @@ class TransferTrigger(BaseTrigger):
                 await asyncio.sleep(self.poll_interval)
         finally:
             await self.cleanup_client()
+
+    async def on_kill(self) -> None:
+        """A user killed the watch (e.g. marked the transfer failed): stop the transfer's jobs."""
+        from airflow_provider_lclstream.transfer.linked import acancel_all
+
+        await acancel_all(self.linked_jobs)
 
     async def cleanup_client(self) -> None:
         if self._client is not None:

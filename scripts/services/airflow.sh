@@ -6,6 +6,8 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 STATE=${LCLSTREAM_SERVICES_DIR:-$REPO/.services}
 export AIRFLOW_HOME=${AIRFLOW_HOME:-$STATE/airflow}
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
+# The test-only key tests/conftest.py uses too (this home holds no real secret).
+export AIRFLOW__CORE__FERNET_KEY=${AIRFLOW__CORE__FERNET_KEY:-lTpKL4byaE_NjdDMHOZ-qn2doUyI7fpxHLib6CWWggY=}
 export AIRFLOW__CORE__DAGS_FOLDER=${AIRFLOW__CORE__DAGS_FOLDER:-$REPO/dags}
 PY=${LCLSTREAM_PYTHON:-$REPO/.venv/bin/python}
 AIRFLOW=$(dirname "$PY")/airflow

@@ -226,7 +226,7 @@ Waittime=0
 SlurmctldTimeout=30
 SlurmdTimeout=60
 NodeName=localhost $hw State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
 EOF
     chmod 0644 "$CONF.tmp"
     mv -f "$CONF.tmp" "$CONF"

@@ -81,7 +81,9 @@ def set_task(run_id: str, task_id: str, state: str, xcom: Any = None) -> None:
         run = session.scalar(select(DagRun).where(DagRun.run_id == run_id))
         run.state = "running"
         ti = session.scalar(
-            select(TaskInstance).where(TaskInstance.run_id == run_id, TaskInstance.task_id == task_id)
+            select(TaskInstance).where(
+                TaskInstance.run_id == run_id, TaskInstance.task_id == task_id
+            )
         )
         ti.state = state
         if xcom is not None:
@@ -149,12 +151,25 @@ def test_transfer_lifecycle_over_dag_runs(client: TestClient) -> None:
         assert run.note.startswith("canceled by alice")
 
 
-def test_cancel_queued_run_marks_it_failed(client: TestClient) -> None:
+def test_cancel_queued_run(client: TestClient) -> None:
+    """Nothing started: every work task is skipped; the teardown is left to the scheduler."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
     alice = token("alice")
     tid = client.post("/lclstream/v1/transfers", json=SYNTHETIC, headers=alice).json()["id"]
     assert client.delete(f"/lclstream/v1/transfers/{tid}", headers=alice).status_code == 200
     detail = client.get(f"/lclstream/v1/transfers/{tid}", headers=alice).json()
-    assert detail["dag_run_state"] == "failed" and detail["state"] == "canceled"
+    assert detail["state"] == "canceling"
+    work = ["start_buffer", "start_consumers", "run_streamer", "watch_transfer", "wait_consumers"]
+    assert {t: detail["tasks"][t] for t in work} == dict.fromkeys(work, "skipped")
+    assert detail["tasks"]["stop_jobs"] is None
+    with create_session() as session:  # what the scheduler does once the teardown has run
+        run = session.scalar(select(DagRun).where(DagRun.run_id == tid))
+        run.state = "failed"
+    detail = client.get(f"/lclstream/v1/transfers/{tid}", headers=alice).json()
+    assert detail["state"] == "canceled"
     assert client.delete(f"/lclstream/v1/transfers/{tid}", headers=alice).status_code == 409
 
 

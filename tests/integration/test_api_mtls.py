@@ -163,6 +163,10 @@ def test_cli_get_pulls_the_data(
     )
     thread.join(10)
     assert rc == 0, capsys.readouterr().err
-    assert sorted(p.read_bytes() for p in out.iterdir()) == [b"payload-0", b"payload-1", b"payload-2"]
+    assert sorted(p.read_bytes() for p in out.iterdir()) == [
+        b"payload-0",
+        b"payload-1",
+        b"payload-2",
+    ]
     rc = cli.main(["--server", api.url, "--certified-config", str(pki["alice"].config), "list"])
     assert rc == 0 and '"user": "alice"' in capsys.readouterr().out

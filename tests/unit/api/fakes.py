@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from datetime import UTC, datetime
@@ -82,8 +83,11 @@ class MemoryTransferStore:
 class FakeBuffer:
     """A buffer's metrics endpoint: ``GET /stats`` with counters that grow with time."""
 
-    def __init__(self, msg_rate: float = 20.0, msg_bytes: int = 2_000_000) -> None:
+    def __init__(
+        self, msg_rate: float = 20.0, msg_bytes: int = 2_000_000, wobble: float = 0.0
+    ) -> None:
         self.t0 = time.monotonic()
+        self.wobble = wobble
         self.msg_rate = msg_rate
         self.msg_bytes = msg_bytes
         fake = self
@@ -108,8 +112,9 @@ class FakeBuffer:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def stats(self) -> dict[str, Any]:
-        n = int((time.monotonic() - self.t0) * self.msg_rate) + 1
-        rate_m = self.msg_rate
+        elapsed = time.monotonic() - self.t0
+        n = int(elapsed * self.msg_rate) + 1
+        rate_m = self.msg_rate * (1 + self.wobble * math.sin(elapsed * 3))
         return {
             "state": "running",
             "messages_in": n,

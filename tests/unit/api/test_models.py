@@ -74,7 +74,6 @@ def test_user_names() -> None:
         ("success", {"start_buffer": "success"}, False, TransferState.COMPLETED),
         ("failed", {"run_streamer": "failed"}, False, TransferState.FAILED),
         ("running", {"stop_jobs": None}, True, TransferState.CANCELING),
-        ("failed", {"stop_jobs": "running"}, True, TransferState.CANCELING),
         ("failed", {"stop_jobs": "success"}, True, TransferState.CANCELED),
     ],
 )
