@@ -46,7 +46,9 @@ with DAG(
         "mode": Param("raw", enum=["raw", "calib", "image"]),
         "ranks": Param(2, type="integer", minimum=1),
         "img_per_file": Param(10, type="integer", minimum=1),
-        "output_dir": Param("/tmp/lclstream-output", type="string"),
+        "output_dir": Param(
+            os.environ.get("LCLSTREAM_OUTPUT_DIR", "/tmp/lclstream-output"), type="string"
+        ),
         "streamer_backend": Param(BACKEND, enum=BACKENDS),
         "buffer_backend": Param(BACKEND, enum=BACKENDS),
         "consumer_backend": Param(BACKEND, enum=BACKENDS),
@@ -56,7 +58,10 @@ with DAG(
     @task
     def transfers_to_start() -> list[dict]:
         """One conf per run-start event that scheduled this run."""
-        from airflow_provider_lclstream.transfer.run_events import transfer_confs
+        from airflow_provider_lclstream.transfer.run_events import (
+            transfer_confs,
+            watcher_payloads,
+        )
 
         context = get_current_context()
         params = dict(context["params"])
@@ -65,12 +70,12 @@ with DAG(
         }
         for role in ("streamer", "buffer", "consumer"):
             defaults[role] = {"backend": params[f"{role}_backend"]}
-        events = [
+        extras = [
             dict(event.extra)
             for events in context["triggering_asset_events"].values()
             for event in events
         ]
-        return transfer_confs(events, defaults)
+        return transfer_confs(watcher_payloads(extras), defaults)
 
     TriggerDagRunOperator.partial(
         task_id="start_transfer", trigger_dag_id="lclstream_transfer"

@@ -6,6 +6,7 @@ Trigger it by hand (the form below), through the REST API / ``lclstream-arp-laun
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 from airflow.sdk import DAG, Param, get_current_context, task
@@ -13,6 +14,9 @@ from airflow.sdk import DAG, Param, get_current_context, task
 from airflow_provider_lclstream.task_groups.transfer import transfer_task_group
 
 BACKENDS = ["local", "slurm", "slurm_cli", "psik", "sfapi", "s3m"]
+# Site defaults for the form, from the environment of the dag-processor.
+BACKEND = os.environ.get("LCLSTREAM_BACKEND", "local")
+OUTPUT_DIR = os.environ.get("LCLSTREAM_OUTPUT_DIR", "/tmp/lclstream-output")
 
 with DAG(
     dag_id="lclstream_transfer",
@@ -58,11 +62,11 @@ with DAG(
         "consumer_command": Param(
             None, type=["null", "string"], description="default: lclstream-receive"
         ),
-        "output_dir": Param("/tmp/lclstream-output", type="string"),
+        "output_dir": Param(OUTPUT_DIR, type="string"),
         "buffer_host": Param("127.0.0.1", type="string"),
-        "streamer_backend": Param("local", enum=BACKENDS),
-        "buffer_backend": Param("local", enum=BACKENDS),
-        "consumer_backend": Param("local", enum=BACKENDS),
+        "streamer_backend": Param(BACKEND, enum=BACKENDS),
+        "buffer_backend": Param(BACKEND, enum=BACKENDS),
+        "consumer_backend": Param(BACKEND, enum=BACKENDS),
     },
 ) as dag:
 

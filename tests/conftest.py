@@ -6,11 +6,14 @@ FAILS the test; without it the test is skipped with a message saying how to enab
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +111,84 @@ def xtc2_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     except RuntimeError as err:
         service_unavailable("psana", str(err))
         raise
+
+
+@pytest.fixture(scope="session")
+def xtc2_run_dir(tmp_path_factory: pytest.TempPathFactory, xtc2_file: Path) -> Path:
+    """A psana ``dir=`` holding the xtcwriter file as run 14 of xpptut15 (its own metadata)."""
+    directory = tmp_path_factory.mktemp("xtc")
+    shutil.copy(xtc2_file, directory / "xpptut15-r0014-s000-c000.xtc2")
+    return directory
+
+
+def slurm_environment() -> dict[str, str]:
+    """SLURM_CONF and the slurmrestd URL written by scripts/services/slurm.sh."""
+    env: dict[str, str] = {}
+    for line in (STATE_DIR / "slurm" / "env.sh").read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export ") :].partition("=")
+            env[key] = value.strip("'\"")
+    return env
+
+
+@pytest.fixture(scope="session")
+def airflow_standalone(
+    tmp_path_factory: pytest.TempPathFactory,
+    kafka_service: str,
+    slurm_service: None,
+    xtc2_run_dir: Path,
+) -> Iterator[dict[str, Any]]:
+    """A running Airflow 3.3 (api-server, scheduler, dag-processor, triggerer) with our DAGs,
+    a SLURM connection, the Kafka broker and psana2 data offline; yields its settings.
+
+    (Re)starts scripts/services/airflow-standalone.sh with a DAGs folder holding dags/ and the
+    ARP smoke DAG, and stops it at the end of the session.
+    """
+    dags = tmp_path_factory.mktemp("standalone_dags")
+    for path in [*(REPO / "dags").glob("*.py"), REPO / "tests/integration/arp_dags/arp_smoke.py"]:
+        shutil.copy(path, dags / path.name)
+    output = tmp_path_factory.mktemp("transfers")
+    slurm = slurm_environment()
+    connection = {
+        "conn_type": "lclstream_slurm",
+        "host": slurm["LCLSTREAM_SLURMRESTD_URL"],
+        "login": "root",
+        "extra": {"job_defaults": {"partition": "debug"}},
+    }
+    env = {
+        **os.environ,
+        "LCLSTREAM_SERVICES_DIR": str(STATE_DIR),
+        "LCLSTREAM_AIRFLOW_DAGS_FOLDER": str(dags),
+        "SLURM_CONF": slurm["SLURM_CONF"],
+        "AIRFLOW_CONN_LCLSTREAM_SLURM": json.dumps(connection),
+        "LCLSTREAM_KAFKA_BOOTSTRAP": kafka_service,
+        "LCLSTREAM_EXPERIMENTS": "^xpptut15$",
+        "LCLSTREAM_XTC_DIR": str(xtc2_run_dir),
+        "LCLSTREAM_PSANA_OFFLINE": "1",
+        "LCLSTREAM_BACKEND": "slurm",
+        "LCLSTREAM_DETECTOR": "xppcspad",
+        "LCLSTREAM_OUTPUT_DIR": str(output),
+    }
+    script = SERVICES_DIR / "airflow-standalone.sh"
+    try:
+        started = subprocess.run(
+            ["bash", str(script), "start"], capture_output=True, text=True, timeout=300, env=env
+        )
+    except subprocess.TimeoutExpired as err:
+        subprocess.run(["bash", str(script), "stop"], env=env, timeout=120)
+        service_unavailable("airflow-standalone", f"start timed out: {err}")
+        raise
+    if started.returncode != 0:
+        service_unavailable("airflow-standalone", (started.stdout + started.stderr)[-3000:])
+    port = os.environ.get("LCLSTREAM_AIRFLOW_PORT", "28080")
+    try:
+        yield {
+            "url": f"http://127.0.0.1:{port}",
+            "user": "admin",
+            "password": os.environ.get("LCLSTREAM_AIRFLOW_PASSWORD", "admin"),
+            "output": output,
+            "kafka": kafka_service,
+            "slurm": slurm,
+        }
+    finally:
+        subprocess.run(["bash", str(script), "stop"], env=env, timeout=120)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic import ValidationError
 
 from airflow_provider_lclstream.config.transfer import TransferRequest
 from airflow_provider_lclstream.exceptions import LCLStreamError
+from airflow_provider_lclstream.transfer.run_events import XTC_DIR_ENV
 
 # Params of the manual-trigger form that map 1:1 onto TransferRequest fields.
 FORM_FIELDS = (
@@ -26,6 +28,15 @@ class InvalidTransferRequest(LCLStreamError, ValueError):
     """A transfer request failed validation; the message names every bad field."""
 
 
+def backend_choices(params: dict[str, Any]) -> dict[str, Any]:
+    """``{"streamer": {"backend": ...}, ...}`` from the form's backend params."""
+    return {
+        role: {"backend": params[param], "conn_id": params.get(f"{param}_conn_id")}
+        for role, param in BACKEND_PARAMS.items()
+        if params.get(param)
+    }
+
+
 def request_from(conf: dict[str, Any] | None, params: dict[str, Any]) -> dict[str, Any]:
     """``conf["request"]`` (API), ``conf["config"]`` (a streamer config), or the form's params."""
     conf = dict(conf or {})
@@ -34,6 +45,9 @@ def request_from(conf: dict[str, Any] | None, params: dict[str, Any]) -> dict[st
     elif "experiment" in conf:  # lclstream-arp-launch: the run from the ARP, the rest from params
         data = {k: params[k] for k in FORM_FIELDS if params.get(k) not in (None, "")}
         data.update(exp=conf["experiment"], run=conf["run"])
+        if os.environ.get(XTC_DIR_ENV):
+            data["xtc_dir"] = os.environ[XTC_DIR_ENV]
+        data.update(backend_choices(params))
     elif "config" in conf:
         extra = {k: v for k, v in conf.items() if k not in ("config", "user")}
         data = {"config": conf["config"], **extra}
@@ -47,9 +61,7 @@ def request_from(conf: dict[str, Any] | None, params: dict[str, Any]) -> dict[st
             data.pop("exp", None)
             data.pop("run", None)
             data["files"] = [f for f in str(params.get("files", "")).split(",") if f]
-        for role, param in BACKEND_PARAMS.items():
-            if params.get(param):
-                data[role] = {"backend": params[param], "conn_id": params.get(f"{param}_conn_id")}
+        data.update(backend_choices(params))
     try:
         return TransferRequest.model_validate(data).model_dump(mode="json")
     except ValidationError as err:

@@ -18,6 +18,11 @@ def watcher_settings() -> dict[str, Any]:
     }
 
 
+def watcher_payloads(extras: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trigger payloads of asset events (Airflow stores them under ``extra["payload"]``)."""
+    return [dict(e["payload"]) for e in extras if isinstance(e.get("payload"), dict)]
+
+
 def transfer_confs(events: list[dict[str, Any]], defaults: dict[str, Any]) -> list[dict[str, Any]]:
     """One ``lclstream_transfer`` conf per run-start event (events of one DAG run may batch).
 

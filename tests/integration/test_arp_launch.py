@@ -8,57 +8,27 @@ endpoint; Airflow is real (api-server, scheduler, dag-processor, triggerer, Loca
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, SERVICES_DIR, STATE_DIR, service_unavailable
+from tests.conftest import REPO
 from tests.fake_elog import FakeElog
 
 pytestmark = pytest.mark.airflow
 
-SERVICE = "airflow-standalone"
-SMOKE_DAG = Path(__file__).parent / "arp_dags" / "arp_smoke.py"
 SECRET = "Bearer arp-job-secret"
 ARP_VARIABLES = ("EXPERIMENT", "RUN_NUM", "JID_UPDATE_COUNTERS", "Authorization")
 PASSWORD = os.environ.get("LCLSTREAM_AIRFLOW_PASSWORD", "admin")
 
 
-def service_env(dags: Path | None = None) -> dict[str, str]:
-    env = {**os.environ, "LCLSTREAM_SERVICES_DIR": str(STATE_DIR)}
-    if dags is not None:
-        env["LCLSTREAM_AIRFLOW_DAGS_FOLDER"] = str(dags)
-    return env
-
-
 @pytest.fixture(scope="session")
-def airflow_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A running Airflow 3.3 whose DAGs folder holds only ``arp_smoke``; yields its URL.
-
-    (Re)starts the service with this DAGs folder and stops it at the end of the session.
-    """
-    dags = tmp_path_factory.mktemp("arp_dags")
-    shutil.copy(SMOKE_DAG, dags / SMOKE_DAG.name)
-    script = SERVICES_DIR / f"{SERVICE}.sh"
-    try:
-        started = subprocess.run(
-            ["bash", str(script), "start"],
-            capture_output=True, text=True, timeout=300, env=service_env(dags),
-        )  # fmt: skip
-    except subprocess.TimeoutExpired as err:
-        subprocess.run(["bash", str(script), "stop"], env=service_env(), timeout=120)
-        service_unavailable(SERVICE, f"start timed out: {err}")
-    if started.returncode != 0:
-        service_unavailable(SERVICE, (started.stdout + started.stderr).strip()[-3000:])
-    port = os.environ.get("LCLSTREAM_AIRFLOW_PORT", "28080")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        subprocess.run(["bash", str(script), "stop"], env=service_env(), timeout=120)
+def airflow_url(airflow_standalone: dict[str, Any]) -> str:
+    """The shared running Airflow (tests/conftest.py), whose DAGs include ``arp_smoke``."""
+    return str(airflow_standalone["url"])
 
 
 @pytest.fixture
@@ -85,14 +55,14 @@ def launch_env(url: str | None = None, **env: str) -> dict[str, str]:
     return base
 
 
-def test_successful_and_failing_runs(airflow_standalone: str, elog: FakeElog) -> None:
+def test_successful_and_failing_runs(airflow_url: str, elog: FakeElog) -> None:
     common = ["--dag-id", "arp_smoke", "--poll-interval", "1", "--timeout", "120"]
     ok_env = launch_env(
-        airflow_standalone,
+        airflow_url,
         EXPERIMENT="xpptut15", RUN_NUM="12", ARP_JOB_ID="job42", ARP_LOCATION="S3DF",
         JID_UPDATE_COUNTERS=elog.counters_url("job42"), Authorization=SECRET,
     )  # fmt: skip
-    bad_env = launch_env(airflow_standalone, EXPERIMENT="xpptut15", RUN_NUM="13")
+    bad_env = launch_env(airflow_url, EXPERIMENT="xpptut15", RUN_NUM="13")
     # Both runs at once: the test takes as long as one.
     ok = subprocess.Popen(
         launch_cmd(*common), env=ok_env, cwd=REPO, text=True,

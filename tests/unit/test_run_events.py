@@ -23,3 +23,13 @@ def test_one_conf_per_run_start(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     request = TransferRequest.model_validate(confs[0]["request"])
     assert request.source_identifier == "exp=xpptut15,run=14,dir=/data/xtc"
+
+
+def test_payloads_come_from_the_asset_event_extra() -> None:
+    from airflow_provider_lclstream.transfer.run_events import watcher_payloads
+
+    extras = [
+        {"from_trigger": True, "payload": {"kind": "run_start", "experiment": "x", "run": 1}},
+        {"note": "an event posted by hand"},
+    ]
+    assert watcher_payloads(extras) == [{"kind": "run_start", "experiment": "x", "run": 1}]
