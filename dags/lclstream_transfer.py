@@ -17,6 +17,7 @@ BACKENDS = ["local", "slurm", "slurm_cli", "psik", "sfapi", "s3m"]
 # Site defaults for the form, from the environment of the dag-processor.
 BACKEND = os.environ.get("LCLSTREAM_BACKEND", "local")
 OUTPUT_DIR = os.environ.get("LCLSTREAM_OUTPUT_DIR", "/tmp/lclstream-output")
+DETECTOR = os.environ.get("LCLSTREAM_DETECTOR", "epix10k2M")
 
 with DAG(
     dag_id="lclstream_transfer",
@@ -35,9 +36,7 @@ with DAG(
         ),
         "run": Param(None, type=["null", "integer"], minimum=0, description="run number"),
         "files": Param("", type="string", description="xtc2 files, comma-separated"),
-        "detector_name": Param(
-            "epix10k2M", type="string", pattern="^[A-Za-z0-9][A-Za-z0-9_.:+-]*$"
-        ),
+        "detector_name": Param(DETECTOR, type="string", pattern="^[A-Za-z0-9][A-Za-z0-9_.:+-]*$"),
         "mode": Param("raw", enum=["raw", "calib", "image"]),
         "access_mode": Param("smd", enum=["smd", "idx", "live"]),
         "events": Param(100, type=["null", "integer"], minimum=1, description="events per rank"),

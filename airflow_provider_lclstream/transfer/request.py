@@ -44,6 +44,7 @@ def request_from(conf: dict[str, Any] | None, params: dict[str, Any]) -> dict[st
         data = dict(conf["request"])
     elif "experiment" in conf:  # lclstream-arp-launch: the run from the ARP, the rest from params
         data = {k: params[k] for k in FORM_FIELDS if params.get(k) not in (None, "")}
+        data.update({k: conf[k] for k in FORM_FIELDS if k in conf})  # e.g. --conf of the ARP
         data.update(exp=conf["experiment"], run=conf["run"])
         if os.environ.get(XTC_DIR_ENV):
             data["xtc_dir"] = os.environ[XTC_DIR_ENV]

@@ -163,7 +163,8 @@ def test_arp_launch_drives_lclstream_transfer(
     }
     result = subprocess.run(
         [sys.executable, "-m", "airflow_provider_lclstream.arp.launch", "--dag-id",
-         "lclstream_transfer", "--poll-interval", "1", "--timeout", "300"],
+         "lclstream_transfer", "--poll-interval", "1", "--timeout", "300",
+         "--conf", '{"detector_name": "xppcspad", "img_per_file": 3}'],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=360,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
