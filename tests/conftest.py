@@ -6,7 +6,6 @@ FAILS the test; without it the test is skipped with a message saying how to enab
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -121,16 +120,6 @@ def xtc2_run_dir(tmp_path_factory: pytest.TempPathFactory, xtc2_file: Path) -> P
     return directory
 
 
-def slurm_environment() -> dict[str, str]:
-    """SLURM_CONF and the slurmrestd URL written by scripts/services/slurm.sh."""
-    env: dict[str, str] = {}
-    for line in (STATE_DIR / "slurm" / "env.sh").read_text().splitlines():
-        if line.startswith("export "):
-            key, _, value = line[len("export ") :].partition("=")
-            env[key] = value.strip("'\"")
-    return env
-
-
 @pytest.fixture(scope="session")
 def airflow_standalone(
     tmp_path_factory: pytest.TempPathFactory,
@@ -144,31 +133,12 @@ def airflow_standalone(
     (Re)starts scripts/services/airflow-standalone.sh with a DAGs folder holding dags/ and the
     ARP smoke DAG, and stops it at the end of the session.
     """
-    dags = tmp_path_factory.mktemp("standalone_dags")
-    for path in [*(REPO / "dags").glob("*.py"), REPO / "tests/integration/arp_dags/arp_smoke.py"]:
-        shutil.copy(path, dags / path.name)
+    from tests.standalone import slurm_environment, standalone_env
+
     output = tmp_path_factory.mktemp("transfers")
-    slurm = slurm_environment()
-    connection = {
-        "conn_type": "lclstream_slurm",
-        "host": slurm["LCLSTREAM_SLURMRESTD_URL"],
-        "login": "root",
-        "extra": {"job_defaults": {"partition": "debug"}},
-    }
-    env = {
-        **os.environ,
-        "LCLSTREAM_SERVICES_DIR": str(STATE_DIR),
-        "LCLSTREAM_AIRFLOW_DAGS_FOLDER": str(dags),
-        "SLURM_CONF": slurm["SLURM_CONF"],
-        "AIRFLOW_CONN_LCLSTREAM_SLURM": json.dumps(connection),
-        "LCLSTREAM_KAFKA_BOOTSTRAP": kafka_service,
-        "LCLSTREAM_EXPERIMENTS": "^xpptut15$",
-        "LCLSTREAM_XTC_DIR": str(xtc2_run_dir),
-        "LCLSTREAM_PSANA_OFFLINE": "1",
-        "LCLSTREAM_BACKEND": "slurm",
-        "LCLSTREAM_DETECTOR": "xppcspad",
-        "LCLSTREAM_OUTPUT_DIR": str(output),
-    }
+    dags = tmp_path_factory.mktemp("standalone_dags")
+    env = standalone_env(STATE_DIR, dags, output, xtc2_run_dir, kafka_service)
+    slurm = slurm_environment(STATE_DIR)
     script = SERVICES_DIR / "airflow-standalone.sh"
     try:
         started = subprocess.run(

@@ -1,0 +1,102 @@
+"""Time from a run start to the first file written by the consumer, on real services.
+
+Starts (or reuses) Kafka, the single-node SLURM and a running Airflow 3.3 with our DAGs; then,
+RUNS times each: (1) produce an Elog ``runs`` Create message to Kafka -> ``lclstream_on_run_start``
+-> ``lclstream_transfer`` on SLURM; (2) trigger ``lclstream_transfer`` through the REST API v2.
+Each measures the seconds from the message (or API call) to the first HDF5 file of that run's
+consumer. Ends with one ``key=value`` line (p50 and max of both).
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.airflow_api import AirflowApi  # noqa: E402
+from tests.integration.test_transfer_e2e import (  # noqa: E402
+    ensure_topics,
+    produce_run_start,
+    wait_for_group_member,
+)
+from tests.psana_data import write_xtc2  # noqa: E402
+from tests.standalone import standalone_env  # noqa: E402
+
+STATE = REPO / ".services"
+RUNS = 3
+KAFKA = "127.0.0.1:19092"
+
+
+def service(name: str, action: str, env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(
+        ["bash", str(REPO / f"scripts/services/{name}.sh"), action],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise SystemExit(f"{name} {action} failed:\n{result.stdout}{result.stderr}")
+
+
+def first_file_after(directory: Path, since: float, timeout: float = 300) -> float:
+    """Wall-clock seconds from ``since`` to the first .h5 file written after it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        stamps = [f.stat().st_mtime for f in directory.rglob("*.h5") if f.stat().st_mtime >= since]
+        if stamps:
+            return min(stamps) - since
+        time.sleep(0.05)
+    raise SystemExit(f"no file in {directory} within {timeout} s")
+
+
+def wait_finished(api: AirflowApi, known: set[str]) -> set[str]:
+    run_id = api.wait_for_new_run("lclstream_transfer", known, timeout=120)
+    state = api.wait_for_run("lclstream_transfer", run_id, timeout=300)
+    if state != "success":
+        raise SystemExit(f"transfer {run_id} {state}: {api.tasks('lclstream_transfer', run_id)}")
+    return known | {run_id}
+
+
+def main() -> None:
+    service("kafka", "start")
+    service("slurm", "start")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for sub in ("dags", "out", "xtc"):
+            (root / sub).mkdir()
+        write_xtc2(root / "xtc" / "xpptut15-r0014-s000-c000.xtc2", events=10)
+        env = standalone_env(STATE, root / "dags", root / "out", root / "xtc", KAFKA)
+        service("airflow-standalone", "start", env)
+        try:
+            api = AirflowApi("http://127.0.0.1:28080")
+            ensure_topics(KAFKA)
+            api.unpause("lclstream_transfer")
+            api.unpause("lclstream_on_run_start")
+            wait_for_group_member(KAFKA, "lclstream-on-run-start")
+            known = {r["dag_run_id"] for r in api.runs("lclstream_transfer")}
+            kafka_s, api_s = [], []
+            for i in range(RUNS):
+                sent = time.time()
+                produce_run_start(KAFKA, "xpptut15", 14)
+                kafka_s.append(first_file_after(root / "out", sent))
+                known = wait_finished(api, known)
+                sent = time.time()
+                api.trigger("lclstream_transfer", {"experiment": "xpptut15", "run": 14})
+                api_s.append(first_file_after(root / "out", sent))
+                known = wait_finished(api, known)
+                print(f"run {i}: kafka -> first file {kafka_s[-1]:.2f} s, "
+                      f"API -> first file {api_s[-1]:.2f} s")  # fmt: skip
+        finally:
+            service("airflow-standalone", "stop", env)
+    print(
+        f"kafka_p50_s={statistics.median(kafka_s):.2f} kafka_max_s={max(kafka_s):.2f} "
+        f"api_p50_s={statistics.median(api_s):.2f} api_max_s={max(api_s):.2f} runs={RUNS}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Settings of the running Airflow used by end-to-end tests and bench/latency.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def slurm_environment(state_dir: Path) -> dict[str, str]:
+    """SLURM_CONF and the slurmrestd URL written by scripts/services/slurm.sh."""
+    env: dict[str, str] = {}
+    for line in (state_dir / "slurm" / "env.sh").read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export ") :].partition("=")
+            env[key] = value.strip("'\"")
+    return env
+
+
+def standalone_env(
+    state_dir: Path, dags: Path, output: Path, xtc_dir: Path, kafka: str
+) -> dict[str, str]:
+    """Environment for scripts/services/airflow-standalone.sh: our DAGs (copied into ``dags``
+    with the ARP smoke DAG), a SLURM connection, the Kafka broker, psana2 offline."""
+    for path in [*(REPO / "dags").glob("*.py"), REPO / "tests/integration/arp_dags/arp_smoke.py"]:
+        shutil.copy(path, dags / path.name)
+    slurm = slurm_environment(state_dir)
+    connection = {
+        "conn_type": "lclstream_slurm",
+        "host": slurm["LCLSTREAM_SLURMRESTD_URL"],
+        "login": "root",
+        "extra": {"job_defaults": {"partition": "debug"}},
+    }
+    return {
+        **os.environ,
+        "LCLSTREAM_SERVICES_DIR": str(state_dir),
+        "LCLSTREAM_AIRFLOW_DAGS_FOLDER": str(dags),
+        "SLURM_CONF": slurm["SLURM_CONF"],
+        "AIRFLOW_CONN_LCLSTREAM_SLURM": json.dumps(connection),
+        "LCLSTREAM_KAFKA_BOOTSTRAP": kafka,
+        "LCLSTREAM_EXPERIMENTS": "^xpptut15$",
+        "LCLSTREAM_XTC_DIR": str(xtc_dir),
+        "LCLSTREAM_PSANA_OFFLINE": "1",
+        "LCLSTREAM_BACKEND": "slurm",
+        "LCLSTREAM_DETECTOR": "xppcspad",
+        "LCLSTREAM_OUTPUT_DIR": str(output),
+    }
