@@ -33,6 +33,7 @@ def airflow_env() -> dict[str, str]:
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "LCLSTREAM_JOBS_DIR": str(OUT / "jobs"),
         "LCLSTREAM_PSANA_OFFLINE": "1",
+        "LCLSTREAM_TRIGGER_SETTLE_S": "0",  # dag.test() runs triggers inline
     }
 
 

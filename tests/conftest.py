@@ -29,6 +29,8 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+# dag.test() runs triggers inline: no need to hold their first event back (triggers/settle.py).
+os.environ.setdefault("LCLSTREAM_TRIGGER_SETTLE_S", "0")
 # A fixed key, so every process of a test session (and a re-created home) reads the same secrets.
 os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", "lTpKL4byaE_NjdDMHOZ-qn2doUyI7fpxHLib6CWWggY=")
 

@@ -47,4 +47,5 @@ def standalone_env(
         "LCLSTREAM_BACKEND": "slurm",
         "LCLSTREAM_DETECTOR": "xppcspad",
         "LCLSTREAM_OUTPUT_DIR": str(output),
+        "LCLSTREAM_TRIGGER_SETTLE_S": "10",
     }

@@ -19,6 +19,7 @@ from airflow_provider_lclstream.config.job import JobSpec, job_name_for
 from airflow_provider_lclstream.exceptions import JobBackendError, JobFailedError
 from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
 from airflow_provider_lclstream.triggers.job_state import JobStateTrigger
+from airflow_provider_lclstream.triggers.settle import SETTLE_S, settle_deadline
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -58,6 +59,8 @@ class SubmitJobOperator(BaseOperator):
     ``job_id`` right after submitting and returns it when the job completed. A failed job
     fails the task with its exit code, native state and the last ``log_tail_bytes`` of its log.
     ``resume_after`` (seconds) makes a deferred task wake up that often while the job runs.
+    ``settle_s``: the trigger's first event waits this long after deferral (see
+    ``triggers/settle.py``; 0 turns it off).
     """
 
     template_fields: tuple[str, ...] = ("job", "conn_id")
@@ -74,6 +77,7 @@ class SubmitJobOperator(BaseOperator):
         max_poll_interval: float = 60.0,
         log_tail_bytes: int = 4000,
         resume_after: float | None = None,
+        settle_s: float = SETTLE_S,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -84,6 +88,7 @@ class SubmitJobOperator(BaseOperator):
         self.max_poll_interval = max_poll_interval
         self.log_tail_bytes = log_tail_bytes
         self.resume_after = resume_after
+        self.settle_s = settle_s
         self._job_id: str | None = None
         self._context: Context | None = None
 
@@ -142,6 +147,7 @@ class SubmitJobOperator(BaseOperator):
                 job_id,
                 self.conn_id,
                 linked_jobs=self.linked_jobs(),
+                not_before=settle_deadline(self.settle_s),
                 poll_interval=self.poll_interval,
                 max_poll_interval=self.max_poll_interval,
                 log_offset=log_offset,

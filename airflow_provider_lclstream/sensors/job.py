@@ -11,6 +11,7 @@ from airflow.sdk import BaseSensorOperator
 from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
 from airflow_provider_lclstream.operators.submit_job import raise_for_event
 from airflow_provider_lclstream.triggers.job_state import JobStateTrigger
+from airflow_provider_lclstream.triggers.settle import settle_deadline
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -68,6 +69,7 @@ class JobSensor(BaseSensorOperator):
                 poll_interval=float(self.poke_interval),
                 max_poll_interval=self.max_poll_interval,
                 log_tail_bytes=self.log_tail_bytes,
+                not_before=settle_deadline(),
             ),
             method_name="execute_complete",
             timeout=dt.timedelta(seconds=float(self.timeout)),

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator
 
 from airflow_provider_lclstream.exceptions import TransferFailedError
+from airflow_provider_lclstream.triggers.settle import SETTLE_S, settle_deadline
 from airflow_provider_lclstream.triggers.transfer import TransferTrigger
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class TransferSensor(BaseSensorOperator):
         poll_interval: float = 2.0,
         stall_timeout: float = 300.0,
         request: dict[str, Any] | Any = None,
+        settle_s: float = SETTLE_S,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -38,6 +40,7 @@ class TransferSensor(BaseSensorOperator):
         self.poll_interval = poll_interval
         self.stall_timeout = stall_timeout
         self.request = request
+        self.settle_s = settle_s
 
     def execute(self, context: Context) -> None:
         linked: list[list[Any]] = []
@@ -52,6 +55,7 @@ class TransferSensor(BaseSensorOperator):
                 poll_interval=self.poll_interval,
                 stall_timeout=self.stall_timeout,
                 linked_jobs=linked,
+                not_before=settle_deadline(self.settle_s),
             ),
             method_name="execute_complete",
         )

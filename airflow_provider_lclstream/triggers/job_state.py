@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_lclstream.exceptions import JobNotFoundError
+from airflow_provider_lclstream.triggers.settle import settled
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -51,6 +52,7 @@ class JobStateTrigger(BaseTrigger):
         backend: str | None = None,
         backend_kwargs: dict[str, Any] | None = None,
         linked_jobs: list[list[Any]] | None = None,
+        not_before: float | None = None,
     ) -> None:
         super().__init__()
         self.job_id = job_id
@@ -66,6 +68,7 @@ class JobStateTrigger(BaseTrigger):
         self.backend = backend
         self.backend_kwargs = dict(backend_kwargs or {})
         self.linked_jobs = [list(job) for job in linked_jobs or []]
+        self.not_before = not_before
         self._client: JobBackend | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -85,6 +88,7 @@ class JobStateTrigger(BaseTrigger):
                 "backend": self.backend,
                 "backend_kwargs": self.backend_kwargs,
                 "linked_jobs": self.linked_jobs,
+                "not_before": self.not_before,
             },
         )
 
@@ -119,6 +123,10 @@ class JobStateTrigger(BaseTrigger):
             self.log.info("[job %s]\n%s", self.job_id, text.rstrip("\n"))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        async for event in settled(self._events(), self.not_before):
+            yield event
+
+    async def _events(self) -> AsyncIterator[TriggerEvent]:
         try:
             backend = await self._connect()
         except Exception as err:

@@ -18,6 +18,7 @@ import httpx
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_lclstream.transfer.stats import final_stats, progress, stream_finished
+from airflow_provider_lclstream.triggers.settle import settled
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -37,6 +38,7 @@ class TransferTrigger(BaseTrigger):
         stall_timeout: float = 300.0,
         max_errors: int = 10,
         linked_jobs: list[list[Any]] | None = None,
+        not_before: float | None = None,
     ) -> None:
         super().__init__()
         self.metrics_url = metrics_url.rstrip("/")
@@ -44,6 +46,7 @@ class TransferTrigger(BaseTrigger):
         self.stall_timeout = float(stall_timeout)
         self.max_errors = int(max_errors)
         self.linked_jobs = [list(job) for job in linked_jobs or []]
+        self.not_before = not_before
         self._client: httpx.AsyncClient | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -55,6 +58,7 @@ class TransferTrigger(BaseTrigger):
                 "stall_timeout": self.stall_timeout,
                 "max_errors": self.max_errors,
                 "linked_jobs": self.linked_jobs,
+                "not_before": self.not_before,
             },
         )
 
@@ -64,6 +68,10 @@ class TransferTrigger(BaseTrigger):
         return self._client
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        async for event in settled(self._events(), self.not_before):
+            yield event
+
+    async def _events(self) -> AsyncIterator[TriggerEvent]:
         errors = 0
         last_progress: tuple[int, int] | None = None
         last_change = time.monotonic()

@@ -115,3 +115,15 @@ def test_on_kill_cancels_linked_jobs(kind: str, tmp_path, monkeypatch) -> None:
                 break
             asyncio.run(asyncio.sleep(0.1))
         assert backend.state(job).state.value == "cancelled"
+
+
+def test_first_event_waits_until_not_before() -> None:
+    """A trigger holds its first event back until ``not_before`` (triggers/settle.py)."""
+    import time
+
+    url = f"http://127.0.0.1:{free_port()}"
+    start = time.time()
+    trigger = TransferTrigger(url, poll_interval=0.01, max_errors=1, not_before=start + 1.0)
+    (event,) = asyncio.run(collect(trigger))
+    assert event["status"] == "error"
+    assert time.time() - start >= 1.0

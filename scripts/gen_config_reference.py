@@ -1,0 +1,370 @@
+"""Render docs/reference/configuration.md from the package's pydantic models.
+
+    .venv/bin/python scripts/gen_config_reference.py           # (re)write the page
+    .venv/bin/python scripts/gen_config_reference.py --check   # exit 1 if the page is stale
+
+Only reads the package: the LCLStreamer component models and their registry
+(``config/streamer_components.py``, ``config/streamer.py``), ``TransferRequest``, ``JobSpec``,
+the connection settings of ``hooks/job_backend.py`` and the Elog client's settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import annotated_types
+from pydantic import BaseModel, SecretStr
+from pydantic_core import PydanticUndefined
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pydantic.fields import FieldInfo
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUT = REPO / "docs" / "reference" / "configuration.md"
+
+HEADER = """\
+# Configuration reference
+
+!!! note "Generated file"
+    Written by `scripts/gen_config_reference.py` from the pydantic models; do not edit by hand.
+    Regenerate with `.venv/bin/python scripts/gen_config_reference.py`.
+
+Every model below rejects unknown keys unless it says otherwise. Defaults are shown as JSON
+(`null`, `true`, `"text"`); *required* means the key has no default.
+
+Value types used in the tables:
+
+- **shape**: an array shape; upstream writes it as a string (`"4,4,4"`, `"32,"`), a single
+  integer or a list also works; every dimension must be at least 1.
+- **dtype**: a numpy dtype name, checked with `numpy.dtype` (`uint16`, `float32`).
+- **list[str] (or one str)**: a list of strings; a single string is read as a one-item list.
+"""
+
+# Validators of the shared value types in config/streamer_components.py, by function name.
+ALIASES = {"_parse_shape": "shape", "_check_dtype": "dtype", "_str_list": "list[str] (or one str)"}
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _alias(metadata: list[Any]) -> str | None:
+    for item in metadata:
+        func = getattr(item, "func", None)
+        name = getattr(func, "__name__", None)
+        if name in ALIASES:
+            return ALIASES[name]
+    return None
+
+
+def type_name(annotation: Any, metadata: list[Any] | None = None) -> str:
+    """A short, readable name for a field's type."""
+    alias = _alias(metadata or [])
+    if alias:
+        return alias
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return type_name(args[0], list(args[1:]))
+    if origin is typing.Literal:
+        return " | ".join(json.dumps(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        parts = [type_name(a) for a in args if a is not type(None)]
+        if type(None) in args:
+            parts.append("null")
+        return " | ".join(parts)
+    if origin in (list, dict, tuple, set, frozenset):
+        inner = ", ".join("..." if a is Ellipsis else type_name(a) for a in args)
+        return f"{origin.__name__}[{inner}]"
+    if annotation is typing.Any:
+        return "any"
+    if annotation is SecretStr:
+        return "secret str"
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def constraints(info: FieldInfo) -> list[str]:
+    text = info.annotation is str
+    out = []
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Ge):
+            out.append(f">= {item.ge}")
+        elif isinstance(item, annotated_types.Gt):
+            out.append(f"> {item.gt}")
+        elif isinstance(item, annotated_types.Le):
+            out.append(f"<= {item.le}")
+        elif isinstance(item, annotated_types.Lt):
+            out.append(f"< {item.lt}")
+        elif isinstance(item, annotated_types.MinLen) and text and item.min_length == 1:
+            out.append("non-empty")
+        elif isinstance(item, annotated_types.MinLen):
+            unit = "character" if text else "item"
+            out.append(f"at least {item.min_length} {unit}{'s' if item.min_length != 1 else ''}")
+        elif isinstance(item, annotated_types.MaxLen):
+            out.append(f"at most {item.max_length}")
+    return out
+
+
+def default_text(info: FieldInfo) -> str:
+    if info.is_required():
+        return "*required*"
+    factory = info.default_factory
+    value = factory() if factory is not None else info.default  # type: ignore[call-arg]
+    if value is PydanticUndefined:
+        return "*required*"
+    if isinstance(value, BaseModel):
+        return f"see `{type(value).__name__}`"
+    return f"`{json.dumps(value, default=str)}`"
+
+
+def cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def doc(obj: Any) -> str:
+    """The docstring, paragraphs kept, indentation removed."""
+    import inspect
+
+    text = inspect.getdoc(obj) or ""
+    return text.replace("``", "`")
+
+
+def model_table(model: type[BaseModel], skip: tuple[str, ...] = ("type", "kind")) -> list[str]:
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        description = info.description or ""
+        checks = constraints(info)
+        if checks:
+            description = (description + " " if description else "") + f"({', '.join(checks)})"
+        rows.append(
+            f"| `{name}` | {cell(type_name(info.annotation, info.metadata))} | "
+            f"{cell(default_text(info))} | {cell(description)} |"
+        )
+    if len(rows) == 2:
+        return ["No options."]
+    return rows
+
+
+def model_section(model: type[BaseModel], level: int = 3) -> list[str]:
+    lines = [f"{'#' * level} {model.__name__}", ""]
+    if "type" in model.model_fields:
+        lines += [f"`type: {model.model_fields['type'].default}`", ""]
+    text = doc(model)
+    if text:
+        lines += [text, ""]
+    lines += model_table(model)
+    if model.model_config.get("extra") != "forbid":
+        lines += ["", "Unknown keys are ignored."]
+    return [*lines, ""]
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def streamer_sections() -> list[str]:
+    from airflow_provider_lclstream.config import streamer_components as comp
+    from airflow_provider_lclstream.config.streamer import COMPONENTS, StreamerConfig
+
+    lines = [
+        "## LCLStreamer configuration",
+        "",
+        "`StreamerConfig` is what `lclstreamer -c FILE` reads (flat format; the sectioned format "
+        "is converted to it first, see [LCLStreamer configuration](../streamer-config.md)).",
+        "",
+        *model_section(StreamerConfig, level=3)[2:],
+    ]
+    titles = {
+        "event_source": "Event sources (`event_source`)",
+        "data_sources": "Data sources (`data_sources.<name>`)",
+        "processing_pipeline": "Processing pipelines (`processing_pipeline`)",
+        "data_serializer": "Serializers (`data_serializer`)",
+        "data_handlers": "Data handlers (`data_handlers[]`)",
+    }
+    for key, component in COMPONENTS.items():
+        lines += [f"## {titles[key]}", ""]
+        lines += [f"Classes: {', '.join(f'`{n}`' for n in component.classes)}.", ""]
+        if component.aliases:
+            lines += alias_table(component.aliases)
+        for model in component.classes.values():
+            lines += model_section(model)
+        if key == "processing_pipeline":
+            lines += ["### Reduction steps (`processing_pipeline.steps[]`)", ""]
+            lines += [
+                "Each step names the data source it changes in `field`; steps run in order, "
+                "per event, before batching. Step kinds: "
+                + ", ".join(f"`{k}`" for k in comp.STEP_KINDS)
+                + ".",
+                "",
+            ]
+            for step in (comp.RoiStep, comp.ThresholdStep, comp.BinningStep, comp.HitFilterStep):
+                kind = step.model_fields["kind"].default
+                lines += [f"#### `kind: {kind}` ({step.__name__})", "", doc(step), ""]
+                lines += [*model_table(step, skip=("kind",)), ""]
+            lines += [""]
+    lines += [
+        "## Compression names",
+        "",
+        "`HDF5BinarySerializer.compression` and `TransferRequest.compression`: "
+        + ", ".join(f"`{c}`" for c in typing.get_args(comp.Compression))
+        + "; `null` (or the string `none`) for no compression.",
+        "",
+        "## Synthetic detector shapes",
+        "",
+        "| `SyntheticDetector.detector` | raw frame shape |",
+        "|---|---|",
+        *[f"| `{k}` | `{v}` |" for k, v in comp.DETECTOR_SHAPES.items()],
+        "",
+    ]
+    return lines
+
+
+def alias_table(aliases: Mapping[str, Any]) -> list[str]:
+    """Old upstream class names and what each is rewritten to before validation."""
+    rows = [
+        "Old upstream names are rewritten before validation:",
+        "",
+        "| old name | becomes | with |",
+        "|---|---|---|",
+    ]
+    for name, translate in aliases.items():
+        out = translate({"type": name})
+        fixed = {k: v for k, v in out.items() if k not in ("type", "legacy_type")}
+        with_text = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in fixed.items())
+        raw = translate({"type": name, "calibration": False})
+        if raw.get("psana_fields") != out.get("psana_fields"):
+            with_text += f" (`calibration: false`: `{json.dumps(raw.get('psana_fields'))}`)"
+        own = translate({"type": name, "psana_function": "F"})
+        if own.get("psana_fields") == ["F"] and out.get("psana_fields") != ["F"]:
+            with_text += " (a `psana_function` replaces it)"
+        rows.append(f"| `{name}` | `{out['type']}` | {with_text or '-'} |")
+    return [*rows, ""]
+
+
+def transfer_sections() -> list[str]:
+    from airflow_provider_lclstream.config.transfer import BackendChoice, TransferRequest
+
+    return [
+        "## Transfer request",
+        "",
+        "The document behind a transfer: the `lclstream_transfer` DAG's conf `request`, the "
+        "transfer API's `POST /v1/transfers` body, `transfer_task_group(request)`.",
+        "",
+        *model_section(TransferRequest),
+        *model_section(BackendChoice),
+        "`backend` names the job backend, `conn_id` its Airflow connection (default "
+        "`lclstream_<backend>`; none for `local`), `attributes` go to the backend as job "
+        "options (sbatch long options for `slurm_cli`/`sfapi`, slurmrestd job fields for "
+        "`slurm`/`s3m`).",
+        "",
+    ]
+
+
+def job_sections() -> list[str]:
+    from airflow_provider_lclstream.config.job import JobSpec, ResourceSpec
+
+    return [
+        "## Job spec",
+        "",
+        "What every job backend submits (`SubmitJobOperator(job=...)`, `JobBackend.submit`).",
+        "",
+        *model_section(JobSpec),
+        *model_section(ResourceSpec),
+    ]
+
+
+def connection_sections() -> list[str]:
+    from airflow_provider_lclstream.arp.elog import ElogClient
+    from airflow_provider_lclstream.hooks.elog import _EXTRA_KEYS
+    from airflow_provider_lclstream.hooks.job_backend import SETTINGS
+
+    lines = [
+        "## Connection settings",
+        "",
+        "Each `lclstream_*` job connection is parsed into a frozen settings model; the mapped "
+        "form fields are read first, then every key of the extra JSON (which may also set the "
+        "mapped ones); extra keys that are not settings are ignored. All missing required keys "
+        "are reported at once. A host without a scheme gets `https://`; the port and the schema "
+        "field are appended to it (`host:port/schema`).",
+        "",
+    ]
+    for conn_type, settings in SETTINGS.items():
+        mapped = {key: field for field, key in settings.fields.items()}
+        lines += [f"### `{conn_type}` ({settings.__name__}, backend `{settings.backend}`)", ""]
+        rows = ["| setting | connection field | type | default |", "|---|---|---|---|"]
+        for name, info in settings.model_fields.items():
+            required = name in settings.required
+            default = "*required*" if required else default_text(info)
+            source = f"{mapped[name]} (or extra)" if name in mapped else "extra"
+            rows.append(
+                f"| `{name}` | {source} | {cell(type_name(info.annotation, info.metadata))} "
+                f"| {cell(default)} |"
+            )
+        lines += [*rows, ""]
+    lines += [
+        "### `lclstream_elog` (ElogHook)",
+        "",
+        "Host = logbook base URL (without a scheme it gets the schema field, else `https`, as "
+        "its scheme), password = the `Authorization` header value. Extra keys (others are "
+        "refused): " + ", ".join(f"`{k}`" for k in _EXTRA_KEYS) + ".",
+        "",
+        "| ElogClient setting | default |",
+        "|---|---|",
+    ]
+    for item in dataclasses.fields(ElogClient):
+        value = item.default if item.default is not dataclasses.MISSING else None
+        lines.append(f"| `{item.name}` | `{json.dumps(value)}` |")
+    return [*lines, ""]
+
+
+def render() -> str:
+    lines = [
+        HEADER,
+        *streamer_sections(),
+        *transfer_sections(),
+        *job_sections(),
+        *connection_sections(),
+    ]
+    text = "\n".join(lines)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text.rstrip("\n") + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if the page is out of date")
+    parser.add_argument("--output", type=Path, default=OUTPUT, help="page to write")
+    args = parser.parse_args(argv)
+    text = render()
+    current = args.output.read_text() if args.output.exists() else ""
+    if args.check:
+        if current != text:
+            diff = difflib.unified_diff(
+                current.splitlines(), text.splitlines(), "committed", "generated", lineterm=""
+            )
+            print("\n".join(list(diff)[:60]))
+            print(f"{args.output} is out of date: run scripts/gen_config_reference.py")
+            return 1
+        return 0
+    if current != text:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
