@@ -54,6 +54,7 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "extra-links": [f"{PACKAGE}.operators.submit_job.JobLink"],
         "connection-types": [
             {
                 "connection-type": conn_type,

@@ -135,6 +135,10 @@ class BaseJobBackend:
     name = "base"
 
     # -- sync half: defaults run the async half ------------------------------------------
+    def job_url(self, job_id: str) -> str | None:
+        """Where a person can look at the job (the operator's "Job" link); None if nowhere."""
+        return None
+
     def submit(self, spec: JobSpec) -> str:
         return run_sync(self.asubmit(spec))
 

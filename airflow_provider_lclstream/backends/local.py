@@ -97,6 +97,9 @@ class LocalBackend(BaseJobBackend):
         return f"LocalBackend(root={str(self.root)!r})"
 
     # -- paths ---------------------------------------------------------------------------------
+    def job_url(self, job_id: str) -> str | None:
+        return (self.root / job_id / "output.log").as_uri()
+
     def job_dir(self, job_id: str) -> Path:
         """The directory of ``job_id``; refuses ids that are not plain names (no ``/``, ``..``)."""
         if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):

@@ -237,6 +237,10 @@ class SlurmBackend(BaseJobBackend):
         self._async: AsyncSlurmRestClient | None = None
         self._outputs: dict[str, str] = {}  # job id -> expanded stdout path
 
+    def job_url(self, job_id: str) -> str | None:
+        """The job's record in slurmrestd."""
+        return f"{self.url.rstrip('/')}/slurm/{self.api_version or 'v0.0.38'}/job/{job_id}"
+
     def __repr__(self) -> str:
         return f"SlurmBackend(url={self.url!r}, api_version={self.api_version!r})"
 

@@ -12,7 +12,8 @@ import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import XCom
+from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from airflow_provider_lclstream.backends.base import JobState, JobStatus
 from airflow_provider_lclstream.config.job import JobSpec, job_name_for
@@ -29,6 +30,16 @@ if TYPE_CHECKING:
     from airflow_provider_lclstream.backends.base import JobBackend
 
 JOB_ID_XCOM_KEY = "job_id"
+JOB_URL_XCOM_KEY = "job_url"
+
+
+class JobLink(BaseOperatorLink):
+    """The "Job" button of a task: the job's page or log where its backend has one."""
+
+    name = "Job"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        return str(XCom.get_value(ti_key=ti_key, key=JOB_URL_XCOM_KEY) or "")
 
 
 def raise_for_event(event: Mapping[str, Any], name: str | None = None) -> str:
@@ -64,6 +75,7 @@ class SubmitJobOperator(BaseOperator):
     """
 
     template_fields: tuple[str, ...] = ("job", "conn_id")
+    operator_extra_links = (JobLink(),)
     template_fields_renderers = {"job": "json"}
     ui_color = "#d6eaf8"
 
@@ -133,6 +145,9 @@ class SubmitJobOperator(BaseOperator):
             self.log.info("submitted job %s (%s) to %s", job_id, spec.name, backend.name)
         self._job_id = job_id
         context["ti"].xcom_push(key=JOB_ID_XCOM_KEY, value=job_id)
+        job_url = getattr(backend, "job_url", lambda _: None)(job_id)
+        if job_url:
+            context["ti"].xcom_push(key=JOB_URL_XCOM_KEY, value=job_url)
         if self.deferrable:
             self._defer(job_id, 0)
         return self._wait(backend, job_id, spec.name)

@@ -81,6 +81,9 @@ def test_deferrable_job_succeeds(airflow_db: Path, jobs_dir: Path) -> None:
     (job,) = job_dirs(jobs_dir)
     assert job.name.startswith("lcls-")
     assert (job / "output.log").read_text() == "hello from the job\n"
+    # The "Job" extra link points at the job's log.
+    ti = run.get_task_instance("job")
+    assert ti.xcom_pull(task_ids="job", key="job_url") == (job / "output.log").as_uri()
 
 
 def test_non_deferrable_job_succeeds(airflow_db: Path, jobs_dir: Path) -> None:
