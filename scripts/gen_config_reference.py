@@ -209,7 +209,8 @@ def streamer_sections() -> list[str]:
                 + ".",
                 "",
             ]
-            for step in (comp.RoiStep, comp.ThresholdStep, comp.BinningStep, comp.HitFilterStep):
+            steps = typing.get_args(typing.get_args(comp.StepConfig)[0])
+            for step in steps:
                 kind = step.model_fields["kind"].default
                 lines += [f"#### `kind: {kind}` ({step.__name__})", "", doc(step), ""]
                 lines += [*model_table(step, skip=("kind",)), ""]

@@ -105,12 +105,18 @@ def test_page_shows_running_transfer_progress(site: dict[str, Any], browser: Any
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(site["url"] + "?interval=300")
-    wait = WebDriverWait(browser, 15)
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    wait = WebDriverWait(browser, 15, ignored_exceptions=(StaleElementReferenceException,))
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#transfers tbody tr")) == 2)
-    rows = {
-        r.get_attribute("data-id"): r.find_elements(By.TAG_NAME, "td")[3].text
-        for r in browser.find_elements(By.CSS_SELECTOR, "#transfers tbody tr")
-    }
+    # Read the table in one script call: it is re-rendered on every poll, so element handles
+    # found in one call can be stale in the next.
+    rows = browser.execute_script(
+        "const out = {};"
+        "for (const r of document.querySelectorAll('#transfers tbody tr'))"
+        "  out[r.dataset.id] = r.querySelectorAll('td')[3].textContent.trim();"
+        "return out;"
+    )
     assert rows[site["running"]] == "ready" and "completed" in rows.values()
     # the running transfer is selected by default and its numbers come from the buffer
     wait.until(lambda d: d.find_element(By.ID, "selected-id").text == site["running"])
