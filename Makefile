@@ -32,6 +32,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) scripts/gen_config_reference.py --check
 
 format: install
 	$(VENV)/bin/ruff check --fix .
@@ -51,7 +52,8 @@ services-down:
 	@for s in $(SERVICES); do bash scripts/services/$$s.sh stop || true; done
 
 docs: install
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	$(PY) scripts/gen_config_reference.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean: services-down
 	rm -rf $(VENV) .services site

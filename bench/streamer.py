@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from airflow_provider_lclstream.transports import open_receiver, open_sender
 BIN = Path(sys.executable).parent
 EVENTS_PER_RANK = 100
 BATCH = 10
+ROUNDS = 3
 SHAPE = (16, 352, 384)
 
 
@@ -167,11 +169,17 @@ def main() -> None:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for library in ("zmq", "nng"):
-            framework, messages, size = run_framework(library, Path(tmp))
-            raw = run_raw(library, messages // 2, size)
+            framework_runs, raw_runs = [], []
+            for _ in range(ROUNDS):  # interleaved rounds, medians: this machine is noisy
+                framework, messages, size = run_framework(library, Path(tmp))
+                framework_runs.append(framework)
+                raw_runs.append(run_raw(library, messages // 2, size))
+            framework, raw = statistics.median(framework_runs), statistics.median(raw_runs)
             print(
-                f"{library}: framework {framework:.0f} MB/s, raw {raw:.0f} MB/s, "
-                f"ratio {framework / raw:.2f} ({messages} messages of {size / 1e6:.1f} MB)"
+                f"{library}: framework {framework:.0f} MB/s, raw {raw:.0f} MB/s, ratio "
+                f"{framework / raw:.2f} (medians of {ROUNDS}; {messages} messages of "
+                f"{size / 1e6:.1f} MB; runs {[round(x) for x in framework_runs]} vs "
+                f"{[round(x) for x in raw_runs]})"
             )
             figures[f"{library}_mbps"] = framework
             figures[f"{library}_raw_mbps"] = raw

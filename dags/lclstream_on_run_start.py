@@ -3,9 +3,11 @@
 An ``AssetWatcher`` runs ``ElogRunEventTrigger`` in the triggerer; each run-start event updates
 the asset and schedules this DAG, which starts one ``lclstream_transfer`` run per event (events
 that arrive together share a DAG run here, never a transfer). Configure with environment
-variables of the triggerer and dag-processor: ``LCLSTREAM_KAFKA_BOOTSTRAP`` (host:port),
-``LCLSTREAM_EXPERIMENTS`` (regex of experiment names), ``LCLSTREAM_XTC_DIR`` (psana ``dir=``),
-and the form defaults ``LCLSTREAM_DETECTOR`` and ``LCLSTREAM_BACKEND`` (for all three roles).
+variables: of the dag-processor (read when this file is parsed) ``LCLSTREAM_KAFKA_BOOTSTRAP``
+(host:port), ``LCLSTREAM_EXPERIMENTS`` (regex of experiment names) and the form defaults
+``LCLSTREAM_DETECTOR``, ``LCLSTREAM_BACKEND`` (all three roles), ``LCLSTREAM_OUTPUT_DIR``; of
+the workers: ``LCLSTREAM_XTC_DIR`` (psana ``dir=``). The buffer host is 127.0.0.1: for jobs on
+several hosts, trigger ``lclstream_transfer`` with a request that sets ``buffer_host``.
 """
 
 from __future__ import annotations

@@ -310,6 +310,19 @@ class Launcher:
             self.counters()
         return state
 
+    def transfer_stats(self) -> dict[str, Any]:
+        """The transfer's final numbers (XCom of ``watch_transfer``), if the DAG has that task."""
+        if "watch_transfer" not in self.task_states:
+            return {}
+        run_path = f"{self.dag_path}/dagRuns/{quote(str(self.run_id), safe='')}"
+        path = f"{run_path}/taskInstances/watch_transfer/xcomEntries/return_value?deserialize=true"
+        try:
+            value = self.client.call("GET", path).get("value")
+        except LaunchError as err:
+            _say(f"warning: cannot read the transfer's numbers: {err}")
+            return {}
+        return value if isinstance(value, dict) else {}
+
     def follow(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
         errors = 0
@@ -335,6 +348,12 @@ class Launcher:
             time.sleep(self.poll_interval)
         if state == "success":
             _say(f"run {self.run_id} succeeded")
+            stats = self.transfer_stats()
+            if stats:
+                from airflow_provider_lclstream.transfer.report import elog_counters, summary_line
+
+                _say(f"transfer: {summary_line(stats)}")
+                self.counters(**elog_counters(stats))
             return EXIT_OK
         bad = [t for t, s in self.task_states.items() if s in _TASK_BAD] or ["(none reported)"]
         raise LaunchError(

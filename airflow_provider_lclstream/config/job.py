@@ -11,7 +11,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from airflow_provider_lclstream.exceptions import UnsafeNameError
 
@@ -27,6 +27,7 @@ __all__ = [
     "shell_quote",
 ]
 
+_ATTRIBUTE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
 
@@ -66,6 +67,17 @@ class JobSpec(BaseModel):
     callback: str | None = None
     cb_headers: dict[str, str] = Field(default_factory=dict)
     cb_secret: SecretStr | None = None
+
+    @field_validator("attributes", "environment")
+    @classmethod
+    def _one_line_entries(cls, value: dict[str, str]) -> dict[str, str]:
+        """Keys are names and values single lines: backends write them into batch scripts."""
+        for key, item in value.items():
+            if not _ATTRIBUTE_KEY.fullmatch(key):
+                raise ValueError(f"{key!r} is not a valid name (letters, digits, _ - .)")
+            if "\n" in str(item) or "\r" in str(item):
+                raise ValueError(f"the value of {key!r} spans several lines")
+        return value
 
     def to_psik(self) -> Any:
         """The same spec as a ``psik.JobSpec`` (needs the ``psik`` extra)."""

@@ -52,7 +52,9 @@ class TransferRequest(BaseModel):
     config: dict[str, Any] | None = Field(
         default=None, description="a full LCLStreamer config (flat or sectioned) to stream with"
     )
-    access_mode: Literal["smd", "idx", "live"] = "smd"
+    access_mode: Literal["smd", "idx", "live"] = Field(
+        default="smd", description="psana access: smd and idx read files, live follows a run"
+    )
     detector_name: str = "epix10k2M"
     mode: Literal["raw", "calib", "image"] = "raw"
     events: int | None = Field(default=None, ge=1, description="events per rank (all if unset)")
@@ -66,9 +68,6 @@ class TransferRequest(BaseModel):
         default=None, description="consumer command; default lclstream-receive writing HDF5"
     )
     output_dir: str | None = Field(default=None, description="where the default consumer writes")
-    addr: str | None = Field(
-        default=None, description="send straight to this URL instead of through a buffer"
-    )
     buffer_host: str = Field(
         default="127.0.0.1", description="host name producers and consumers reach the buffer at"
     )
@@ -127,13 +126,6 @@ class TransferRequest(BaseModel):
             raise ValueError(f"{value!r} is not a plain directory path (no spaces or shell syntax)")
         return value
 
-    @field_validator("addr")
-    @classmethod
-    def _address(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"(tcp|ipc|inproc)://[A-Za-z0-9_.:*/-]+", value):
-            raise ValueError(f"{value!r} is not a socket URL such as tcp://host:5000")
-        return value
-
     @model_validator(mode="after")
     def _one_data_source(self) -> TransferRequest:
         chosen = [bool(self.files), self.exp is not None, self.synthetic, self.config is not None]
@@ -152,7 +144,8 @@ class TransferRequest(BaseModel):
         if self.files:
             return "files=" + ";".join(self.files)
         ident = f"exp={self.exp},run={self.run}"
-        return ident + (f",dir={self.xtc_dir}" if self.xtc_dir else "")
+        ident += f",dir={self.xtc_dir}" if self.xtc_dir else ""
+        return ident + (",live=1" if self.access_mode == "live" else "")
 
     @property
     def label(self) -> str:
@@ -164,7 +157,7 @@ class TransferRequest(BaseModel):
         return "synthetic" if self.synthetic else "files"
 
     def to_streamer_config(self, url: str, *, role: str = "client") -> StreamerConfig:
-        """The full LCLStreamer config, streaming to ``url`` (a buffer's input, or ``addr``).
+        """The full LCLStreamer config, streaming to ``url`` (a buffer's input).
 
         With ``config``, the user's config is used and its streaming handlers are pointed at
         ``url`` (one is added when it has none).

@@ -183,6 +183,9 @@ def backend_from_settings(settings: BackendSettings) -> JobBackend:
     return cls(**settings.backend_kwargs())  # type: ignore[no-any-return]
 
 
+_DEFAULT_CONN = object()
+
+
 class JobBackendHook(BaseHook):
     """One connection -> one :class:`~airflow_provider_lclstream.backends.base.JobBackend`.
 
@@ -194,9 +197,13 @@ class JobBackendHook(BaseHook):
     conn_type = "lclstream_local"
     hook_name = "LCLStream local jobs"
 
-    def __init__(self, conn_id: str | None = default_conn_name, **kwargs: Any) -> None:
+    def __init__(self, conn_id: str | None | object = _DEFAULT_CONN, **kwargs: Any) -> None:
+        """``conn_id`` defaults to the class's ``default_conn_name`` (``lclstream_local``,
+        ``lclstream_slurm``, ...); None means the local backend without a connection."""
         super().__init__(**kwargs)
-        self.conn_id = conn_id
+        self.conn_id: str | None = (
+            type(self).default_conn_name if conn_id is _DEFAULT_CONN else conn_id  # type: ignore[assignment]
+        )
         self._backend: JobBackend | None = None
 
     def __repr__(self) -> str:

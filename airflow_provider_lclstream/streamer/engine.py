@@ -54,9 +54,11 @@ def build_event_source(config: StreamerConfig, partition: Partition) -> EventSou
         from airflow_provider_lclstream.streamer.sources.psana1 import Psana1EventSource
 
         return Psana1EventSource(config, partition)
-    from airflow_provider_lclstream.streamer.sources.hdf5 import Hdf5EventSource
+    if isinstance(source, cfg.Hdf5EventSource):
+        from airflow_provider_lclstream.streamer.sources.hdf5 import Hdf5EventSource
 
-    return Hdf5EventSource(config, partition)
+        return Hdf5EventSource(config, partition)
+    raise LCLStreamError(f"event_source: no engine for {type(source).__name__}")
 
 
 def build_pipeline(config: StreamerConfig) -> ProcessingPipeline:
@@ -88,6 +90,8 @@ def build_serializer(config: StreamerConfig) -> Serializer:
     if isinstance(serializer, cfg.HDF5BinarySerializer):
         fields = serializer.fields or {name: f"/{name}" for name in config.data_sources}
         return HDF5BinarySerializer(fields, serializer.compression, serializer.compression_level)
+    if not isinstance(serializer, cfg.SimplonBinarySerializer):
+        raise LCLStreamError(f"data_serializer: no engine for {type(serializer).__name__}")
     source = serializer.data_source_to_serialize
     if source not in config.data_sources:
         source = "detector_data"  # upstream names the psana field; the data source is this one

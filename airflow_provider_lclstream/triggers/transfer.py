@@ -128,7 +128,7 @@ class TransferTrigger(BaseTrigger):
                     return
                 await asyncio.sleep(self.poll_interval)
         finally:
-            await self.cleanup_client()
+            await self.cleanup()
 
     async def on_kill(self) -> None:
         """A user killed the watch (e.g. marked the transfer failed): stop the transfer's jobs."""
@@ -136,7 +136,7 @@ class TransferTrigger(BaseTrigger):
 
         await acancel_all(self.linked_jobs)
 
-    async def cleanup_client(self) -> None:
+    async def cleanup(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None

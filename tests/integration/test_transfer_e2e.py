@@ -169,3 +169,4 @@ def test_arp_launch_drives_lclstream_transfer(
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "watch_transfer" in result.stdout and "success" in result.stdout
+    assert "transfer: 10 events" in result.stdout  # the numbers also go to the Elog counters

@@ -63,6 +63,8 @@ def parse_source_identifier(text: str) -> dict[str, Any]:
                 raise LCLStreamError(
                     f"source_identifier: {key}={value!r} is not an integer"
                 ) from None
+        elif key == "live":
+            kwargs[key] = value.strip().lower() in ("1", "true", "yes")
         elif key == "files":
             files = [f for f in value.split(";") if f]
             kwargs[key] = files[0] if len(files) == 1 else files

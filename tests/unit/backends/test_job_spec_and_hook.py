@@ -133,3 +133,34 @@ def test_wrong_connection_type_names_the_accepted_ones() -> None:
     conn = Connection(conn_id="h", conn_type="http", host="x")
     with pytest.raises(ValueError, match="lclstream_local"):
         settings_from_connection(conn)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"attributes": {"partition\n#SBATCH --uid=0": "debug"}},
+        {"attributes": {"account": "m1\n#SBATCH --uid=0"}},
+        {"environment": {"X": "a\nb"}},
+        {"environment": {"BAD KEY": "1"}},
+    ],
+)
+def test_attributes_and_environment_cannot_inject_lines(field: dict) -> None:
+    from pydantic import ValidationError
+
+    from airflow_provider_lclstream.config.job import JobSpec
+
+    with pytest.raises(ValidationError):
+        JobSpec(script="#!/bin/bash\n", **field)
+
+
+def test_hook_subclasses_default_to_their_own_connection() -> None:
+    from airflow_provider_lclstream.hooks.job_backend import (
+        JobBackendHook,
+        SfapiJobHook,
+        SlurmJobHook,
+    )
+
+    assert JobBackendHook().conn_id == "lclstream_local"
+    assert SlurmJobHook().conn_id == "lclstream_slurm"
+    assert SfapiJobHook().conn_id == "lclstream_sfapi"
+    assert JobBackendHook(None).conn_id is None

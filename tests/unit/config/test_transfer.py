@@ -25,6 +25,8 @@ def test_slides_request_renders_psana2_config() -> None:
     assert config.data_handlers[0].urls == ["tcp://127.0.0.1:5000"]
     assert validate_streamer_config(dump_flat(config)) == config  # a file upstream would take
     assert request.label == "xpptut15-r0670"
+    live = TransferRequest(exp="xpptut15", run=670, access_mode="live", xtc_dir="/d")
+    assert live.source_identifier == "exp=xpptut15,run=670,dir=/d,live=1"
 
 
 def test_files_and_synthetic_sources() -> None:
@@ -45,7 +47,7 @@ def test_files_and_synthetic_sources() -> None:
         ({"files": ["../../etc/passwd"]}, "files"),
         ({"synthetic": True, "mode": "fancy"}, "mode"),
         ({"synthetic": True, "img_per_file": 0}, "img_per_file"),
-        ({"synthetic": True, "addr": "tcp://x:1; curl evil"}, "addr"),
+        ({"synthetic": True, "buffer_host": "x; curl evil"}, "buffer_host"),
         ({"synthetic": True, "streamer": {"backend": "cloud"}}, "streamer.backend"),
         ({"synthetic": True, "colour": "red"}, "colour"),
     ],

@@ -97,3 +97,51 @@ def test_uncompressed_fast_path_matches_h5py_path_for_every_message() -> None:
                 assert h5.attrs["lclstream_seq"] == seq
                 assert h5.attrs["lclstream_producer"] == "host:1/r0"
     assert len(serializer._templates) == 1  # built once, reused for every message
+
+
+def test_output_buffers_are_reused_only_when_nobody_holds_them() -> None:
+    serializer = HDF5BinarySerializer({"d": "/d"})
+    batch = {"d": np.zeros((2, 64, 64), dtype=np.uint16)}
+    first = serializer.serialize(batch, {"seq": 0})
+    held = bytes(first)
+    second = serializer.serialize({"d": np.ones((2, 64, 64), dtype=np.uint16)}, {"seq": 1})
+    assert bytes(first) == held  # still held by us: not overwritten
+    first_buffer = id(first.obj)
+    del first
+    third = serializer.serialize(batch, {"seq": 2})
+    assert id(third.obj) == first_buffer  # released: reused
+    assert bytes(second) != bytes(third)
+
+
+def test_zero_copy_zmq_messages_arrive_intact() -> None:
+    """Reused buffers and ZeroMQ's zero-copy send: every message arrives as it was made."""
+    import socket
+    import threading
+
+    from airflow_provider_lclstream.transports import open_receiver, open_sender
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    serializer = HDF5BinarySerializer({"d": "/d"})
+    got: list[bytes] = []
+    receiver = open_receiver(url, "zmq")
+
+    def pull() -> None:
+        for _ in range(30):
+            message = receiver.recv(20)
+            assert message is not None
+            got.append(message)
+
+    thread = threading.Thread(target=pull)
+    thread.start()
+    with open_sender(url, "zmq", send_timeout_s=20) as sender:
+        for seq in range(30):
+            frames = np.full((4, 128, 128), seq, dtype=np.uint16)
+            sender.send(serializer.serialize({"d": frames}, {"seq": seq}))
+    thread.join(30)
+    receiver.close()
+    for seq, blob in enumerate(got):
+        with h5py.File(io.BytesIO(blob)) as h5:
+            assert h5.attrs["lclstream_seq"] == seq
+            assert (h5["/d"][()] == seq).all()
