@@ -39,6 +39,7 @@ from airflow_provider_lclstream.backends.base import (
     decode_log,
     run_sync,
 )
+from airflow_provider_lclstream.backends.sbatch import resource_options
 from airflow_provider_lclstream.backends.slurm import (
     OUTPUT_PATTERN,
     expand_output_path,
@@ -95,18 +96,7 @@ def sbatch_options(
     options["output"] = OUTPUT_PATTERN.format(name=name)
     if directory:
         options["output"] = f"{str(directory).rstrip('/')}/{options['output']}"
-    options["time"] = str(res.duration)
-    options["cpus-per-task"] = str(res.cpu_cores_per_process)
-    if res.node_count:
-        options["nodes"] = str(res.node_count)
-    if res.process_count:
-        options["ntasks"] = str(res.process_count)
-    if res.processes_per_node:
-        options["ntasks-per-node"] = str(res.processes_per_node)
-    if res.gpu_cores_per_process:
-        options["gpus-per-task"] = str(res.gpu_cores_per_process)
-    if res.exclusive_node_use:
-        options["exclusive"] = None
+    options.update(resource_options(res))
     options["export"] = "ALL" if spec.inherit_environment else "NONE"
     for key, value in {**defaults, **spec.attributes}.items():
         key = {"standard_output": "output", "current_working_directory": "chdir"}.get(key, key)

@@ -25,6 +25,7 @@ from airflow_provider_lclstream.backends.base import (
     JobStatus,
     decode_log,
 )
+from airflow_provider_lclstream.backends.sbatch import resource_options
 from airflow_provider_lclstream.backends.slurm import (
     expand_output_path,
     job_directory,
@@ -163,19 +164,8 @@ def sbatch_args(spec: JobSpec, defaults: Mapping[str, Any] | None = None) -> lis
         "job-name": spec.name or "lclstream",
         "chdir": job_directory(spec, defaults),
         "output": output_path(spec, _output_alias(defaults)),
-        "time": str(res.duration),
-        "cpus-per-task": str(res.cpu_cores_per_process),
+        **resource_options(res),
     }
-    if res.node_count:
-        options["nodes"] = str(res.node_count)
-    if res.process_count:
-        options["ntasks"] = str(res.process_count)
-    if res.processes_per_node:
-        options["ntasks-per-node"] = str(res.processes_per_node)
-    if res.gpu_cores_per_process:
-        options["gpus-per-task"] = str(res.gpu_cores_per_process)
-    if res.exclusive_node_use:
-        options["exclusive"] = None
     names = [k for k in spec.environment if _ENV_NAME.fullmatch(k)]
     bad = sorted(set(spec.environment) - set(names))
     if bad:

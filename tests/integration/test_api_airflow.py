@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.dags.dag_runner import register
 from tests.unit.api.fakes import SYNTHETIC, FakeBuffer
 
 pytestmark = pytest.mark.airflow
@@ -30,21 +31,6 @@ def stub_transfer_dag() -> Any:
         stop = EmptyOperator(task_id="stop_jobs").as_teardown(setups=[start_buffer])
         start_buffer >> consumers >> streamer >> watch >> wait >> stop
     return dag
-
-
-def register(dag: Any) -> None:
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        DagBundlesManager().sync_bundles_to_db(session=session)
-        session.flush()
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(),
-            session=session,
-        )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,8 @@ from airflow_provider_lclstream.backends.slurm_cli import (
 )
 from airflow_provider_lclstream.config.job import JobSpec, ResourceSpec
 from airflow_provider_lclstream.exceptions import JobNotFoundError
+from tests.conftest import STATE_DIR
+from tests.standalone import slurm_environment
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("LCLSTREAM_SERVICES_DIR", REPO / ".services")) / "slurm"
@@ -33,19 +35,9 @@ T = TypeVar("T")
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_service")]
 
 
-def slurm_env() -> dict[str, str]:
-    """The ``export K=V`` lines of the env.sh that slurm.sh writes."""
-    env = {}
-    for line in (STATE / "env.sh").read_text().splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, _, value = line.removeprefix("export ").partition("=")
-            env[key.strip()] = value.strip()
-    return env
-
-
 @pytest.fixture
 def env(slurm_service: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = slurm_env()
+    values = slurm_environment(STATE_DIR)
     monkeypatch.setenv("SLURM_CONF", values["SLURM_CONF"])
     monkeypatch.delenv("SLURM_JWT", raising=False)
     return values

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_slurm_backend import slurm_env
-from tests.integration.test_submit_job_local import register
+from tests.conftest import STATE_DIR
+from tests.dags.dag_runner import register
+from tests.standalone import slurm_environment
 
 pytestmark = [pytest.mark.slurm, pytest.mark.airflow]
 
@@ -26,7 +27,7 @@ CONN_ID = "lcls_slurm"
 
 @pytest.fixture
 def slurm_conn(slurm_service: None, airflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    env = slurm_env()
+    env = slurm_environment(STATE_DIR)
     monkeypatch.setenv("SLURM_CONF", env["SLURM_CONF"])  # scontrol token mints the JWT
     monkeypatch.delenv("SLURM_JWT", raising=False)
     conn = {

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.dags.dag_runner import register
+
 pytestmark = pytest.mark.airflow
 
 START = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -25,27 +27,6 @@ def jobs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "jobs"
     monkeypatch.setenv("LCLSTREAM_JOBS_DIR", str(root))
     return root
-
-
-def register(dag: Any) -> None:
-    """Write a DAG built in a test to the metadata DB (dag.test() needs it serialized)."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        DagBundlesManager().sync_bundles_to_db(session=session)
-        session.flush()
-        update_dag_parsing_results_in_db(
-            "dags-folder",
-            None,
-            [LazyDeserializedDAG.from_dag(dag)],
-            {},
-            None,
-            set(),
-            session=session,
-        )
 
 
 def make_dag(script: str, *, errors: list[str] | None = None, **op_kwargs: Any) -> Any:

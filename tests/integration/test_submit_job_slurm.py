@@ -20,6 +20,8 @@ import pytest
 from airflow_provider_lclstream.backends.base import JobState
 from airflow_provider_lclstream.backends.slurm import SlurmBackend
 from airflow_provider_lclstream.config.job import JobSpec
+from tests.conftest import STATE_DIR
+from tests.standalone import slurm_environment
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("LCLSTREAM_SERVICES_DIR", REPO / ".services")) / "slurm"
@@ -27,18 +29,9 @@ STATE = Path(os.environ.get("LCLSTREAM_SERVICES_DIR", REPO / ".services")) / "sl
 pytestmark = [pytest.mark.slurm]
 
 
-def slurm_env() -> dict[str, str]:
-    env = {}
-    for line in (STATE / "env.sh").read_text().splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, _, value = line.removeprefix("export ").partition("=")
-            env[key.strip()] = value.strip()
-    return env
-
-
 @pytest.fixture
 def env(slurm_service: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = slurm_env()
+    values = slurm_environment(STATE_DIR)
     monkeypatch.setenv("SLURM_CONF", values["SLURM_CONF"])
     monkeypatch.delenv("SLURM_JWT", raising=False)
     return values
@@ -110,7 +103,7 @@ def test_operator_over_slurm_connection(
     from airflow.sdk import DAG
 
     from airflow_provider_lclstream.operators.submit_job import SubmitJobOperator
-    from tests.integration.test_submit_job_local import register
+    from tests.dags.dag_runner import register
 
     conn = {
         "conn_type": "lclstream_slurm",
