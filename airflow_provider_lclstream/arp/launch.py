@@ -275,11 +275,31 @@ class Launcher:
             self.client.call("PATCH", self.dag_path, {"is_paused": False})
             _say(f"unpaused DAG {self.dag_id}")
 
+    def _post_run(self, body: dict[str, Any], attempts: int = 3) -> dict[str, Any]:
+        """POST the run; with our own run id a retry after a server error is safe (a run that
+        was created after all answers 409, and is then read back)."""
+        path = f"{self.dag_path}/dagRuns"
+        for attempt in range(1, attempts + 1):
+            r = self.client.request("POST", path, body)
+            if r.status_code < 400:
+                return r.json()  # type: ignore[no-any-return]
+            retry = r.status_code >= 500 and "dag_run_id" in body and attempt < attempts
+            if r.status_code == 409 and attempt > 1:
+                return self.client.call("GET", f"{path}/{quote(str(body['dag_run_id']), safe='')}")
+            if not retry:
+                raise LaunchError(
+                    f"POST {self.client.url}{path}: HTTP {r.status_code}: {_detail(r)}",
+                    EXIT_AIRFLOW,
+                )
+            _say(f"warning: triggering failed with HTTP {r.status_code}, retrying ({attempt})")
+            time.sleep(2.0 * attempt)
+        raise AssertionError("unreachable")
+
     def trigger(self) -> str:
         body: dict[str, Any] = {"logical_date": None, "conf": self.conf}
         if self.run_id:
             body["dag_run_id"] = self.run_id
-        run = self.client.call("POST", f"{self.dag_path}/dagRuns", body)
+        run = self._post_run(body)
         self.run_id = str(run["dag_run_id"])
         self.run_state = str(run.get("state") or "queued")
         _say(f"triggered DAG {self.dag_id} run {self.run_id} (state {self.run_state})")

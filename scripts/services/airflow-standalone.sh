@@ -188,7 +188,9 @@ simple_auth_manager_users = $AF_USER:admin
 simple_auth_manager_passwords_file = $HOME_DIR/passwords.json
 
 [database]
-sql_alchemy_conn = sqlite:///$DB
+# SQLite allows one writer: wait up to 60 s for the lock instead of sqlite's 5 s default
+# (four components plus task processes write; a 5 s wait was seen to fail under load).
+sql_alchemy_conn = sqlite:///$DB?timeout=60
 
 [api]
 host = $HOST

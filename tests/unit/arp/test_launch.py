@@ -86,3 +86,37 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"], {})
     assert info.value.code == 0
     assert "Exit codes" in capsys.readouterr().out
+
+
+def test_trigger_retries_a_server_error_and_adopts_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 500 on POST (e.g. SQLite busy) is retried; a 409 then means the first try made the run.
+
+    httpx.MockTransport stands in for Airflow's REST API v2 (no network)."""
+    import httpx
+
+    from airflow_provider_lclstream.arp import launch
+
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/auth/token":
+            return httpx.Response(200, json={"access_token": "t"})
+        if request.method == "POST":
+            return httpx.Response(500 if len(calls) == 2 else 409, json={"detail": "x"})
+        return httpx.Response(200, json={"dag_run_id": "arp__r1", "state": "queued"})
+
+    monkeypatch.setattr(launch.time, "sleep", lambda s: None)
+    client = launch.AirflowClient("http://airflow", "admin", "pw")
+    client._http = httpx.Client(base_url="http://airflow", transport=httpx.MockTransport(handler))
+    launcher = launch.Launcher(
+        client, "d", {}, run_id="arp__r1", elog=None, poll_interval=0.1, dag_wait=1,
+        max_poll_errors=1,
+    )  # fmt: skip
+    assert launcher.trigger() == "arp__r1"
+    assert calls == [
+        "POST /auth/token",
+        "POST /api/v2/dags/d/dagRuns",
+        "POST /api/v2/dags/d/dagRuns",
+        "GET /api/v2/dags/d/dagRuns/arp__r1",
+    ]
