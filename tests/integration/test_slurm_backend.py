@@ -92,7 +92,8 @@ def jobcomp_state(job_id: str) -> str:
 
 
 def mpi_script(mpiexec: str) -> str:
-    code = "from mpi4py import MPI; print(MPI.COMM_WORLD.Get_rank())"
+    # One write per rank: two ranks' print() calls can interleave ("01\n\n" was seen).
+    code = 'import os; from mpi4py import MPI; os.write(1, b"%d\\n" % MPI.COMM_WORLD.Get_rank())'
     return f"#!/bin/bash\n{mpiexec} -n 2 {sys.executable} -c '{code}'\n"
 
 

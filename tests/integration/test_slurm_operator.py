@@ -75,7 +75,8 @@ def outputs(tmp_path: Path) -> list[Path]:
 
 
 def test_mpi_job_succeeds(slurm_conn: str, mpiexec: str, tmp_path: Path) -> None:
-    code = "from mpi4py import MPI; print(MPI.COMM_WORLD.Get_rank())"
+    # One write per rank: two ranks' print() calls can interleave ("01\n\n" was seen).
+    code = 'import os; from mpi4py import MPI; os.write(1, b"%d\\n" % MPI.COMM_WORLD.Get_rank())'
     dag = make_dag(tmp_path, f"{mpiexec} -n 2 {sys.executable} -c '{code}'")
     assert dag.test().state == "success"
     (out,) = outputs(tmp_path)
