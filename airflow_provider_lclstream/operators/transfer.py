@@ -111,7 +111,7 @@ class StartBufferOperator(BaseOperator):
                     f"buffer job {job_id} ended {status.state.value} before it answered "
                     f"(exit code {status.exit_code}):\n{tail}"
                 )
-            time.sleep(0.5)
+            time.sleep(0.1)
         backend.cancel(job_id)
         raise JobBackendError(
             f"buffer job {job_id} did not answer on {metrics_url} within {self.ready_timeout} s "

@@ -197,6 +197,10 @@ class Psana2EventSource(EventSource):
         psana_spreads = type(ds).__name__ == "MPIDataSource"
         produced = 0
         seen = 0
+        files = kwargs.get("files")
+        # Reading files, psana makes one run per file; asking it for one more run than that
+        # costs about a second of waiting at the end of the data: stop after the last file.
+        runs_left = (1 if isinstance(files, str) else len(files)) if files else None
         for run in ds.runs():
             readers = self._readers(run)
             for evt in run.events():
@@ -215,3 +219,7 @@ class Psana2EventSource(EventSource):
                         log.debug("event %s: %s failed: %s", index, name, err)
                         event[name] = None
                 yield f"run{run.runnum}/{index}", event
+            if runs_left is not None:
+                runs_left -= 1
+                if runs_left == 0:
+                    return
