@@ -280,11 +280,18 @@ class Launcher:
         was created after all answers 409, and is then read back)."""
         path = f"{self.dag_path}/dagRuns"
         for attempt in range(1, attempts + 1):
-            r = self.client.request("POST", path, body)
+            try:
+                r = self.client.request("POST", path, body)
+            except LaunchError as err:  # no answer (timed out): the run may or may not exist
+                if "dag_run_id" not in body or attempt == attempts:
+                    raise
+                _say(f"warning: triggering got no answer ({err}), retrying ({attempt})")
+                time.sleep(2.0 * attempt)
+                continue
             if r.status_code < 400:
                 return r.json()  # type: ignore[no-any-return]
             retry = r.status_code >= 500 and "dag_run_id" in body and attempt < attempts
-            if r.status_code == 409 and attempt > 1:
+            if r.status_code == 409 and attempt > 1:  # an earlier try made the run after all
                 return self.client.call("GET", f"{path}/{quote(str(body['dag_run_id']), safe='')}")
             if not retry:
                 raise LaunchError(

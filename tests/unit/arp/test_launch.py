@@ -89,7 +89,8 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_trigger_retries_a_server_error_and_adopts_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 500 on POST (e.g. SQLite busy) is retried; a 409 then means the first try made the run.
+    """A POST without answer or with a 500 (e.g. SQLite busy) is retried; a 409 then means an
+    earlier try made the run.
 
     httpx.MockTransport stands in for Airflow's REST API v2 (no network)."""
     import httpx
@@ -102,8 +103,10 @@ def test_trigger_retries_a_server_error_and_adopts_the_run(monkeypatch: pytest.M
         calls.append(f"{request.method} {request.url.path}")
         if request.url.path == "/auth/token":
             return httpx.Response(200, json={"access_token": "t"})
+        if request.method == "POST" and len(calls) == 2:
+            raise httpx.ReadTimeout("timed out", request=request)
         if request.method == "POST":
-            return httpx.Response(500 if len(calls) == 2 else 409, json={"detail": "x"})
+            return httpx.Response(500 if len(calls) == 3 else 409, json={"detail": "x"})
         return httpx.Response(200, json={"dag_run_id": "arp__r1", "state": "queued"})
 
     monkeypatch.setattr(launch.time, "sleep", lambda s: None)
@@ -116,6 +119,7 @@ def test_trigger_retries_a_server_error_and_adopts_the_run(monkeypatch: pytest.M
     assert launcher.trigger() == "arp__r1"
     assert calls == [
         "POST /auth/token",
+        "POST /api/v2/dags/d/dagRuns",
         "POST /api/v2/dags/d/dagRuns",
         "POST /api/v2/dags/d/dagRuns",
         "GET /api/v2/dags/d/dagRuns/arp__r1",
