@@ -423,7 +423,8 @@ class BinaryDataStreamingDataHandler(StrictModel):
 
     ``role: client`` connects to ``urls``, ``server`` binds them. ``distribute`` spreads MPI
     ranks round-robin over ``urls`` instead of connecting every rank to all of them. ``buffer``
-    is the socket send buffer in bytes (0: the OS default).
+    is the OS socket send buffer in bytes for ZeroMQ (0: the OS default, capped by the OS
+    maximum); NNG has no such option and ignores it.
     """
 
     type: Literal["BinaryDataStreamingDataHandler"] = "BinaryDataStreamingDataHandler"

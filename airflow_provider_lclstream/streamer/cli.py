@@ -101,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lclstreamer: {args.config} is valid")
         return 0
 
+    from airflow_provider_lclstream.streamer.allocator import keep_freed_memory
     from airflow_provider_lclstream.streamer.engine import Streamer
     from airflow_provider_lclstream.streamer.sources.base import Partition
+
+    keep_freed_memory()
 
     comm, rank, size = mpi_partition()
 

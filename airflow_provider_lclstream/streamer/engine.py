@@ -129,6 +129,7 @@ def build_handlers(
                         handler.distribute,
                         partition.rank,
                         send_timeout_s,
+                        handler.buffer,
                     )
                 )
     except Exception:

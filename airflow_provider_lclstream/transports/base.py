@@ -80,16 +80,19 @@ def open_sender(
     queue_messages: int = 0,
     send_timeout_s: float | None = DEFAULT_SEND_TIMEOUT_S,
     linger_s: float = DEFAULT_LINGER_S,
+    socket_buffer_bytes: int = 0,
 ) -> Sender:
     """Open a pushing socket that dials ``url`` (client) or listens on it (``bind=True``, server).
 
     ``queue_messages`` bounds the messages queued in the socket (0: the library default).
+    ``socket_buffer_bytes`` sets the OS send buffer of ZeroMQ's TCP sockets (0: the OS
+    default; capped by the OS maximum); NNG has no such option and ignores it.
     """
     check_url(url)
     if check_library(library) == "zmq":
         from airflow_provider_lclstream.transports.zmq_transport import ZmqSender
 
-        return ZmqSender(url, bind, queue_messages, send_timeout_s, linger_s)
+        return ZmqSender(url, bind, queue_messages, send_timeout_s, linger_s, socket_buffer_bytes)
     from airflow_provider_lclstream.transports.nng_transport import NngSender
 
     return NngSender(url, bind, queue_messages, send_timeout_s, linger_s)

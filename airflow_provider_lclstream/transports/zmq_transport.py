@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import zmq
 
 from airflow_provider_lclstream.exceptions import TransportError
@@ -17,6 +19,17 @@ def zmq_address(url: str, bind: bool) -> str:
     return url
 
 
+ZERO_COPY_MIN_BYTES = 65536
+"""Messages at least this large are sent from the caller's buffer instead of being copied."""
+ZERO_COPY_IN_FLIGHT = 2
+"""Large messages queued in the socket at once: the next send waits until one is on the wire.
+
+ZeroMQ's own queue counts messages (1000 by default), not bytes: with 40 MB messages a producer
+would run ahead by gigabytes and allocate a new buffer for every message, which costs more than
+the wait. Small messages are copied and keep the library's queue.
+"""
+
+
 class ZmqSender(Sender):
     library = "zmq"
 
@@ -27,10 +40,13 @@ class ZmqSender(Sender):
         queue_messages: int,
         send_timeout_s: float | None,
         linger_s: float,
+        socket_buffer_bytes: int = 0,
     ) -> None:
         self.url = url
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.PUSH)
+        if socket_buffer_bytes > 0:
+            self.socket.setsockopt(zmq.SNDBUF, socket_buffer_bytes)
         # IMMEDIATE: queue only on connected peers, so an unreachable receiver times out
         # instead of filling an invisible queue.
         self.socket.setsockopt(zmq.IMMEDIATE, 1)
@@ -38,6 +54,7 @@ class ZmqSender(Sender):
         if queue_messages > 0:
             self.socket.setsockopt(zmq.SNDHWM, queue_messages)
         self.send_timeout_s = send_timeout_s
+        self.in_flight: deque[zmq.MessageTracker] = deque()
         if send_timeout_s is not None:
             self.socket.setsockopt(zmq.SNDTIMEO, int(send_timeout_s * 1000))
         try:
@@ -53,11 +70,14 @@ class ZmqSender(Sender):
 
     def send(self, message: Payload) -> None:
         try:
-            if len(message) < 65536:
+            if len(message) < ZERO_COPY_MIN_BYTES:
                 self.socket.send(message)
-            else:
-                self.socket.send(message, copy=False)  # large messages: no copy
-        except zmq.Again as err:
+                return
+            while len(self.in_flight) >= ZERO_COPY_IN_FLIGHT:
+                self.in_flight[0].wait(self.send_timeout_s)
+                self.in_flight.popleft()
+            self.in_flight.append(self.socket.send(message, copy=False, track=True))
+        except (zmq.Again, zmq.NotDone) as err:
             raise TransportError(
                 f"zmq: no receiver took data on {self.url} within {self.send_timeout_s} s"
             ) from err

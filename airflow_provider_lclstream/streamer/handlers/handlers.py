@@ -52,7 +52,8 @@ class BinaryDataStreamingDataHandler(DataHandler):
     """PUSH messages over NNG or ZeroMQ; rank r uses ``urls[r % len(urls)]`` when distributing.
 
     Without ``distribute`` a client dials every URL (the transport round-robins between them);
-    a server listens on its URL (with ``distribute``) or on the first one.
+    a server listens on its URL (with ``distribute``) or on the first one. ``buffer`` is the
+    OS socket send buffer in bytes (ZeroMQ only; 0: the OS default).
     """
 
     def __init__(
@@ -63,12 +64,19 @@ class BinaryDataStreamingDataHandler(DataHandler):
         distribute: bool,
         rank: int,
         send_timeout_s: float | None,
+        buffer: int = 0,
     ) -> None:
         chosen = [urls[rank % len(urls)]] if distribute or role == "server" else list(urls)
         self.senders: list[Sender] = []
         for url in chosen:
             self.senders.append(
-                open_sender(url, library, bind=role == "server", send_timeout_s=send_timeout_s)
+                open_sender(
+                    url,
+                    library,
+                    bind=role == "server",
+                    send_timeout_s=send_timeout_s,
+                    socket_buffer_bytes=buffer,
+                )
             )
         self.next = 0
         self.sent = [0] * len(self.senders)

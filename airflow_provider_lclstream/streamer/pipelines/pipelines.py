@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class ProcessingPipeline:
             event = result
         return event
 
-    def batches(self, events: Iterable[Event]) -> Iterator[tuple[Event, int]]:
+    def batches(self, events: Iterable[Event]) -> Iterator[tuple[Mapping[str, np.ndarray], int]]:
         """Yield ``(batch, number_of_events)``; the final partial batch is flushed."""
         pending: list[Event] = []
         for event in events:
@@ -47,15 +47,56 @@ class ProcessingPipeline:
                 continue
             pending.append(kept)
             if len(pending) == self.batch_size:
-                yield self.stacker(pending), len(pending)
+                yield PendingBatch(pending, self.stacker), len(pending)
                 pending = []
         if pending:
-            yield self.stacker(pending), len(pending)
+            yield PendingBatch(pending, self.stacker), len(pending)
 
 
 def stack_events(events: list[Event]) -> Event:
     """Stack each data source along a new axis 0."""
     return {name: np.stack([np.asarray(e[name]) for e in events]) for name in events[0]}
+
+
+class PendingBatch(Mapping[str, np.ndarray]):
+    """Events not yet stacked: a value is stacked along axis 0 when first read.
+
+    A serializer that writes each event's part straight into its message (the HDF5 template)
+    reads ``parts`` and ``layout`` instead, which saves copying the whole batch once more.
+    """
+
+    def __init__(self, events: list[Event], stacker: BatchStacker | None = None) -> None:
+        self.events = events
+        self.stacker = stacker or BatchStacker()
+        self.stacked: Event = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.stacked:
+            if name not in self.events[0]:
+                raise KeyError(name)
+            self.stacked[name] = self.stacker.stack(name, self.parts(name))
+        return self.stacked[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.events[0]  # Mapping's default would stack the value to find it
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.events[0])
+
+    def __len__(self) -> int:
+        return len(self.events[0])
+
+    def parts(self, name: str) -> list[np.ndarray]:
+        """The events' values of ``name``, in order (the rows of the stacked array)."""
+        return [np.asarray(event[name]) for event in self.events]
+
+    def layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype of the stacked ``name``, without stacking it."""
+        parts = self.parts(name)
+        shape = parts[0].shape
+        if any(part.shape != shape for part in parts):
+            raise ValueError(f"{name}: events have different shapes, they cannot be stacked")
+        return (len(parts), *shape), np.result_type(*parts)
 
 
 class BatchStacker:
@@ -68,17 +109,19 @@ class BatchStacker:
         self.buffers: dict[str, np.ndarray] = {}
 
     def __call__(self, events: list[Event]) -> Event:
-        batch: Event = {}
-        for name in events[0]:
-            first = np.asarray(events[0][name])
-            shape = (len(events), *first.shape)
-            buffer = self.buffers.get(name)
-            if buffer is None or buffer.shape != shape or buffer.dtype != first.dtype:
-                buffer = self.buffers[name] = np.empty(shape, dtype=first.dtype)
-            for i, event in enumerate(events):
-                buffer[i] = event[name]
-            batch[name] = buffer
-        return batch
+        return {name: self.stack(name, [np.asarray(e[name]) for e in events]) for name in events[0]}
+
+    def stack(self, name: str, parts: list[np.ndarray]) -> np.ndarray:
+        if any(part.shape != parts[0].shape for part in parts):
+            raise ValueError(f"{name}: events have different shapes, they cannot be stacked")
+        shape = (len(parts), *parts[0].shape)
+        dtype = np.result_type(*parts)
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+            buffer = self.buffers[name] = np.empty(shape, dtype=dtype)
+        for i, part in enumerate(parts):
+            buffer[i] = part
+        return buffer
 
 
 class PeaknetPreprocessing:

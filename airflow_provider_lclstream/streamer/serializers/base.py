@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import numpy as np
 
     from airflow_provider_lclstream.transports.base import Payload
@@ -18,7 +20,7 @@ class Serializer(ABC):
         return []
 
     @abstractmethod
-    def serialize(self, batch: dict[str, np.ndarray], meta: dict[str, object]) -> Payload:
+    def serialize(self, batch: Mapping[str, np.ndarray], meta: dict[str, object]) -> Payload:
         """One message for one batch; ``meta`` holds scalar attributes (producer, sequence...)."""
 
     def finish(self) -> list[bytes]:

@@ -23,6 +23,8 @@ from airflow_provider_lclstream.streamer.serializers.hdf5_template import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from airflow_provider_lclstream.transports.base import Payload
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,7 @@ class HDF5BinarySerializer(Serializer):
             options["chunks"] = (1, *frame) if value.ndim >= 3 else frame
         return options
 
-    def serialize(self, batch: dict[str, np.ndarray], meta: dict[str, object]) -> Payload:
+    def serialize(self, batch: Mapping[str, np.ndarray], meta: dict[str, object]) -> Payload:
         if self.compression in (None, "none", "None"):
             key = template_key(self.fields, batch, meta)
             if key not in self._templates:
@@ -102,7 +104,9 @@ class HDF5BinarySerializer(Serializer):
                 return template.fill(batch, meta)
         return self.serialize_with_h5py(batch, meta)
 
-    def serialize_with_h5py(self, batch: dict[str, np.ndarray], meta: dict[str, object]) -> bytes:
+    def serialize_with_h5py(
+        self, batch: Mapping[str, np.ndarray], meta: dict[str, object]
+    ) -> bytes:
         """The general path: any dtype, any compression."""
         name = f"lclstream-{next(_image_names)}.h5"
         total = sum(np.asarray(v).nbytes for v in batch.values())

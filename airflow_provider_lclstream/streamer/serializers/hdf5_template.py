@@ -16,10 +16,15 @@ import io
 import itertools
 import sys
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import h5py
 import numpy as np
+
+from airflow_provider_lclstream.streamer.pipelines.pipelines import PendingBatch
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 _names = itertools.count()
 SENTINEL_BASE = 0x5A3C_0000_0000_0000
@@ -32,6 +37,7 @@ POOL_SIZE = 4
 class Hdf5Template:
     image: bytes
     datasets: tuple[tuple[str, int, int], ...]  # (data name, file offset, nbytes)
+    layouts: dict[str, tuple[tuple[int, ...], np.dtype]]  # data name -> (shape, dtype)
     int_attrs: tuple[tuple[str, int], ...]  # (meta key, file offset of its int64)
     header_ranges: tuple[tuple[int, int], ...]  # image byte ranges outside the datasets
     pool: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
@@ -51,11 +57,19 @@ class Hdf5Template:
             self.pool.append(array)
         return array
 
-    def fill(self, batch: dict[str, np.ndarray], meta: dict[str, object]) -> memoryview:
-        view = self.buffer().data
+    def fill(self, batch: Mapping[str, np.ndarray], meta: dict[str, object]) -> memoryview:
+        """The message for ``batch``: events not yet stacked are stacked in place."""
+        buffer = self.buffer()
+        view = buffer.data
         for start, stop in self.header_ranges:
             view[start:stop] = self.image[start:stop]
         for name, offset, nbytes in self.datasets:
+            if isinstance(batch, PendingBatch) and name not in batch.stacked:
+                shape, dtype = self.layouts[name]
+                rows = buffer[offset : offset + nbytes].view(dtype).reshape(shape)
+                for i, part in enumerate(batch.parts(name)):
+                    rows[i] = part
+                continue
             array = np.ascontiguousarray(batch[name])
             view[offset : offset + nbytes] = array.data.cast("B")
         for key, offset in self.int_attrs:
@@ -63,13 +77,19 @@ class Hdf5Template:
         return view
 
 
+def layout(batch: Mapping[str, np.ndarray], name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of ``batch[name]`` (without stacking events not yet stacked)."""
+    if isinstance(batch, PendingBatch) and name not in batch.stacked:
+        return batch.layout(name)
+    array = np.asarray(batch[name])
+    return array.shape, array.dtype
+
+
 def template_key(
-    fields: dict[str, str], batch: dict[str, np.ndarray], meta: dict[str, object]
+    fields: dict[str, str], batch: Mapping[str, np.ndarray], meta: dict[str, object]
 ) -> tuple:
     arrays = tuple(
-        (name, path, batch[name].shape, batch[name].dtype.str)
-        for name, path in fields.items()
-        if name in batch
+        (name, path, *layout(batch, name)) for name, path in fields.items() if name in batch
     )
     attrs = tuple(
         (k, None if isinstance(v, int) and not isinstance(v, bool) else v)
@@ -79,10 +99,11 @@ def template_key(
 
 
 def build_template(
-    fields: dict[str, str], batch: dict[str, np.ndarray], meta: dict[str, object]
+    fields: dict[str, str], batch: Mapping[str, np.ndarray], meta: dict[str, object]
 ) -> Hdf5Template | None:
     """The template for batches shaped like ``batch``; None when the layout can't be used."""
-    if any(batch[n].dtype.kind not in "biuf" or batch[n].ndim == 0 for n in fields if n in batch):
+    layouts = {name: layout(batch, name) for name in fields if name in batch}
+    if any(dtype.kind not in "biuf" or not shape for shape, dtype in layouts.values()):
         return None
     sentinels = {}
     offsets: list[tuple[str, int, int]] = []
@@ -100,14 +121,15 @@ def build_template(
         created = []
         for name, path in fields.items():
             if name in batch:
-                array = batch[name]
-                created.append((name, h5.create_dataset(path, array.shape, array.dtype, dcpl=dcpl)))
+                shape, dtype = layouts[name]
+                created.append((name, h5.create_dataset(path, shape, dtype, dcpl=dcpl)))
         h5.flush()
         for name, dataset in created:
             offset = dataset.id.get_offset()
             if offset is None:
                 return None
-            offsets.append((name, int(offset), int(batch[name].nbytes)))
+            shape, dtype = layouts[name]
+            offsets.append((name, int(offset), int(np.prod(shape)) * dtype.itemsize))
         image = bytes(h5.id.get_file_image())
     ranges = []
     cursor = 0
@@ -125,7 +147,7 @@ def build_template(
         if len(found) != 1:
             return None
         int_attrs.append((key, found[0]))
-    template = Hdf5Template(image, tuple(offsets), tuple(int_attrs), tuple(ranges))
+    template = Hdf5Template(image, tuple(offsets), layouts, tuple(int_attrs), tuple(ranges))
     return template if verify(template, fields, batch, meta) else None
 
 
@@ -140,7 +162,7 @@ def _find_all(haystack: bytes, needle: bytes) -> list[int]:
 def verify(
     template: Hdf5Template,
     fields: dict[str, str],
-    batch: dict[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
     meta: dict[str, object],
 ) -> bool:
     """Fill the template with ``batch`` and check h5py reads back exactly what went in."""

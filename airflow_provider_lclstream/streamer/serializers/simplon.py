@@ -7,12 +7,15 @@ a typed array tag), one message per frame.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from airflow_provider_lclstream.exceptions import LCLStreamError
 from airflow_provider_lclstream.streamer.serializers.base import Serializer
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 SIMPLON_HEADER = b"\x53"  # "S"
 # RFC 8746 typed-array tags, little endian.
@@ -77,7 +80,7 @@ class SimplonBinarySerializer(Serializer):
     def start(self) -> list[bytes]:
         return [self._encode({"type": "start", "series_id": self.series_id, **self.header})]
 
-    def serialize(self, batch: dict[str, np.ndarray], meta: dict[str, object]) -> bytes:
+    def serialize(self, batch: Mapping[str, np.ndarray], meta: dict[str, object]) -> bytes:
         if self.source not in batch:
             raise LCLStreamError(
                 f"Simplon: data source {self.source!r} not in the event (have {sorted(batch)})"

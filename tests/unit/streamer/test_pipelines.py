@@ -69,3 +69,29 @@ def test_synthetic_frames_are_deterministic_and_realistic() -> None:
     assert a.max() > 500  # Bragg-like peaks
     with pytest.raises(ValueError):
         SyntheticFrames((0, 5))
+
+
+def test_pending_batch_reads_like_the_stacked_batch() -> None:
+    batch, size = next(ProcessingPipeline(batch_size=3).batches(events(3)))
+    assert size == 3 and sorted(batch) == ["i", "img"] and len(batch) == 2
+    assert batch.layout("img") == ((3, 4, 6), np.dtype(np.int32))  # type: ignore[attr-defined]
+    assert batch.stacked == {}  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(batch["img"][2], np.full((4, 6), 2))
+    with pytest.raises(KeyError):
+        batch["nope"]
+
+
+def test_events_of_different_shapes_are_refused_with_the_name() -> None:
+    mixed = [{"img": np.zeros((2, 2))}, {"img": np.zeros((3, 2))}]
+    batch, _ = next(ProcessingPipeline(batch_size=2).batches(mixed))
+    with pytest.raises(ValueError, match="img: events have different shapes"):
+        batch["img"]
+
+
+def test_allocator_keeps_freed_memory_on_glibc() -> None:
+    import platform
+
+    from airflow_provider_lclstream.streamer.allocator import keep_freed_memory
+
+    accepted = keep_freed_memory()
+    assert accepted == (platform.libc_ver()[0] == "glibc")

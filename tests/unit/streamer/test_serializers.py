@@ -145,3 +145,27 @@ def test_zero_copy_zmq_messages_arrive_intact() -> None:
         with h5py.File(io.BytesIO(blob)) as h5:
             assert h5.attrs["lclstream_seq"] == seq
             assert (h5["/d"][()] == seq).all()
+
+
+def test_pending_batch_is_stacked_straight_into_the_message() -> None:
+    """A batch of unstacked events gives the same message as the stacked batch, stacked once."""
+    from airflow_provider_lclstream.streamer.pipelines.pipelines import PendingBatch
+
+    serializer = HDF5BinarySerializer({"det": "/data/data", "t": "/t"})
+    rng = np.random.default_rng(7)
+    for seq in range(3):
+        events = [
+            {"det": rng.integers(0, 9, (3, 8, 8), dtype=np.uint16), "t": np.float64(i + seq)}
+            for i in range(4)
+        ]
+        pending = PendingBatch(events)
+        blob = bytes(serializer.serialize(pending, {"producer": "p", "rank": 0, "seq": seq}))
+        if seq > 0:  # the first message builds and verifies the template (which stacks)
+            assert pending.stacked == {}
+        with h5py.File(io.BytesIO(blob)) as h5:
+            np.testing.assert_array_equal(
+                h5["/data/data"][()], np.stack([e["det"] for e in events])
+            )
+            np.testing.assert_array_equal(h5["/t"][()], [i + seq for i in range(4)])
+            assert h5.attrs["lclstream_seq"] == seq
+    assert len(serializer._templates) == 1

@@ -61,3 +61,40 @@ def test_bad_library_and_url_are_clear() -> None:
         open_sender("tcp://127.0.0.1:1", "carrier-pigeon")
     with pytest.raises(TransportError, match="bad URL"):
         open_receiver("127.0.0.1:5000")
+
+
+def test_zmq_sender_bounds_large_messages_in_flight() -> None:
+    """ZeroMQ queues 1000 messages by default; large ones must not pile up in the sender.
+
+    The receiver reads nothing and queues at most one message, so after a couple of 16 MB
+    messages the sender has nowhere to put the next and its send times out.
+    """
+    from airflow_provider_lclstream.transports.zmq_transport import ZERO_COPY_IN_FLIGHT
+
+    url = f"tcp://127.0.0.1:{free_port()}"
+    receiver = open_receiver(url, "zmq", queue_messages=1)
+    sender = open_sender(url, "zmq", send_timeout_s=1.0, linger_s=0)
+    big = bytearray(16 * 1024 * 1024)
+    sent = 0
+    try:
+        with pytest.raises(TransportError, match="no receiver took data"):
+            for _ in range(20):
+                sender.send(big)
+                sent += 1
+    finally:
+        sender.close()
+        receiver.close()
+    # receiver queue + kernel buffers + the sender's bound: far fewer than zmq's 1000
+    assert ZERO_COPY_IN_FLIGHT <= sent < 10
+
+
+def test_zmq_socket_buffer_is_applied() -> None:
+    import zmq
+
+    sender = open_sender(
+        f"tcp://127.0.0.1:{free_port()}", "zmq", linger_s=0, socket_buffer_bytes=1 << 20
+    )
+    try:
+        assert sender.socket.getsockopt(zmq.SNDBUF) == 1 << 20  # type: ignore[attr-defined]
+    finally:
+        sender.close()
