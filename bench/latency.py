@@ -9,15 +9,19 @@ consumer. Ends with one ``key=value`` line (p50 and max of both).
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from kafka import KafkaProducer  # noqa: E402
 
 from tests.airflow_api import AirflowApi  # noqa: E402
 from tests.integration.test_transfer_e2e import (  # noqa: E402
@@ -53,15 +57,45 @@ def first_file_after(directory: Path, since: float, timeout: float = 300) -> flo
     raise SystemExit(f"no file in {directory} within {timeout} s")
 
 
-def wait_finished(api: AirflowApi, known: set[str]) -> set[str]:
+def stamp(value: str | None) -> float | None:
+    return datetime.fromisoformat(value).timestamp() if value else None
+
+
+def timeline(api: AirflowApi, dag_id: str, run_id: str, since: float) -> str:
+    """When the run and each task were queued, started and ended, in seconds after ``since``."""
+
+    def rel(value: str | None) -> str:
+        moment = stamp(value)
+        return "-" if moment is None else f"{moment - since:.2f}"
+
+    run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+    parts = [f"{dag_id}: queued {rel(run.get('queued_at'))} started {rel(run.get('start_date'))}"]
+    tis = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    for ti in sorted(tis, key=lambda t: stamp(t.get("start_date")) or float("inf")):
+        parts.append(
+            f"  {ti['task_id']}[{ti.get('map_index', -1)}]: queued {rel(ti.get('queued_when'))} "
+            f"start {rel(ti.get('start_date'))} end {rel(ti.get('end_date'))}"
+        )
+    return "\n".join(parts)
+
+
+def wait_finished(api: AirflowApi, known: set[str], since: float, show: bool) -> set[str]:
     run_id = api.wait_for_new_run("lclstream_transfer", known, timeout=120)
     state = api.wait_for_run("lclstream_transfer", run_id, timeout=300)
     if state != "success":
         raise SystemExit(f"transfer {run_id} {state}: {api.tasks('lclstream_transfer', run_id)}")
+    if show:
+        print(timeline(api, "lclstream_transfer", run_id, since))
     return known | {run_id}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=RUNS, help=f"repetitions of each ({RUNS})")
+    parser.add_argument(
+        "--timeline", action="store_true", help="print when each run's tasks were queued, ran"
+    )
+    args = parser.parse_args()
     service("kafka", "start")
     service("slurm", "start")
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,22 +113,30 @@ def main() -> None:
             wait_for_group_member(KAFKA, "lclstream-on-run-start")
             known = {r["dag_run_id"] for r in api.runs("lclstream_transfer")}
             kafka_s, api_s = [], []
-            for i in range(RUNS):
+            # Connected once, like the Elog's producer: the clock starts at the message, not at
+            # this client's connection to the broker (about 0.2 s).
+            producer = KafkaProducer(bootstrap_servers=KAFKA)
+            producer.partitions_for("runs")  # connects and reads the topic metadata
+            for i in range(args.runs):
                 sent = time.time()
-                produce_run_start(KAFKA, "xpptut15", 14)
+                produce_run_start(KAFKA, "xpptut15", 14, producer)
                 kafka_s.append(first_file_after(root / "out", sent))
-                known = wait_finished(api, known)
+                if args.timeline:
+                    hop = api.runs("lclstream_on_run_start")[0]["dag_run_id"]
+                    print(timeline(api, "lclstream_on_run_start", hop, sent))
+                known = wait_finished(api, known, sent, args.timeline)
                 sent = time.time()
                 api.trigger("lclstream_transfer", {"experiment": "xpptut15", "run": 14})
                 api_s.append(first_file_after(root / "out", sent))
-                known = wait_finished(api, known)
+                known = wait_finished(api, known, sent, args.timeline)
                 print(f"run {i}: kafka -> first file {kafka_s[-1]:.2f} s, "
                       f"API -> first file {api_s[-1]:.2f} s")  # fmt: skip
+            producer.close()
         finally:
             service("airflow-standalone", "stop", env)
     print(
         f"kafka_p50_s={statistics.median(kafka_s):.2f} kafka_max_s={max(kafka_s):.2f} "
-        f"api_p50_s={statistics.median(api_s):.2f} api_max_s={max(api_s):.2f} runs={RUNS}"
+        f"api_p50_s={statistics.median(api_s):.2f} api_max_s={max(api_s):.2f} runs={args.runs}"
     )
 
 

@@ -1,13 +1,16 @@
 """lclstream_on_run_start: a transfer for every run start the Elog announces on Kafka.
 
 An ``AssetWatcher`` runs ``ElogRunEventTrigger`` in the triggerer; each run-start event updates
-the asset and schedules this DAG, which starts one ``lclstream_transfer`` run per event (events
-that arrive together share a DAG run here, never a transfer). Configure with environment
-variables: of the dag-processor (read when this file is parsed) ``LCLSTREAM_KAFKA_BOOTSTRAP``
-(host:port), ``LCLSTREAM_EXPERIMENTS`` (regex of experiment names) and the form defaults
-``LCLSTREAM_DETECTOR``, ``LCLSTREAM_BACKEND`` (all three roles), ``LCLSTREAM_OUTPUT_DIR``; of
-the workers: ``LCLSTREAM_XTC_DIR`` (psana ``dir=``). The buffer host is 127.0.0.1: for jobs on
-several hosts, trigger ``lclstream_transfer`` with a request that sets ``buffer_host``.
+the asset and schedules this DAG, which starts one ``lclstream_transfer`` run per event: the
+first from ``start_transfer`` at once, any that arrived together with it (they share a DAG run
+here, never a transfer) from the mapped ``start_more_transfers`` after it.
+
+Configure with environment variables. Of the dag-processor (read when this file is parsed):
+``LCLSTREAM_KAFKA_BOOTSTRAP`` (host:port), ``LCLSTREAM_EXPERIMENTS`` (regex of experiment
+names) and the form defaults ``LCLSTREAM_DETECTOR``, ``LCLSTREAM_BACKEND`` (all three roles),
+``LCLSTREAM_OUTPUT_DIR``. Of the workers: ``LCLSTREAM_XTC_DIR`` (psana ``dir=``). The buffer
+host is 127.0.0.1: for jobs on several hosts, trigger ``lclstream_transfer`` with a request
+that sets ``buffer_host``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from datetime import datetime
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Asset, AssetWatcher, Param, get_current_context, task
 
+from airflow_provider_lclstream.operators.run_start import (
+    MORE_XCOM_KEY,
+    StartRunTransfersOperator,
+)
 from airflow_provider_lclstream.transfer.run_events import watcher_settings
 from airflow_provider_lclstream.triggers.elog_run_event import ElogRunEventTrigger
 
@@ -56,29 +63,16 @@ with DAG(
         "consumer_backend": Param(BACKEND, enum=BACKENDS),
     },
 ) as dag:
+    first = StartRunTransfersOperator(task_id="start_transfer")
 
     @task
-    def transfers_to_start() -> list[dict]:
-        """One conf per run-start event that scheduled this run."""
-        from airflow_provider_lclstream.transfer.run_events import (
-            transfer_confs,
-            watcher_payloads,
-        )
+    def more_run_starts() -> list[dict]:
+        """Confs of the run starts that came with the first (usually none)."""
+        ti = get_current_context()["ti"]
+        return list(ti.xcom_pull(task_ids="start_transfer", key=MORE_XCOM_KEY) or [])
 
-        context = get_current_context()
-        params = dict(context["params"])
-        defaults = {
-            k: params[k] for k in ("detector_name", "mode", "ranks", "img_per_file", "output_dir")
-        }
-        for role in ("streamer", "buffer", "consumer"):
-            defaults[role] = {"backend": params[f"{role}_backend"]}
-        extras = [
-            dict(event.extra)
-            for events in context["triggering_asset_events"].values()
-            for event in events
-        ]
-        return transfer_confs(watcher_payloads(extras), defaults)
-
+    more = more_run_starts()
+    first >> more
     TriggerDagRunOperator.partial(
-        task_id="start_transfer", trigger_dag_id="lclstream_transfer"
-    ).expand(conf=transfers_to_start())
+        task_id="start_more_transfers", trigger_dag_id="lclstream_transfer"
+    ).expand(conf=more)

@@ -4,6 +4,10 @@ Each operator takes the validated ``TransferRequest`` (as a dict, usually the XC
 DAG's request task) and submits jobs through the job-backend hook of the role's connection.
 Buffer and consumers are started and left running (their ids go to XCom); the streamer is
 waited for (deferrable); ``StopJobsOperator`` cancels whatever is still running at the end.
+
+When the request names the buffer's ports, consumers and streamer know the buffer's URLs
+without asking and start together with it (ZeroMQ and NNG peers connect once it listens);
+otherwise they wait for the URLs the buffer task publishes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from airflow_provider_lclstream.transfer.jobs import (
     consumer_job,
     streamer_job,
 )
+
+BUFFER_TASK_ID = "start_buffer"
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -57,6 +63,26 @@ def submit_fresh(backend: JobBackend, spec: JobSpec, log: Any) -> str:
     job_id = backend.submit(spec)
     log.info("submitted job %s (%s) to %s", job_id, spec.name, getattr(backend, "name", "?"))
     return job_id
+
+
+def buffer_url(
+    context: Context, request: TransferRequest, key: str, buffer_task: str, timeout_s: float
+) -> str:
+    """The buffer's ``input_url`` or ``output_url``: from the request's ports at once, else from
+    the buffer task's XCom once it published it (it may still be starting the buffer)."""
+    if request.buffer_ports is not None:
+        return str(getattr(BufferEndpoints.pick(request.buffer_host, request.buffer_ports), key))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = context["ti"].xcom_pull(task_ids=buffer_task, key=key)
+        if value:
+            return str(value)
+        if time.monotonic() > deadline:
+            raise JobBackendError(
+                f"{buffer_task} published no {key} within {timeout_s:.0f} s (see its log); "
+                "a request with buffer_ports needs no wait"
+            )
+        time.sleep(0.25)
 
 
 class StartBufferOperator(BaseOperator):
@@ -123,24 +149,37 @@ class ConsumerOperator(BaseOperator):
     """Start ``request.consumers`` consumer jobs on ``output_url`` (the buffer's output).
 
     Each runs the request's ``consumer_command`` (``$LCLSTREAM_URL`` is the output URL) or
-    ``lclstream-receive`` writing HDF5 files. Returns (XCom) the list of job ids.
+    ``lclstream-receive`` writing HDF5 files. Returns (XCom) the list of job ids. Without
+    ``output_url`` the URL comes from the request's ``buffer_ports``, else from the XCom of
+    ``buffer_task`` (waiting up to ``url_timeout`` seconds for it).
     """
 
     template_fields = ("request", "output_url")
 
     def __init__(
-        self, *, request: dict[str, Any] | Any, output_url: str | Any, **kwargs: Any
+        self,
+        *,
+        request: dict[str, Any] | Any,
+        output_url: str | Any | None = None,
+        buffer_task: str = BUFFER_TASK_ID,
+        url_timeout: float = 90.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.request = request
         self.output_url = output_url
+        self.buffer_task = buffer_task
+        self.url_timeout = url_timeout
 
     def execute(self, context: Context) -> list[str]:
         request = TransferRequest.model_validate(self.request)
         backend = JobBackendHook(role_conn_id(request, "consumer")).get_conn()
+        url = self.output_url or buffer_url(
+            context, request, "output_url", self.buffer_task, self.url_timeout
+        )
         job_ids = []
         for index in range(request.consumers):
-            spec = named(consumer_job(request, str(self.output_url), index), context, f"-{index}")
+            spec = named(consumer_job(request, str(url), index), context, f"-{index}")
             job_ids.append(submit_fresh(backend, spec, self.log))
         context["ti"].xcom_push(key="job_ids", value=job_ids)
         return job_ids
@@ -150,7 +189,8 @@ class LCLStreamerOperator(SubmitJobOperator):
     """Run ``mpiexec -n RANKS lclstreamer`` (or ``srun``) streaming to ``input_url``; deferrable.
 
     The streamer config is rendered from the request (or the user's config in it) with its
-    streaming handlers pointed at ``input_url``.
+    streaming handlers pointed at ``input_url``: given, or from the request's ``buffer_ports``,
+    else from the XCom of ``buffer_task`` (waiting up to ``url_timeout`` seconds for it).
     """
 
     template_fields: tuple[str, ...] = ("request", "input_url", "conn_id")
@@ -159,15 +199,19 @@ class LCLStreamerOperator(SubmitJobOperator):
         self,
         *,
         request: dict[str, Any] | Any,
-        input_url: str | Any,
+        input_url: str | Any | None = None,
         launcher: str = "mpiexec",
         conn_id: str | None = None,
+        buffer_task: str = BUFFER_TASK_ID,
+        url_timeout: float = 90.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(job={"script": "#!/bin/bash\n"}, conn_id=conn_id, **kwargs)
         self.request = request
         self.input_url = input_url
         self.launcher = launcher
+        self.buffer_task = buffer_task
+        self.url_timeout = url_timeout
 
     def linked_jobs(self) -> list[list[Any]]:
         """The transfer's buffer and consumers: a user killing the streamer stops them too."""
@@ -183,7 +227,10 @@ class LCLStreamerOperator(SubmitJobOperator):
         if self.conn_id is None:
             self.conn_id = role_conn_id(request, "streamer")
             self.__dict__.pop("hook", None)
-        config = request.to_streamer_config(str(self.input_url))
+        url = self.input_url or buffer_url(
+            context, request, "input_url", self.buffer_task, self.url_timeout
+        )
+        config = request.to_streamer_config(str(url))
         return named(streamer_job(request, config, launcher=self.launcher), context)
 
 

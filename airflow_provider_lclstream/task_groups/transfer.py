@@ -2,8 +2,12 @@
 
 A thin shell over the operators in ``operators/transfer.py``:
 
-    start_buffer >> start_consumers >> run_streamer >> watch_transfer >> wait_consumers
+    [start_buffer, start_consumers, run_streamer] >> watch_transfer >> wait_consumers
     stop_jobs: teardown of start_buffer (runs whatever happened, cancels what still runs)
+
+The three start tasks run at the same time: with ``buffer_ports`` in the request (the DAGs'
+``request_from`` picks them) consumers and streamer know the buffer's URLs at once; without,
+they wait for the URLs ``start_buffer`` publishes.
 """
 
 from __future__ import annotations
@@ -41,13 +45,18 @@ def transfer_task_group(
         buffer = StartBufferOperator(
             task_id="start_buffer", request=request, ready_timeout=buffer_ready_timeout
         )
+        url_timeout = buffer_ready_timeout + 30.0
         consumers = ConsumerOperator(
-            task_id="start_consumers", request=request, output_url=XComArg(buffer, key="output_url")
+            task_id="start_consumers",
+            request=request,
+            buffer_task=full("start_buffer"),
+            url_timeout=url_timeout,
         )
         streamer = LCLStreamerOperator(
             task_id="run_streamer",
             request=request,
-            input_url=XComArg(buffer, key="input_url"),
+            buffer_task=full("start_buffer"),
+            url_timeout=url_timeout,
             launcher=launcher,
             poll_interval=poll_interval,
             max_poll_interval=max(poll_interval, 10.0),
@@ -73,5 +82,6 @@ def transfer_task_group(
                 "streamer": (full("run_streamer"), "job_id"),
             },
         )
-        buffer >> consumers >> streamer >> watch >> wait >> stop.as_teardown(setups=buffer)
+        [buffer, consumers, streamer] >> watch
+        watch >> wait >> stop.as_teardown(setups=buffer)
     return group

@@ -75,6 +75,10 @@ class BufferEndpoints:
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}"
 
+    @property
+    def ports(self) -> tuple[int, int, int]:
+        return (self.input_port, self.output_port, self.metrics_port)
+
     def urls(self) -> dict[str, Any]:
         return {
             "input_url": self.input_url,
@@ -82,6 +86,18 @@ class BufferEndpoints:
             "metrics_url": self.metrics_url,
             **asdict(self),
         }
+
+
+def with_buffer_ports(request: TransferRequest) -> TransferRequest:
+    """The request with its buffer's ports fixed (three free ones here when it names none).
+
+    Fixed ports let the buffer, the consumers and the streamer start at the same time: each
+    knows the buffer's URLs from the request alone.
+    """
+    if request.buffer_ports is not None:
+        return request
+    ports = BufferEndpoints.pick(request.buffer_host).ports
+    return request.model_copy(update={"buffer_ports": ports})
 
 
 def buffer_job(
@@ -193,6 +209,7 @@ def consumer_job(
 
 __all__ = [
     "BufferEndpoints",
+    "with_buffer_ports",
     "buffer_job",
     "consumer_job",
     "render_config",

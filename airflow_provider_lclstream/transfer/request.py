@@ -38,7 +38,11 @@ def backend_choices(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def request_from(conf: dict[str, Any] | None, params: dict[str, Any]) -> dict[str, Any]:
-    """``conf["request"]`` (API), ``conf["config"]`` (a streamer config), or the form's params."""
+    """``conf["request"]`` (API), ``conf["config"]`` (a streamer config), or the form's params.
+
+    The buffer's ports are chosen here when the request names none, so that the transfer's
+    jobs can all start at once.
+    """
     conf = dict(conf or {})
     if "request" in conf:
         data = dict(conf["request"])
@@ -64,9 +68,12 @@ def request_from(conf: dict[str, Any] | None, params: dict[str, Any]) -> dict[st
             data["files"] = [f for f in str(params.get("files", "")).split(",") if f]
         data.update(backend_choices(params))
     try:
-        return TransferRequest.model_validate(data).model_dump(mode="json")
+        request = TransferRequest.model_validate(data)
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in err.errors()
         )
         raise InvalidTransferRequest(f"invalid transfer request: {problems}") from None
+    from airflow_provider_lclstream.transfer.jobs import with_buffer_ports
+
+    return with_buffer_ports(request).model_dump(mode="json")

@@ -74,7 +74,7 @@ class ZmqSender(Sender):
                 self.socket.send(message)
                 return
             while len(self.in_flight) >= ZERO_COPY_IN_FLIGHT:
-                self.in_flight[0].wait(self.send_timeout_s)
+                self.in_flight[0].wait(-1 if self.send_timeout_s is None else self.send_timeout_s)
                 self.in_flight.popleft()
             self.in_flight.append(self.socket.send(message, copy=False, track=True))
         except (zmq.Again, zmq.NotDone) as err:

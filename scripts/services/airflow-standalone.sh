@@ -209,7 +209,7 @@ trigger_log_server_port = $((PORT + 2))
 
 [scheduler]
 scheduler_heartbeat_sec = 2
-scheduler_idle_sleep_time = 0.5
+scheduler_idle_sleep_time = 0.1
 
 [dag_processor]
 refresh_interval = 5

@@ -13,6 +13,9 @@
 # file, so `sacct -c` lists them. slurmrestd listens on 127.0.0.1:${LCLSTREAM_SLURMRESTD_PORT:-6820}
 # and takes JWTs (headers X-SLURM-USER-NAME / X-SLURM-USER-TOKEN); `slurm.sh token` mints one.
 #
+# SchedulerParameters=batch_sched_delay=0: SLURM's default lets the scheduling of a batch job wait
+# up to 3 s after its submission; a transfer submits three jobs and waits for them.
+#
 # Needs root (it starts munged and slurmd, and installs the Debian packages when they are missing).
 set -euo pipefail
 
@@ -214,6 +217,7 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$STATE/jobcomp.txt
 SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=none

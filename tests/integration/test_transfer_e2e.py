@@ -67,15 +67,20 @@ def wait_for_group_member(bootstrap: str, group: str, timeout: float = 120) -> N
     raise AssertionError(f"the run-start watcher did not join consumer group {group}")
 
 
-def produce_run_start(bootstrap: str, experiment: str, run: int) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
+def produce_run_start(
+    bootstrap: str, experiment: str, run: int, producer: KafkaProducer | None = None
+) -> None:
+    """Publish an Elog run start (with ``producer``, a connected one, if given)."""
+    own = producer is None
+    producer = producer or KafkaProducer(bootstrap_servers=bootstrap)
     message = {
         "experiment_name": experiment,
         "CRUD": "Create",
         "value": {"num": run, "begin_time": "2026-11-24T04:00:00Z", "type": "DATA", "params": {}},
     }
     producer.send("runs", json.dumps(message).encode()).get(timeout=30)
-    producer.close()
+    if own:
+        producer.close()
 
 
 def h5_events(directory: Path) -> tuple[int, int]:

@@ -88,3 +88,16 @@ def test_user_config_is_repointed_at_the_buffer() -> None:
     assert streaming.library == "nng"
     with pytest.raises(ValidationError, match="data_sources"):
         TransferRequest(config={**document, "data_sources": {}})
+
+
+def test_request_from_fixes_the_buffer_ports_so_jobs_can_start_together() -> None:
+    from airflow_provider_lclstream.transfer.jobs import BufferEndpoints
+    from airflow_provider_lclstream.transfer.request import request_from
+
+    picked = request_from({"request": {"synthetic": True}}, {})
+    ports = picked["buffer_ports"]
+    assert len(ports) == 3 and len(set(ports)) == 3 and all(p > 1024 for p in ports)
+    endpoints = BufferEndpoints.pick(picked["buffer_host"], tuple(ports))
+    assert endpoints.input_url == f"tcp://127.0.0.1:{ports[0]}"
+    given = request_from({"request": {"synthetic": True, "buffer_ports": [5000, 5001, 5002]}}, {})
+    assert given["buffer_ports"] == [5000, 5001, 5002]  # the user's ports are kept
