@@ -4,6 +4,10 @@
 #
 #   scripts/services/airflow-standalone.sh start|stop|status|restart|logs|clean
 #
+# <home>/config/airflow_local_settings.py (from scripts/services/airflow_home/) makes SQLite's
+# now() exact to the millisecond: Airflow starts a DAG run once run_after <= now(), and SQLite's
+# whole-second CURRENT_TIMESTAMP delayed every run start by up to a second.
+#
 # Why SQLite + LocalExecutor: Airflow 3 removed SequentialExecutor and accepts LocalExecutor on
 # SQLite (this is what `airflow standalone` runs). Task processes talk to the api-server's
 # execution API, not to the database, so the writers are the four components only; the database
@@ -213,7 +217,7 @@ scheduler_idle_sleep_time = 0.1
 
 [dag_processor]
 refresh_interval = 5
-min_file_process_interval = 5
+min_file_process_interval = 30
 bundle_refresh_check_interval = 2
 parsing_processes = 1
 print_stats_interval = 300
@@ -297,9 +301,11 @@ start() {
         log "DAGs folder $DAGS does not exist (LCLSTREAM_AIRFLOW_DAGS_FOLDER)"
         return 1
     fi
-    mkdir -p "$RUN" "$LOGS" "$PLUGINS"
+    mkdir -p "$RUN" "$LOGS" "$PLUGINS" "$HOME_DIR/config"
     rm -f "$LOGS"/*.log
     write_config
+    # SQLite's now() has whole seconds: without this every DAG run waits for the next second.
+    cp -f "$REPO/scripts/services/airflow_home/airflow_local_settings.py" "$HOME_DIR/config/"
     fresh_db || return 1
     settings > "$RUN/settings"
     launch api-server --host "$HOST" --port "$PORT" --workers 1
