@@ -33,7 +33,7 @@ from tests.psana_data import write_xtc2  # noqa: E402
 from tests.standalone import standalone_env  # noqa: E402
 
 STATE = REPO / ".services"
-RUNS = 3
+RUNS = 5
 KAFKA = "127.0.0.1:19092"
 
 

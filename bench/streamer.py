@@ -34,7 +34,7 @@ from airflow_provider_lclstream.streamer.sources.synthetic import SyntheticFrame
 from airflow_provider_lclstream.transports import open_receiver, open_sender
 
 BIN = Path(sys.executable).parent
-EVENTS_PER_RANK = 300
+EVENTS_PER_RANK = 600
 BATCH = 10
 ROUNDS = 3
 SHAPE = (16, 352, 384)
