@@ -85,11 +85,38 @@ def buffer_url(
         time.sleep(0.25)
 
 
+def wait_buffer_ready(backend: JobBackend, job_id: str, metrics_url: str, timeout_s: float) -> None:
+    """Wait until the buffer answers ``GET <metrics_url>/stats``; fail with its log if its job
+    ended first; cancel it and fail if it did not answer within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{metrics_url}/stats", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        status = backend.state(job_id)
+        if status.is_final:
+            tail, _ = backend.log_tail(job_id, -4000)
+            raise JobBackendError(
+                f"buffer job {job_id} ended {status.state.value} before it answered "
+                f"(exit code {status.exit_code}):\n{tail}"
+            )
+        time.sleep(0.1)
+    backend.cancel(job_id)
+    raise JobBackendError(
+        f"buffer job {job_id} did not answer on {metrics_url} within {timeout_s} s "
+        "(still queued? raise ready_timeout); it was cancelled"
+    )
+
+
 class StartBufferOperator(BaseOperator):
-    """Start ``lclstream-buffer`` for one transfer; return its job id and URLs once it answers.
+    """Start ``lclstream-buffer`` for one transfer; return its job id and URLs.
 
     Returns (XCom) ``{"job_id", "input_url", "output_url", "metrics_url", ...}`` and pushes
-    each of those under its own key (``buffer.output["input_url"]`` reads that key).
+    each of those under its own key (``buffer.output["input_url"]`` reads that key). With
+    ``wait_ready`` (the default) it returns once the buffer answers; the transfer group turns
+    that off and lets ``start_consumers`` wait, so the streamer is submitted at once.
     """
 
     template_fields = ("request",)
@@ -100,12 +127,14 @@ class StartBufferOperator(BaseOperator):
         request: dict[str, Any] | Any,
         ready_timeout: float = 60.0,
         capacity_bytes: str = "1GB",
+        wait_ready: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.request = request
         self.ready_timeout = ready_timeout
         self.capacity_bytes = capacity_bytes
+        self.wait_ready = wait_ready
 
     def execute(self, context: Context) -> dict[str, Any]:
         request = TransferRequest.model_validate(self.request)
@@ -114,35 +143,13 @@ class StartBufferOperator(BaseOperator):
         spec = named(buffer_job(request, endpoints, capacity_bytes=self.capacity_bytes), context)
         job_id = submit_fresh(backend, spec, self.log)
         context["ti"].xcom_push(key="job_id", value=job_id)
-        self._wait_ready(backend, job_id, endpoints.metrics_url)
-        self.log.info("buffer ready: producers -> %s, consumers <- %s, metrics %s",
-                      endpoints.input_url, endpoints.output_url, endpoints.metrics_url)  # fmt: skip
         urls = endpoints.urls()
         for key in ("input_url", "output_url", "metrics_url"):  # for XComArg(task, key)
             context["ti"].xcom_push(key=key, value=urls[key])
+        if self.wait_ready:
+            wait_buffer_ready(backend, job_id, endpoints.metrics_url, self.ready_timeout)
+            self.log.info("buffer ready: %s", urls)
         return {"job_id": job_id, **urls}
-
-    def _wait_ready(self, backend: JobBackend, job_id: str, metrics_url: str) -> None:
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{metrics_url}/stats", timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            status = backend.state(job_id)
-            if status.is_final:
-                tail, _ = backend.log_tail(job_id, -4000)
-                raise JobBackendError(
-                    f"buffer job {job_id} ended {status.state.value} before it answered "
-                    f"(exit code {status.exit_code}):\n{tail}"
-                )
-            time.sleep(0.1)
-        backend.cancel(job_id)
-        raise JobBackendError(
-            f"buffer job {job_id} did not answer on {metrics_url} within {self.ready_timeout} s "
-            "(still queued? raise ready_timeout); it was cancelled"
-        )
 
 
 class ConsumerOperator(BaseOperator):
@@ -151,7 +158,9 @@ class ConsumerOperator(BaseOperator):
     Each runs the request's ``consumer_command`` (``$LCLSTREAM_URL`` is the output URL) or
     ``lclstream-receive`` writing HDF5 files. Returns (XCom) the list of job ids. Without
     ``output_url`` the URL comes from the request's ``buffer_ports``, else from the XCom of
-    ``buffer_task`` (waiting up to ``url_timeout`` seconds for it).
+    ``buffer_task`` (waiting up to ``url_timeout`` seconds for it). With
+    ``buffer_ready_timeout`` it then waits until the buffer of ``buffer_task`` answers (and fails
+    with the buffer's log if its job ended).
     """
 
     template_fields = ("request", "output_url")
@@ -163,6 +172,7 @@ class ConsumerOperator(BaseOperator):
         output_url: str | Any | None = None,
         buffer_task: str = BUFFER_TASK_ID,
         url_timeout: float = 90.0,
+        buffer_ready_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -170,6 +180,7 @@ class ConsumerOperator(BaseOperator):
         self.output_url = output_url
         self.buffer_task = buffer_task
         self.url_timeout = url_timeout
+        self.buffer_ready_timeout = buffer_ready_timeout
 
     def execute(self, context: Context) -> list[str]:
         request = TransferRequest.model_validate(self.request)
@@ -182,7 +193,21 @@ class ConsumerOperator(BaseOperator):
             spec = named(consumer_job(request, str(url), index), context, f"-{index}")
             job_ids.append(submit_fresh(backend, spec, self.log))
         context["ti"].xcom_push(key="job_ids", value=job_ids)
+        if self.buffer_ready_timeout is not None:
+            self._check_buffer(context, request)
         return job_ids
+
+    def _check_buffer(self, context: Context, request: TransferRequest) -> None:
+        ti = context["ti"]
+        job_id = ti.xcom_pull(task_ids=self.buffer_task, key="job_id")
+        metrics_url = ti.xcom_pull(task_ids=self.buffer_task, key="metrics_url")
+        if not job_id or not metrics_url:
+            raise JobBackendError(f"{self.buffer_task} published no buffer job id and URLs")
+        buffer_backend = JobBackendHook(role_conn_id(request, "buffer")).get_conn()
+        wait_buffer_ready(
+            buffer_backend, str(job_id), str(metrics_url), float(self.buffer_ready_timeout or 0)
+        )
+        self.log.info("buffer ready: metrics %s", metrics_url)
 
 
 class LCLStreamerOperator(SubmitJobOperator):

@@ -2,12 +2,14 @@
 
 A thin shell over the operators in ``operators/transfer.py``:
 
-    [start_buffer, start_consumers, run_streamer] >> watch_transfer >> wait_consumers
+    start_buffer >> [start_consumers, run_streamer] >> watch_transfer >> wait_consumers
     stop_jobs: teardown of start_buffer (runs whatever happened, cancels what still runs)
 
-The three start tasks run at the same time: with ``buffer_ports`` in the request (the DAGs'
-``request_from`` picks them) consumers and streamer know the buffer's URLs at once; without,
-they wait for the URLs ``start_buffer`` publishes.
+``start_buffer`` only submits the buffer job and publishes its URLs; consumers and streamer are
+submitted right after, together, and connect once the buffer listens. ``start_consumers`` then
+waits until the buffer answers, so a buffer that cannot start still fails the transfer early
+with its log. (The streamer stays behind ``start_buffer``: ``dag.test()`` runs one task at a
+time and a streamer deferred before the buffer exists would wait in vain.)
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ def transfer_task_group(
             return f"{group_id}.{task_id}" if prefix_group_id else task_id
 
         buffer = StartBufferOperator(
-            task_id="start_buffer", request=request, ready_timeout=buffer_ready_timeout
+            task_id="start_buffer",
+            request=request,
+            ready_timeout=buffer_ready_timeout,
+            wait_ready=False,
         )
         url_timeout = buffer_ready_timeout + 30.0
         consumers = ConsumerOperator(
@@ -51,6 +56,7 @@ def transfer_task_group(
             request=request,
             buffer_task=full("start_buffer"),
             url_timeout=url_timeout,
+            buffer_ready_timeout=buffer_ready_timeout,
         )
         streamer = LCLStreamerOperator(
             task_id="run_streamer",
@@ -82,6 +88,7 @@ def transfer_task_group(
                 "streamer": (full("run_streamer"), "job_id"),
             },
         )
-        [buffer, consumers, streamer] >> watch
+        buffer >> [consumers, streamer]
+        [consumers, streamer] >> watch
         watch >> wait >> stop.as_teardown(setups=buffer)
     return group

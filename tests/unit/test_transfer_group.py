@@ -1,4 +1,5 @@
-"""The transfer task group: the three start tasks run together; URLs come from the request."""
+"""The transfer task group: consumers and streamer start together right after the buffer job is
+submitted; URLs come from the request's ports or the buffer task's XCom."""
 
 from __future__ import annotations
 
@@ -13,18 +14,25 @@ from airflow_provider_lclstream.exceptions import JobBackendError
 from airflow_provider_lclstream.operators.transfer import buffer_url
 
 
-def test_start_tasks_do_not_wait_for_each_other() -> None:
+def test_consumers_and_streamer_start_together_after_the_buffer_submit() -> None:
     from airflow.sdk import DAG
 
     from airflow_provider_lclstream.task_groups.transfer import transfer_task_group
 
-    with DAG("group_shape", schedule=None) as dag:
-        transfer_task_group({"synthetic": True, "buffer_ports": [5000, 5001, 5002]})
-    starts = {"start_buffer", "start_consumers", "run_streamer"}
-    for task_id in starts:
-        assert not dag.get_task(task_id).upstream_task_ids & starts, task_id
-    assert dag.get_task("watch_transfer").upstream_task_ids == starts
-    assert dag.get_task("stop_jobs").is_teardown
+    for request in ({"synthetic": True, "buffer_ports": [5000, 5001, 5002]}, {"synthetic": True}):
+        with DAG("group_shape", schedule=None) as dag:
+            transfer_task_group(request)
+        buffer = dag.get_task("start_buffer")
+        assert buffer.wait_ready is False  # type: ignore[attr-defined]
+        for task_id in ("start_consumers", "run_streamer"):
+            assert dag.get_task(task_id).upstream_task_ids == {"start_buffer"}, task_id
+        assert dag.get_task("start_consumers").buffer_ready_timeout == 60.0  # type: ignore[attr-defined]
+        assert dag.get_task("watch_transfer").upstream_task_ids == {
+            "start_buffer",
+            "start_consumers",
+            "run_streamer",
+        }
+        assert dag.get_task("stop_jobs").is_teardown
 
 
 class FakeTi:
@@ -58,3 +66,28 @@ def test_without_ports_the_url_is_awaited_from_the_buffer_task() -> None:
     assert url == "tcp://127.0.0.1:6001" and time.monotonic() - started >= 0.4
     with pytest.raises(JobBackendError, match="start_buffer published no input_url"):
         buffer_url({"ti": FakeTi()}, request, "input_url", "start_buffer", 0.3)  # type: ignore[arg-type]
+
+
+def test_a_buffer_job_that_dies_fails_the_wait_with_its_log(tmp_path: Any) -> None:
+    """Real local jobs: one exits at once (its log is in the error), one is left unanswered
+    (it is cancelled after the timeout)."""
+    import socket
+
+    from airflow_provider_lclstream.backends.local import LocalBackend
+    from airflow_provider_lclstream.config.job import JobSpec
+    from airflow_provider_lclstream.operators.transfer import wait_buffer_ready
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there
+    backend = LocalBackend(tmp_path / "jobs", kill_grace=1.0)
+    dead = backend.submit(JobSpec(name="dies", script="echo cannot bind the port; exit 3"))
+    with pytest.raises(JobBackendError, match="ended failed before it answered(.|\n)*cannot bind"):
+        wait_buffer_ready(backend, dead, url, timeout_s=30)
+    silent = backend.submit(JobSpec(name="silent", script="sleep 30"))
+    with pytest.raises(JobBackendError, match="did not answer .* it was cancelled"):
+        wait_buffer_ready(backend, silent, url, timeout_s=1.0)
+    deadline = time.monotonic() + 10
+    while not backend.state(silent).is_final and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert backend.state(silent).is_final
