@@ -31,7 +31,7 @@
 #   LCLSTREAM_AIRFLOW_PLUGINS_FOLDER    plugins folder (default <repo>/plugins)
 #   LCLSTREAM_AIRFLOW_USER / _PASSWORD  SimpleAuthManager admin (default admin / admin)
 #   LCLSTREAM_AIRFLOW_START_TIMEOUT     seconds to wait for health (default 120)
-#   LCLSTREAM_AIRFLOW_PARALLELISM       [core] parallelism (default 4)
+#   LCLSTREAM_AIRFLOW_PARALLELISM       [core] parallelism (default 8)
 #   LCLSTREAM_PYTHON                    interpreter whose `airflow` to run (default .venv)
 # AIRFLOW__* variables of the caller are ignored (the tests export some for dag.test()); the
 # configuration lives in <home>/airflow.cfg. <home>/env.sh exports the URL, the credentials,
@@ -49,7 +49,7 @@ PLUGINS="${LCLSTREAM_AIRFLOW_PLUGINS_FOLDER:-$REPO/plugins}"
 AF_USER="${LCLSTREAM_AIRFLOW_USER:-admin}"
 AF_PASSWORD="${LCLSTREAM_AIRFLOW_PASSWORD:-admin}"
 TIMEOUT="${LCLSTREAM_AIRFLOW_START_TIMEOUT:-120}"
-PARALLELISM="${LCLSTREAM_AIRFLOW_PARALLELISM:-4}"
+PARALLELISM="${LCLSTREAM_AIRFLOW_PARALLELISM:-8}"
 PY="${LCLSTREAM_PYTHON:-$REPO/.venv/bin/python}"
 AIRFLOW="$(dirname "$PY")/airflow"
 COMPONENTS=(api-server scheduler dag-processor triggerer)
