@@ -4,15 +4,31 @@ PY := $(VENV)/bin/python
 SERVICES := airflow slurm kafka
 export LCLSTREAM_UPSTREAM_CONFIGS ?= $(abspath ../shared/upstream-configs)
 
-.PHONY: install demo test test-unit lint format bench services-up services-down docs clean
+.PHONY: install install-demo demo test test-unit lint format bench services-up services-down docs \
+	data-path-venv clean
 
-install: $(VENV)/.installed
+# Everything: every extra, the dev tools, the Debian packages the tests use.
+install: $(VENV)/.installed-full
 
-$(VENV)/.installed: pyproject.toml scripts/install.sh
-	bash scripts/install.sh
+$(VENV)/.installed-full: pyproject.toml scripts/install.sh
+	bash scripts/install.sh full
 
-demo: install
+# Only what the demo needs (Airflow, MPI, matplotlib): no browser, no compose, no psana.
+install-demo: $(VENV)/.installed-demo
+
+$(VENV)/.installed-demo: pyproject.toml scripts/install.sh
+	bash scripts/install.sh demo
+
+demo: install-demo
 	$(PY) scripts/demo.py
+
+# A venv with the data path only (lclstreamer, lclstream-buffer, lclstream-receive, the consumer
+# libraries, MPI) and no Airflow, made with plain pip: make data-path-venv DIR=/opt/lclstream
+data-path-venv:
+	@[ -n "$(DIR)" ] || { echo "usage: make data-path-venv DIR=PATH [PYTHON=python3]" >&2; exit 2; }
+	$(or $(PYTHON),python3) -m venv "$(DIR)"
+	"$(DIR)/bin/pip" install -q "$(CURDIR)[mpi]"
+	@echo "data path ready: $(DIR)/bin/lclstreamer, lclstream-buffer, lclstream-receive"
 
 # Installs, starts every service, runs ruff + mypy + the whole suite, always stops the services.
 test: install

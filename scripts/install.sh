@@ -1,29 +1,52 @@
 #!/usr/bin/env bash
-# Create .venv and install the provider with every extra and the dev tools.
-# System packages: psana2 needs Debian's libkrb5-dev (installed when we are root).
+# Create .venv and install the provider, as much of it as the target needs.
+#
+#   scripts/install.sh demo   what `make demo` needs: Airflow, MPI, matplotlib ("[demo]")
+#   scripts/install.sh full   every extra and the dev tools ("[all,dev]"), plus the Debian packages
+#                             the tests use: libkrb5-dev (psana2), chromium + chromium-driver (the
+#                             UI test), docker-compose (the compose file check)
+#
+# Airflow is installed at the version the suite is tested with (AIRFLOW_VERSION, 3.3.2); the
+# package itself accepts apache-airflow>=3.1,<4. Each profile leaves a stamp (.venv/.installed-*)
+# that the Makefile uses; "full" also stamps "demo", which it contains.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 
+profile=${1:-full}
+AIRFLOW_VERSION=${AIRFLOW_VERSION:-3.3.2}
+case "$profile" in
+demo) extras="demo" apt_pkgs=() stamps=(demo) ;;
+full) extras="all,dev" apt_pkgs=(libkrb5-dev docker-compose chromium chromium-driver) stamps=(demo full) ;;
+-h | --help)
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+*)
+    echo "install: unknown profile '$profile' (expected: demo or full)" >&2
+    exit 2
+    ;;
+esac
+
 need_apt=()
-for pkg in libkrb5-dev docker-compose chromium chromium-driver; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+for pkg in "${apt_pkgs[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "install: apt-get install ${need_apt[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-  else
-    echo "install: please install Debian packages: ${need_apt[*]} (psana2, compose checks)" >&2
-  fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "install: apt-get install ${need_apt[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    else
+        echo "install: please install Debian packages: ${need_apt[*]} (psana2, UI and compose checks)" >&2
+    fi
 fi
 
 PYTHON=${PYTHON:-python3}
 if ! command -v uv >/dev/null 2>&1; then
-  "$PYTHON" -m pip install -q uv
+    "$PYTHON" -m pip install -q uv
 fi
 UV=$(command -v uv || echo "$PYTHON -m uv")
 [ -x .venv/bin/python ] || $UV venv -q -p "$PYTHON" .venv
-$UV pip install -q -p .venv/bin/python -e ".[all,dev]"
-touch .venv/.installed
-echo "install: .venv ready ($(.venv/bin/python --version))"
+$UV pip install -q -p .venv/bin/python -e ".[$extras]" "apache-airflow==$AIRFLOW_VERSION"
+for s in "${stamps[@]}"; do touch ".venv/.installed-$s"; done
+echo "install: .venv ready for '$profile' ($(.venv/bin/python --version), extras [$extras])"

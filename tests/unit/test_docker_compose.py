@@ -153,7 +153,7 @@ def test_dockerfile() -> None:
     assert root < airflow_stage.index("apt-get install") < back < airflow_stage.index("pip install")
     assert "libkrb5" in airflow_stage
     extras = re.search(r"PROVIDER_EXTRAS=(\S+)", airflow_stage)
-    assert extras and {"mpi", "psana"} <= set(extras.group(1).split(","))
+    assert extras and {"airflow", "mpi", "psana"} <= set(extras.group(1).split(","))
     slurm_stage = text[text.index("AS slurm") : text.index("AS airflow")]
     for package in ("slurmctld", "slurmd", "slurmrestd", "munge"):
         assert package in slurm_stage
