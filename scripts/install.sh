@@ -19,7 +19,7 @@ case "$profile" in
 demo) extras="demo" apt_pkgs=() stamps=(demo) ;;
 full) extras="all,dev" apt_pkgs=(libkrb5-dev docker-compose chromium chromium-driver) stamps=(demo full) ;;
 -h | --help)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     exit 0
     ;;
 *)
