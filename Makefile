@@ -2,7 +2,10 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 SERVICES := airflow slurm kafka
+# Real upstream configs, when a checkout has them beside it, are an extra corpus for the tests.
+ifneq ($(wildcard ../shared/upstream-configs/flat),)
 export LCLSTREAM_UPSTREAM_CONFIGS ?= $(abspath ../shared/upstream-configs)
+endif
 
 .PHONY: install install-demo demo test test-unit lint format bench services-up services-down docs \
 	data-path-venv clean
@@ -72,4 +75,5 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean: services-down
+	bash scripts/services/slurm.sh purge  # its state lives outside the checkout
 	rm -rf $(VENV) .services site

@@ -1,10 +1,16 @@
-"""Entry point of the ``apache_airflow_provider`` group: what this provider registers."""
+"""Entry point of the ``apache_airflow_provider`` group: what this provider registers.
+
+Connection forms come from the settings models (``config/connections.py``), the ``[lclstream]``
+configuration section from ``hooks/settings.py``; neither imports Airflow.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from airflow_provider_lclstream import __version__
+from airflow_provider_lclstream.config.connections import connection_types
+from airflow_provider_lclstream.hooks.settings import config_section
 
 PACKAGE = "airflow_provider_lclstream"
 
@@ -52,28 +58,14 @@ def get_provider_info() -> dict[str, Any]:
                     f"{PACKAGE}.triggers.job_state",
                     f"{PACKAGE}.triggers.elog_run_event",
                     f"{PACKAGE}.triggers.transfer",
+                    f"{PACKAGE}.triggers.buffer",
                 ],
             }
         ],
-        "extra-links": [f"{PACKAGE}.operators.submit_job.JobLink"],
-        "connection-types": [
-            {
-                "connection-type": conn_type,
-                "hook-class-name": f"{PACKAGE}.hooks.job_backend.{hook}",
-            }
-            for conn_type, hook in (
-                ("lclstream_local", "JobBackendHook"),
-                ("lclstream_slurm", "SlurmJobHook"),
-                ("lclstream_slurm_cli", "SlurmCliJobHook"),
-                ("lclstream_sfapi", "SfapiJobHook"),
-                ("lclstream_psik", "PsikJobHook"),
-                ("lclstream_s3m", "S3mJobHook"),
-            )
-        ]
-        + [
-            {
-                "connection-type": "lclstream_elog",
-                "hook-class-name": f"{PACKAGE}.hooks.elog.ElogHook",
-            }
+        "extra-links": [
+            f"{PACKAGE}.operators.submit_job.JobLink",
+            f"{PACKAGE}.operators.links.TransferLink",
         ],
+        "connection-types": connection_types(PACKAGE),
+        "config": config_section(),
     }

@@ -10,6 +10,7 @@ consumer. Ends with one ``key=value`` line (p50 and max of both).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from tests.integration.test_transfer_e2e import (  # noqa: E402
 from tests.psana_data import write_xtc2  # noqa: E402
 from tests.standalone import standalone_env  # noqa: E402
 
-STATE = REPO / ".services"
+STATE = Path(os.environ.get("LCLSTREAM_SERVICES_DIR", REPO / ".services"))  # as tests/conftest.py
 RUNS = 5
 KAFKA = "127.0.0.1:19092"
 

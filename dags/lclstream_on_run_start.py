@@ -5,31 +5,30 @@ the asset and schedules this DAG, which starts one ``lclstream_transfer`` run pe
 first from ``start_transfer`` at once, any that arrived together with it (they share a DAG run
 here, never a transfer) from the mapped ``start_more_transfers`` after it.
 
-Configure with environment variables. Of the dag-processor (read when this file is parsed):
-``LCLSTREAM_KAFKA_BOOTSTRAP`` (host:port), ``LCLSTREAM_EXPERIMENTS`` (regex of experiment
-names) and the form defaults ``LCLSTREAM_DETECTOR``, ``LCLSTREAM_BACKEND`` (all three roles),
-``LCLSTREAM_OUTPUT_DIR``. Of the workers: ``LCLSTREAM_XTC_DIR`` (psana ``dir=``). The buffer
+Configure in Airflow's ``[lclstream]`` section. Of the dag-processor (read when this file is
+parsed): ``kafka_bootstrap`` (host:port), ``experiments`` (regex of experiment names) and the
+form defaults ``detector``, ``backend`` (all three roles), ``output_dir``. Of the workers:
+``xtc_dir`` (psana ``dir=``). The buffer
 host is 127.0.0.1: for jobs on several hosts, trigger ``lclstream_transfer`` with a request
 that sets ``buffer_host``.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Asset, AssetWatcher, Param, get_current_context, task
 
+from airflow_provider_lclstream.hooks import settings
 from airflow_provider_lclstream.operators.run_start import (
     MORE_XCOM_KEY,
     StartRunTransfersOperator,
 )
-from airflow_provider_lclstream.transfer.run_events import watcher_settings
 from airflow_provider_lclstream.triggers.elog_run_event import ElogRunEventTrigger
 
 BACKENDS = ["local", "slurm", "slurm_cli", "psik", "sfapi", "s3m"]
-BACKEND = os.environ.get("LCLSTREAM_BACKEND", "local")
+BACKEND = settings.get("backend")
 
 run_starts = Asset(
     "lclstream_elog_run_starts",
@@ -37,7 +36,10 @@ run_starts = Asset(
         AssetWatcher(
             name="elog_run_start",
             trigger=ElogRunEventTrigger(
-                group_id="lclstream-on-run-start", kinds=["run_start"], **watcher_settings()
+                group_id="lclstream-on-run-start",
+                kinds=["run_start"],
+                bootstrap_servers=settings.get("kafka_bootstrap"),
+                experiment_pattern=settings.get_optional("experiments"),
             ),
         )
     ],
@@ -51,13 +53,11 @@ with DAG(
     catchup=False,
     tags=["lclstream"],
     params={
-        "detector_name": Param(os.environ.get("LCLSTREAM_DETECTOR", "xppcspad"), type="string"),
+        "detector_name": Param(settings.get_optional("detector") or "xppcspad", type="string"),
         "mode": Param("raw", enum=["raw", "calib", "image"]),
         "ranks": Param(2, type="integer", minimum=1),
         "img_per_file": Param(10, type="integer", minimum=1),
-        "output_dir": Param(
-            os.environ.get("LCLSTREAM_OUTPUT_DIR", "/tmp/lclstream-output"), type="string"
-        ),
+        "output_dir": Param(settings.get("output_dir"), type="string"),
         "streamer_backend": Param(BACKEND, enum=BACKENDS),
         "buffer_backend": Param(BACKEND, enum=BACKENDS),
         "consumer_backend": Param(BACKEND, enum=BACKENDS),

@@ -6,18 +6,18 @@ Trigger it by hand (the form below), through the REST API / ``lclstream-arp-laun
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 
 from airflow.sdk import DAG, Param, get_current_context, task
 
+from airflow_provider_lclstream.hooks import settings
 from airflow_provider_lclstream.task_groups.transfer import transfer_task_group
 
 BACKENDS = ["local", "slurm", "slurm_cli", "psik", "sfapi", "s3m"]
-# Site defaults for the form, from the environment of the dag-processor.
-BACKEND = os.environ.get("LCLSTREAM_BACKEND", "local")
-OUTPUT_DIR = os.environ.get("LCLSTREAM_OUTPUT_DIR", "/tmp/lclstream-output")
-DETECTOR = os.environ.get("LCLSTREAM_DETECTOR", "epix10k2M")
+# Site defaults for the form: [lclstream] backend, output_dir, detector of the dag-processor.
+BACKEND = settings.get("backend")
+OUTPUT_DIR = settings.get("output_dir")
+DETECTOR = settings.get_optional("detector") or "epix10k2M"
 
 with DAG(
     dag_id="lclstream_transfer",
@@ -75,7 +75,9 @@ with DAG(
         from airflow_provider_lclstream.transfer.request import request_from
 
         context = get_current_context()
-        return request_from(context["dag_run"].conf, dict(context["params"]))
+        return request_from(
+            context["dag_run"].conf, dict(context["params"]), settings.get_optional("xtc_dir")
+        )
 
     request = build_request()
     group = transfer_task_group(request)

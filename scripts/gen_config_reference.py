@@ -5,13 +5,14 @@
 
 Only reads the package: the LCLStreamer component models and their registry
 (``config/streamer_components.py``, ``config/streamer.py``), ``TransferRequest``, ``JobSpec``,
-the connection settings of ``hooks/job_backend.py`` and the Elog client's settings.
+the ``[lclstream]`` section of the provider info (``hooks/settings.py``) and the connection
+settings models (``config/connections.py``), which also give one page per connection type under
+``docs/connections/``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import difflib
 import json
 import sys
@@ -31,6 +32,7 @@ if typing.TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "docs" / "reference" / "configuration.md"
+CONNECTIONS_DIR = REPO / "docs" / "connections"
 
 HEADER = """\
 # Configuration reference
@@ -286,48 +288,167 @@ def job_sections() -> list[str]:
     ]
 
 
+def airflow_config_sections() -> list[str]:
+    from airflow_provider_lclstream.get_provider_info import get_provider_info
+    from airflow_provider_lclstream.hooks.settings import JOB_ENVIRONMENT, OPTIONS, SECTION
+
+    section = get_provider_info()["config"][SECTION]
+    lines = [
+        f"## Airflow configuration: `[{SECTION}]`",
+        "",
+        section["description"],
+        "",
+        f"Set an option in `airflow.cfg` under `[{SECTION}]` or as the environment variable "
+        f"`AIRFLOW__{SECTION.upper()}__<OPTION>` of the Airflow processes that read it; "
+        "`airflow config list` shows the section. The old variable of each option still works "
+        "while the option is not set the Airflow way, with a `FutureWarning` naming the option.",
+        "",
+        "| option | type | default | environment variable | replaces | description |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, option in section["options"].items():
+        old = OPTIONS[key].old_env
+        lines.append(
+            f"| `{key}` | {option['type']} | `{json.dumps(option['default'])}` | "
+            f"`{OPTIONS[key].env}` | {f'`{old}`' if old else ''} | "
+            f"{cell(option['description'].replace('``', '`'))} |"
+        )
+    lines += [
+        "",
+        "### Job environment variables",
+        "",
+        "Not Airflow settings: the streamer, buffer and consumer jobs read these from their own "
+        "environment (they run without Airflow).",
+        "",
+        "| variable | meaning |",
+        "|---|---|",
+        *[f"| `{name}` | {cell(meaning)} |" for name, meaning in JOB_ENVIRONMENT.items()],
+        "",
+    ]
+    return lines
+
+
 def connection_sections() -> list[str]:
-    from airflow_provider_lclstream.arp.elog import ElogClient
-    from airflow_provider_lclstream.hooks.elog import _EXTRA_KEYS
-    from airflow_provider_lclstream.hooks.job_backend import SETTINGS
+    from airflow_provider_lclstream.config.connections import CONNECTION_SETTINGS
 
     lines = [
         "## Connection settings",
         "",
-        "Each `lclstream_*` job connection is parsed into a frozen settings model; the mapped "
-        "form fields are read first, then every key of the extra JSON (which may also set the "
-        "mapped ones); extra keys that are not settings are ignored. All missing required keys "
-        "are reported at once. A host without a scheme gets `https://`; the port and the schema "
-        "field are appended to it (`host:port/schema`).",
+        "Each `lclstream_*` connection is parsed into a frozen settings model; the mapped form "
+        "fields are read first, then every key of the extra JSON (which may also set the mapped "
+        "ones); an empty value means unset. All missing required keys are reported at once. For "
+        "the job connections, a host without a scheme gets `https://`, and a port and the "
+        "schema field (of a connection URI) are appended to it (`host:port/schema`). One page "
+        "per type lists its fields (the same models give Airflow's connection form):",
+        "",
+        *[
+            f"- [`{conn_type}`](../connections/{conn_type}.md): {settings.hook_name}"
+            for conn_type, settings in CONNECTION_SETTINGS.items()
+        ],
         "",
     ]
-    for conn_type, settings in SETTINGS.items():
-        mapped = {key: field for field, key in settings.fields.items()}
-        lines += [f"### `{conn_type}` ({settings.__name__}, backend `{settings.backend}`)", ""]
-        rows = ["| setting | connection field | type | default |", "|---|---|---|---|"]
-        for name, info in settings.model_fields.items():
-            required = name in settings.required
-            default = "*required*" if required else default_text(info)
-            source = f"{mapped[name]} (or extra)" if name in mapped else "extra"
-            rows.append(
-                f"| `{name}` | {source} | {cell(type_name(info.annotation, info.metadata))} "
-                f"| {cell(default)} |"
+    return lines
+
+
+def connection_page(conn_type: str) -> str:
+    """docs/connections/<conn_type>.md: the form and the extra keys of one connection type."""
+    from airflow_provider_lclstream.config.connections import (
+        CONNECTION_SETTINGS,
+        STANDARD_FIELDS,
+        BackendSettings,
+        conn_fields,
+        ui_field_behaviour,
+    )
+
+    settings = CONNECTION_SETTINGS[conn_type]
+    behaviour = ui_field_behaviour(settings)
+    hook = settings.hook.rpartition(".")[2]
+    lines = [
+        f"# `{conn_type}`: {settings.hook_name}",
+        "",
+        '!!! note "Generated file"',
+        "    Written by `scripts/gen_config_reference.py` from "
+        f"`{settings.__module__}.{settings.__name__}`; "
+        "do not edit by hand.",
+        "",
+        doc(settings),
+        "",
+        f"Hook `airflow_provider_lclstream.hooks.{settings.hook}` (`{hook}`)"
+        + (f", backend `{settings.backend}`." if issubclass(settings, BackendSettings) else "."),
+        "",
+        "## Form fields",
+        "",
+        "| field | label | setting | required | description |",
+        "|---|---|---|---|---|",
+    ]
+    for field in STANDARD_FIELDS:
+        key = settings.fields.get(field)
+        if key is None:
+            continue
+        info = settings.model_fields[key]
+        lines.append(
+            f"| {field} | {cell(behaviour['relabeling'][field])} | `{key}` | "
+            f"{'yes' if key in settings.required else 'no'} | {cell(doc_text(info.description))} |"
+        )
+    hidden = ", ".join(behaviour["hidden-fields"])
+    lines += ["", f"Hidden in the form: {hidden}." if hidden else "", ""]
+    fields = conn_fields(settings)
+    if fields:
+        lines += [
+            "## Extra fields",
+            "",
+            "Shown as fields of their own in Airflow's connection form and stored in the "
+            "connection's extra JSON under these keys.",
+            "",
+            "| key | label | type | default | required | description |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key, field in fields.items():
+            schema = field["schema"]
+            kind = (
+                schema["type"] if isinstance(schema["type"], str) else " or ".join(schema["type"])
             )
-        lines += [*rows, ""]
+            if "enum" in schema:
+                kind += " (" + ", ".join(f"`{v}`" for v in schema["enum"]) + ")"
+            default = f"`{json.dumps(schema['default'])}`" if "default" in schema else ""
+            lines.append(
+                f"| `{key}` | {cell(field['label'])} | {cell(kind)} | {cell(default)} | "
+                f"{'yes' if key in settings.required else 'no'} | "
+                f"{cell(doc_text(field['description']))} |"
+            )
+        lines.append("")
+    example = example_connection(settings)
     lines += [
-        "### `lclstream_elog` (ElogHook)",
+        "## Example",
         "",
-        "Host = logbook base URL (without a scheme it gets the schema field, else `https`, as "
-        "its scheme), password = the `Authorization` header value. Extra keys (others are "
-        "refused): " + ", ".join(f"`{k}`" for k in _EXTRA_KEYS) + ".",
+        "As an environment variable of the Airflow processes (placeholders in `<...>`):",
         "",
-        "| ElogClient setting | default |",
-        "|---|---|",
+        "```bash",
+        f"AIRFLOW_CONN_{conn_type.upper()}='{json.dumps(example)}'",
+        "```",
+        "",
     ]
-    for item in dataclasses.fields(ElogClient):
-        value = item.default if item.default is not dataclasses.MISSING else None
-        lines.append(f"| `{item.name}` | `{json.dumps(value)}` |")
-    return [*lines, ""]
+    return "\n".join(lines)
+
+
+def doc_text(text: str | None) -> str:
+    return (text or "").replace("``", "`")
+
+
+def example_connection(settings: Any) -> dict[str, Any]:
+    """A connection JSON with the required settings as ``<placeholders>``."""
+    example: dict[str, Any] = {"conn_type": settings.conn_type}
+    mapped = {key: field for field, key in settings.fields.items()}
+    extra = {}
+    for key in settings.required:
+        value = settings.placeholders.get(mapped.get(key, ""), f"<{key}>")
+        if key in mapped:
+            example[mapped[key]] = value
+        else:
+            extra[key] = value
+    if extra:
+        example["extra"] = extra
+    return example
 
 
 def render() -> str:
@@ -336,12 +457,26 @@ def render() -> str:
         *streamer_sections(),
         *transfer_sections(),
         *job_sections(),
+        *airflow_config_sections(),
         *connection_sections(),
     ]
-    text = "\n".join(lines)
+    return tidy("\n".join(lines))
+
+
+def tidy(text: str) -> str:
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
     return text.rstrip("\n") + "\n"
+
+
+def render_all(output: Path) -> dict[Path, str]:
+    """Every generated page: the configuration reference and one page per connection type."""
+    from airflow_provider_lclstream.config.connections import CONNECTION_SETTINGS
+
+    pages = {output: render()}
+    for conn_type in CONNECTION_SETTINGS:
+        pages[CONNECTIONS_DIR / f"{conn_type}.md"] = tidy(connection_page(conn_type))
+    return pages
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,22 +484,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail if the page is out of date")
     parser.add_argument("--output", type=Path, default=OUTPUT, help="page to write")
     args = parser.parse_args(argv)
-    text = render()
-    current = args.output.read_text() if args.output.exists() else ""
-    if args.check:
-        if current != text:
+    pages = render_all(args.output)
+    stale = sorted(
+        str(p) for p in CONNECTIONS_DIR.glob("*.md") if p not in pages
+    )  # a page of a connection type that is gone
+    status = 0
+    for path, text in pages.items():
+        current = path.read_text() if path.exists() else ""
+        if current == text:
+            continue
+        if args.check:
             diff = difflib.unified_diff(
                 current.splitlines(), text.splitlines(), "committed", "generated", lineterm=""
             )
             print("\n".join(list(diff)[:60]))
-            print(f"{args.output} is out of date: run scripts/gen_config_reference.py")
-            return 1
-        return 0
-    if current != text:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-        print(f"wrote {args.output}")
-    return 0
+            print(f"{path} is out of date: run scripts/gen_config_reference.py")
+            status = 1
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}")
+    for path in stale:
+        if args.check:
+            print(f"{path} belongs to no connection type: run scripts/gen_config_reference.py")
+            status = 1
+        else:
+            Path(path).unlink()
+            print(f"removed {path}")
+    return status
 
 
 if __name__ == "__main__":

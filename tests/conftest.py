@@ -30,7 +30,10 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 # dag.test() runs triggers inline: no need to hold their first event back (triggers/settle.py).
-os.environ.setdefault("LCLSTREAM_TRIGGER_SETTLE_S", "0")
+os.environ.setdefault("AIRFLOW__LCLSTREAM__TRIGGER_SETTLE_SECONDS", "0")
+# The project's deployments defer every wait (Airflow's own default is False); the tests run the
+# same way. Operators read it as their ``deferrable`` default when their module is imported.
+os.environ.setdefault("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
 # A fixed key, so every process of a test session (and a re-created home) reads the same secrets.
 os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", "lTpKL4byaE_NjdDMHOZ-qn2doUyI7fpxHLib6CWWggY=")
 

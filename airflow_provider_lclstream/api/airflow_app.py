@@ -4,12 +4,11 @@ Airflow's ``get_user`` dependency reads the bearer token (or the UI's session co
 request without a valid token is refused with 401 (missing/expired) or 403 (invalid). The user
 must also be allowed by Airflow's auth manager to act on runs of ``lclstream_transfer``
 (GET to read, POST to start, PUT to cancel). Admins (see every transfer) are the names in
-``[lclstream] api_admins`` / ``LCLSTREAM_API_ADMINS`` (comma-separated).
+``[lclstream] api_admins`` (comma-separated; ``AIRFLOW__LCLSTREAM__API_ADMINS``).
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from airflow.api_fastapi.core_api.security import GetUserDep  # noqa: TC002 (FastAPI reads it)
@@ -17,6 +16,7 @@ from fastapi import HTTPException, Request
 
 from airflow_provider_lclstream.api.app import Principal, build_app
 from airflow_provider_lclstream.api.models import DAG_ID
+from airflow_provider_lclstream.hooks import settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -28,11 +28,7 @@ _METHODS = {"GET": "GET", "HEAD": "GET", "POST": "POST", "DELETE": "PUT"}
 
 def admin_names() -> frozenset[str]:
     """Names allowed to see and cancel everyone's transfers."""
-    raw = os.environ.get("LCLSTREAM_API_ADMINS")
-    if raw is None:
-        from airflow.configuration import conf
-
-        raw = conf.get("lclstream", "api_admins", fallback="") or ""
+    raw = settings.get("api_admins")
     return frozenset(n.strip() for n in raw.split(",") if n.strip())
 
 

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_fie
 from airflow_provider_lclstream.config.loader import dump_flat, validate_streamer_config
 from airflow_provider_lclstream.config.transfer import TransferRequest
 from airflow_provider_lclstream.exceptions import ConfigError
+from airflow_provider_lclstream.transfer.urls import TRANSFER_DAG_ID
 
-DAG_ID = "lclstream_transfer"
+DAG_ID = TRANSFER_DAG_ID
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
 # top-level keys that mark a body as an LCLStreamer configuration (flat or sectioned)
 CONFIG_KEYS = frozenset(

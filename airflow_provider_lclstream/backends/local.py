@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from airflow_provider_lclstream.config.job import JobSpec
 
 DEFAULT_ROOT = "~/.lclstream/jobs"
-ROOT_ENV = "LCLSTREAM_JOBS_DIR"
 RUNNER = Path(__file__).with_name("_local_runner.py")
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
 _SLUG = re.compile(r"[^A-Za-z0-9._+-]")
@@ -84,13 +83,13 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
 
 
 class LocalBackend(BaseJobBackend):
-    """Run jobs as local processes under ``root`` (default ``$LCLSTREAM_JOBS_DIR`` or
-    ``~/.lclstream/jobs``). Only processes on this host can see the jobs."""
+    """Run jobs as local processes under ``root`` (default ``~/.lclstream/jobs``; through a hook,
+    ``[lclstream] jobs_dir``). Only processes on this host can see the jobs."""
 
     name = "local"
 
     def __init__(self, root: str | os.PathLike[str] | None = None, kill_grace: float = 10.0):
-        self.root = Path(root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT).expanduser()
+        self.root = Path(root or DEFAULT_ROOT).expanduser()
         self.kill_grace = kill_grace
 
     def __repr__(self) -> str:

@@ -7,7 +7,8 @@ Connection ``lclstream_elog``: host = logbook base URL (for run parameters), pas
 ``Authorization`` header value; extras ``counters_url``, ``verify``, ``timeout``,
 ``run_params_template``. Without a connection (``elog_conn_id=None``) the hook takes
 ``counters_url``/``authorization`` from its arguments, else from ``JID_UPDATE_COUNTERS`` and
-``Authorization`` in the environment, as ARP sets them.
+``Authorization`` in the environment, as ARP sets them. The connection's fields and form are
+defined by :class:`~airflow_provider_lclstream.config.connections.ElogSettings`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from airflow_provider_lclstream.arp.elog import ElogClient, ElogError
+from airflow_provider_lclstream.config.connections import ElogSettings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_lclstream.arp.elog import Counters
 
-_EXTRA_KEYS = ("counters_url", "verify", "timeout", "run_params_template")
+_EXTRA_KEYS = ElogSettings.extra_keys()
 
 
 def client_from_connection(conn: Connection, **overrides: Any) -> ElogClient:
@@ -42,7 +44,8 @@ def client_from_connection(conn: Connection, **overrides: Any) -> ElogClient:
     if host and "://" not in host:
         host = f"{conn.schema or 'https'}://{host}"
     values: dict[str, Any] = {"base_url": host, "authorization": conn.password or None}
-    values.update({k: extra[k] for k in _EXTRA_KEYS if k in extra})
+    # an empty form field is saved as null or "": unset
+    values.update({k: extra[k] for k in _EXTRA_KEYS if extra.get(k) not in (None, "")})
     if "timeout" in values:
         values["timeout"] = float(values["timeout"])
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -58,8 +61,8 @@ class ElogHook(BaseHook):
 
     conn_name_attr = "elog_conn_id"
     default_conn_name = "lclstream_elog_default"
-    conn_type = "lclstream_elog"
-    hook_name = "LCLStream Elog (ARP counters)"
+    conn_type = ElogSettings.conn_type
+    hook_name = ElogSettings.hook_name
 
     def __init__(
         self,
@@ -108,17 +111,6 @@ class ElogHook(BaseHook):
         if not (client.counters_url or client.base_url):
             return False, "neither a counters URL (extra counters_url) nor a logbook URL (host)"
         return True, "Elog connection configured (nothing was posted)"
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["login", "port"],
-            "relabeling": {"host": "Logbook URL", "password": "Authorization header"},
-            "placeholders": {
-                "host": "https://pswww.slac.stanford.edu/ws-auth/lgbk",
-                "extra": '{"counters_url": "https://.../replace_counters/<job>", "verify": true}',
-            },
-        }
 
 
 __all__ = ["ElogError", "ElogHook", "client_from_connection"]

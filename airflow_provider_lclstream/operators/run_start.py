@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
+from airflow_provider_lclstream.hooks import settings
 from airflow_provider_lclstream.transfer.run_events import transfer_confs, watcher_payloads
 
 if TYPE_CHECKING:
@@ -23,7 +24,8 @@ MORE_XCOM_KEY = "more"
 
 
 def run_start_confs(context: Context) -> list[dict[str, Any]]:
-    """One transfer conf per run-start event of this DAG run, filled from the DAG's params."""
+    """One transfer conf per run-start event of this DAG run, filled from the DAG's params
+    (psana's ``dir=`` from ``[lclstream] xtc_dir``)."""
     params = dict(context["params"])
     defaults: dict[str, Any] = {k: params[k] for k in DEFAULT_KEYS if k in params}
     for role in ("streamer", "buffer", "consumer"):
@@ -34,7 +36,7 @@ def run_start_confs(context: Context) -> list[dict[str, Any]]:
         for events in context["triggering_asset_events"].values()
         for event in events
     ]
-    return transfer_confs(watcher_payloads(extras), defaults)
+    return transfer_confs(watcher_payloads(extras), defaults, settings.get_optional("xtc_dir"))
 
 
 class StartRunTransfersOperator(TriggerDagRunOperator):

@@ -1,4 +1,4 @@
-"""Submit a batch job through a job backend and wait for it (deferrable by default).
+"""Submit a batch job through a job backend and wait for it, deferred or in the worker.
 
 The job name is derived from (dag_id, run_id, task_id, map_index), so it is the same for every
 try of a task instance: a retry first looks the name up and resumes watching a job that is
@@ -12,13 +12,14 @@ import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import XCom
+from airflow.providers.common.compat.sdk import XCom, conf
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from airflow_provider_lclstream.backends.base import JobState, JobStatus
 from airflow_provider_lclstream.config.job import JobSpec, job_name_for
 from airflow_provider_lclstream.exceptions import JobBackendError, JobFailedError
 from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
+from airflow_provider_lclstream.operators.links import task_log_url
 from airflow_provider_lclstream.triggers.job_state import JobStateTrigger
 from airflow_provider_lclstream.triggers.settle import SETTLE_S, settle_deadline
 
@@ -34,12 +35,18 @@ JOB_URL_XCOM_KEY = "job_url"
 
 
 class JobLink(BaseOperatorLink):
-    """The "Job" button of a task: the job's page or log where its backend has one."""
+    """The "Job" button: the task's log in Airflow, where the job's output is streamed.
+
+    Empty until a job was submitted. (The backend's own ``job_url``, a ``file://`` path or a
+    slurmrestd URL that needs a token, is no page a browser opens: it stays in XCom ``job_url``.)
+    """
 
     name = "Job"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        return str(XCom.get_value(ti_key=ti_key, key=JOB_URL_XCOM_KEY) or "")
+        if not XCom.get_value(ti_key=ti_key, key=JOB_ID_XCOM_KEY):
+            return ""
+        return task_log_url(ti_key)
 
 
 def raise_for_event(event: Mapping[str, Any], name: str | None = None) -> str:
@@ -66,16 +73,18 @@ def raise_for_event(event: Mapping[str, Any], name: str | None = None) -> str:
 class SubmitJobOperator(BaseOperator):
     """Run ``job`` (a :class:`JobSpec` or its dict) on the backend of connection ``conn_id``.
 
-    ``conn_id=None`` runs it with the local backend. Pushes the job id to XCom under
-    ``job_id`` right after submitting and returns it when the job completed. A failed job
-    fails the task with its exit code, native state and the last ``log_tail_bytes`` of its log.
+    ``conn_id=None`` runs it with the local backend. ``deferrable`` (default: Airflow's
+    ``[operators] default_deferrable``) hands the wait to :class:`JobStateTrigger`; otherwise
+    the worker polls. Pushes the job id to XCom under ``job_id`` right after submitting and
+    returns it when the job completed. A failed job fails the task with its exit code, native
+    state and the last ``log_tail_bytes`` of its log.
     ``resume_after`` (seconds) makes a deferred task wake up that often while the job runs.
     ``settle_s``: the trigger's first event waits this long after deferral (see
     ``triggers/settle.py``; 0 turns it off).
     """
 
     template_fields: tuple[str, ...] = ("job", "conn_id")
-    operator_extra_links = (JobLink(),)
+    operator_extra_links: tuple[BaseOperatorLink, ...] = (JobLink(),)
     template_fields_renderers = {"job": "json"}
     ui_color = "#d6eaf8"
 
@@ -84,7 +93,7 @@ class SubmitJobOperator(BaseOperator):
         *,
         job: JobSpec | dict[str, Any],
         conn_id: str | None = None,
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 5.0,
         max_poll_interval: float = 60.0,
         log_tail_bytes: int = 4000,

@@ -3,7 +3,13 @@
 Each operator takes the validated ``TransferRequest`` (as a dict, usually the XCom of the
 DAG's request task) and submits jobs through the job-backend hook of the role's connection.
 Buffer and consumers are started and left running (their ids go to XCom); the streamer is
-waited for (deferrable); ``StopJobsOperator`` cancels whatever is still running at the end.
+waited for; ``StopJobsOperator`` cancels whatever is still running at the end.
+
+Every wait (the streamer job, the buffer answering, the consumers ending) defers to a trigger
+when ``deferrable`` (default: Airflow's ``[operators] default_deferrable``), else polls in the
+worker. The buffer and consumer waits first poll in the worker for at most ``ready_grace_s`` /
+``grace_s`` seconds (default 5): a wait that ends that soon, the common case, costs no deferral,
+which would add a triggerer round trip and the trigger's settling pause (``triggers/settle.py``).
 
 When the request names the buffer's ports, consumers and streamer know the buffer's URLs
 without asking and start together with it (ZeroMQ and NNG peers connect once it listens);
@@ -14,21 +20,26 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import httpx
+from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator
 
 from airflow_provider_lclstream.config.job import JobSpec, job_name_for
 from airflow_provider_lclstream.config.transfer import TransferRequest
 from airflow_provider_lclstream.exceptions import JobBackendError
 from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
-from airflow_provider_lclstream.operators.submit_job import SubmitJobOperator
+from airflow_provider_lclstream.operators.buffer_wait import BufferWaitMixin
+from airflow_provider_lclstream.operators.links import TransferLink
+from airflow_provider_lclstream.operators.submit_job import JobLink, SubmitJobOperator
 from airflow_provider_lclstream.transfer.jobs import (
     BufferEndpoints,
     buffer_job,
     consumer_job,
     streamer_job,
 )
+from airflow_provider_lclstream.triggers.job_state import JobsStateTrigger
+from airflow_provider_lclstream.triggers.settle import settle_deadline
 
 BUFFER_TASK_ID = "start_buffer"
 
@@ -85,41 +96,18 @@ def buffer_url(
         time.sleep(0.25)
 
 
-def wait_buffer_ready(backend: JobBackend, job_id: str, metrics_url: str, timeout_s: float) -> None:
-    """Wait until the buffer answers ``GET <metrics_url>/stats``; fail with its log if its job
-    ended first; cancel it and fail if it did not answer within ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{metrics_url}/stats", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        status = backend.state(job_id)
-        if status.is_final:
-            tail, _ = backend.log_tail(job_id, -4000)
-            raise JobBackendError(
-                f"buffer job {job_id} ended {status.state.value} before it answered "
-                f"(exit code {status.exit_code}):\n{tail}"
-            )
-        time.sleep(0.1)
-    backend.cancel(job_id)
-    raise JobBackendError(
-        f"buffer job {job_id} did not answer on {metrics_url} within {timeout_s} s "
-        "(still queued? raise ready_timeout); it was cancelled"
-    )
-
-
-class StartBufferOperator(BaseOperator):
+class StartBufferOperator(BufferWaitMixin, BaseOperator):
     """Start ``lclstream-buffer`` for one transfer; return its job id and URLs.
 
     Returns (XCom) ``{"job_id", "input_url", "output_url", "metrics_url", ...}`` and pushes
     each of those under its own key (``buffer.output["input_url"]`` reads that key). With
-    ``wait_ready`` (the default) it returns once the buffer answers; the transfer group turns
-    that off and lets ``start_consumers`` wait, so the streamer is submitted at once.
+    ``wait_ready`` (the default) it returns once the buffer answers (deferring after
+    ``ready_grace_s`` when ``deferrable``); the transfer group turns that off and lets
+    ``start_consumers`` wait, so the streamer is submitted at once.
     """
 
     template_fields = ("request",)
+    operator_extra_links = (TransferLink(),)
 
     def __init__(
         self,
@@ -128,6 +116,8 @@ class StartBufferOperator(BaseOperator):
         ready_timeout: float = 60.0,
         capacity_bytes: str = "1GB",
         wait_ready: bool = True,
+        ready_grace_s: float = 5.0,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -135,6 +125,8 @@ class StartBufferOperator(BaseOperator):
         self.ready_timeout = ready_timeout
         self.capacity_bytes = capacity_bytes
         self.wait_ready = wait_ready
+        self.ready_grace_s = ready_grace_s
+        self.deferrable = deferrable
 
     def execute(self, context: Context) -> dict[str, Any]:
         request = TransferRequest.model_validate(self.request)
@@ -146,13 +138,29 @@ class StartBufferOperator(BaseOperator):
         urls = endpoints.urls()
         for key in ("input_url", "output_url", "metrics_url"):  # for XComArg(task, key)
             context["ti"].xcom_push(key=key, value=urls[key])
+        result = {"job_id": job_id, **urls}
         if self.wait_ready:
-            wait_buffer_ready(backend, job_id, endpoints.metrics_url, self.ready_timeout)
+            conn_id = role_conn_id(request, "buffer")
+            self.wait_buffer(conn_id, backend, job_id, endpoints.metrics_url, self.ready_timeout)
             self.log.info("buffer ready: %s", urls)
-        return {"job_id": job_id, **urls}
+        return result
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after ``BufferReadyTrigger`` fired: the result (rebuilt from this task's XCom),
+        or the wait's error."""
+        request = TransferRequest.model_validate(self.request)
+        self.check_buffer_event(event, role_conn_id(request, "buffer"), self.ready_timeout)
+        ti = context["ti"]
+        pushed = {
+            key: ti.xcom_pull(task_ids=ti.task_id, key=key, map_indexes=ti.map_index)
+            for key in ("job_id", "input_url", "output_url", "metrics_url")
+        }
+        parts = [urlsplit(str(pushed[key])) for key in ("input_url", "output_url", "metrics_url")]
+        endpoints = BufferEndpoints(str(parts[0].hostname), *(int(p.port or 0) for p in parts))
+        return {"job_id": pushed["job_id"], **endpoints.urls()}
 
 
-class ConsumerOperator(BaseOperator):
+class ConsumerOperator(BufferWaitMixin, BaseOperator):
     """Start ``request.consumers`` consumer jobs on ``output_url`` (the buffer's output).
 
     Each runs the request's ``consumer_command`` (``$LCLSTREAM_URL`` is the output URL) or
@@ -160,10 +168,12 @@ class ConsumerOperator(BaseOperator):
     ``output_url`` the URL comes from the request's ``buffer_ports``, else from the XCom of
     ``buffer_task`` (waiting up to ``url_timeout`` seconds for it). With
     ``buffer_ready_timeout`` it then waits until the buffer of ``buffer_task`` answers (and fails
-    with the buffer's log if its job ended).
+    with the buffer's log if its job ended), deferring after ``ready_grace_s`` when
+    ``deferrable``.
     """
 
     template_fields = ("request", "output_url")
+    operator_extra_links = (TransferLink(),)
 
     def __init__(
         self,
@@ -173,6 +183,8 @@ class ConsumerOperator(BaseOperator):
         buffer_task: str = BUFFER_TASK_ID,
         url_timeout: float = 90.0,
         buffer_ready_timeout: float | None = None,
+        ready_grace_s: float = 5.0,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -181,6 +193,8 @@ class ConsumerOperator(BaseOperator):
         self.buffer_task = buffer_task
         self.url_timeout = url_timeout
         self.buffer_ready_timeout = buffer_ready_timeout
+        self.ready_grace_s = ready_grace_s
+        self.deferrable = deferrable
 
     def execute(self, context: Context) -> list[str]:
         request = TransferRequest.model_validate(self.request)
@@ -203,11 +217,24 @@ class ConsumerOperator(BaseOperator):
         metrics_url = ti.xcom_pull(task_ids=self.buffer_task, key="metrics_url")
         if not job_id or not metrics_url:
             raise JobBackendError(f"{self.buffer_task} published no buffer job id and URLs")
-        buffer_backend = JobBackendHook(role_conn_id(request, "buffer")).get_conn()
-        wait_buffer_ready(
-            buffer_backend, str(job_id), str(metrics_url), float(self.buffer_ready_timeout or 0)
+        conn_id = role_conn_id(request, "buffer")
+        self.wait_buffer(
+            conn_id,
+            JobBackendHook(conn_id).get_conn(),
+            str(job_id),
+            str(metrics_url),
+            float(self.buffer_ready_timeout or 0),
         )
         self.log.info("buffer ready: metrics %s", metrics_url)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
+        """Resume after ``BufferReadyTrigger`` fired: the consumers' ids (from this task's
+        XCom), or the wait's error."""
+        request = TransferRequest.model_validate(self.request)
+        timeout_s = float(self.buffer_ready_timeout or 0)
+        self.check_buffer_event(event, role_conn_id(request, "buffer"), timeout_s)
+        ti = context["ti"]
+        return pull_ids(context, ti.task_id, "job_ids")
 
 
 class LCLStreamerOperator(SubmitJobOperator):
@@ -219,6 +246,7 @@ class LCLStreamerOperator(SubmitJobOperator):
     """
 
     template_fields: tuple[str, ...] = ("request", "input_url", "conn_id")
+    operator_extra_links = (JobLink(), TransferLink())
 
     def __init__(
         self,
@@ -268,9 +296,14 @@ def pull_ids(context: Context, task_id: str, key: str) -> list[str]:
 
 class WaitJobsOperator(BaseOperator):
     """Wait until every job of XCom ``(task_id, key)`` ended; fail with the log tail of any that
-    did not complete (consumers exit once the buffer's end-of-stream record reached them)."""
+    did not complete (consumers exit once the buffer's end-of-stream record reached them).
+
+    Polls in the worker for at most ``grace_s`` seconds, then (``deferrable``) hands the rest of
+    the wait to :class:`JobsStateTrigger`; not deferrable, it polls until ``timeout_s``.
+    """
 
     template_fields = ("request",)
+    operator_extra_links = (TransferLink(),)
 
     def __init__(
         self,
@@ -280,6 +313,9 @@ class WaitJobsOperator(BaseOperator):
         role: str = "consumer",
         timeout_s: float = 600.0,
         poll_interval: float = 1.0,
+        max_poll_interval: float = 10.0,
+        grace_s: float = 5.0,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -288,6 +324,9 @@ class WaitJobsOperator(BaseOperator):
         self.role = role
         self.timeout_s = timeout_s
         self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.grace_s = grace_s
+        self.deferrable = deferrable
         self._context: Context | None = None
 
     def on_kill(self) -> None:
@@ -297,13 +336,23 @@ class WaitJobsOperator(BaseOperator):
 
             cancel_all(linked_jobs(self._context, TransferRequest.model_validate(self.request)))
 
+    def _failed(self, job_id: str, state: str, exit_code: Any, tail: str) -> JobBackendError:
+        return JobBackendError(
+            f"{self.role} job {job_id} ended {state} (exit code {exit_code}):\n{tail}"
+        )
+
+    def _timed_out(self, pending: list[str]) -> JobBackendError:
+        return JobBackendError(f"{self.role} jobs {pending} still running after {self.timeout_s} s")
+
     def execute(self, context: Context) -> dict[str, Any]:
         self._context = context
         request = TransferRequest.model_validate(self.request)
-        backend = JobBackendHook(role_conn_id(request, self.role)).get_conn()
+        conn_id = role_conn_id(request, self.role)
+        backend = JobBackendHook(conn_id).get_conn()
         pending = pull_ids(context, *self.jobs_from)
         done: dict[str, Any] = {}
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.time() + self.timeout_s
+        poll_until = deadline if not self.deferrable else time.time() + self.grace_s
         while pending:
             for job_id in list(pending):
                 status = backend.state(job_id)
@@ -315,17 +364,51 @@ class WaitJobsOperator(BaseOperator):
                         "%s job %s ended %s\n%s", self.role, job_id, status.state.value, tail
                     )
                     if not status.state.is_success:
-                        raise JobBackendError(
-                            f"{self.role} job {job_id} ended {status.state.value} "
-                            f"(exit code {status.exit_code}):\n{tail}"
-                        )
-            if pending and time.monotonic() > deadline:
-                raise JobBackendError(
-                    f"{self.role} jobs {pending} still running after {self.timeout_s} s"
-                )
+                        raise self._failed(job_id, status.state.value, status.exit_code, tail)
+            if pending and time.time() > deadline:
+                raise self._timed_out(pending)
+            if pending and time.time() >= poll_until:
+                break
             if pending:
                 time.sleep(self.poll_interval)
-        return done
+        if not pending:
+            return done
+        from airflow_provider_lclstream.transfer.linked import linked_jobs
+
+        self.log.info("%s jobs %s still running; deferring the wait", self.role, pending)
+        self.defer(  # the trigger watches every job: dag.test() drops a deferral's kwargs
+            trigger=JobsStateTrigger(
+                [*done, *pending],
+                conn_id,
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+                deadline=deadline,
+                linked_jobs=linked_jobs(context, request),
+                not_before=settle_deadline(),
+            ),
+            method_name="execute_complete",
+        )
+        return done  # not reached: defer() raises
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after ``JobsStateTrigger`` fired: every job's state, or the wait's error."""
+        self._context = context
+        done = dict(event.get("jobs", {}))
+        status = event.get("status")
+        for job_id, job in event.get("jobs", {}).items():
+            self.log.info("%s job %s ended %s", self.role, job_id, job.get("state"))
+        if status == "success":
+            return done
+        if status == "failed":
+            raise self._failed(
+                str(event.get("job_id")),
+                str(event.get("state")),
+                event.get("exit_code"),
+                event.get("log_tail", ""),
+            )
+        if status == "timeout":
+            raise self._timed_out(list(event.get("pending", [])))
+        raise JobBackendError(f"lost track of {self.role} jobs: {event.get('message', event)}")
 
 
 class StopJobsOperator(BaseOperator):
@@ -336,6 +419,7 @@ class StopJobsOperator(BaseOperator):
     """
 
     template_fields = ("request",)
+    operator_extra_links = (TransferLink(),)
 
     def __init__(
         self,

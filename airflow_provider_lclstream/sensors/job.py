@@ -6,6 +6,7 @@ import datetime as dt
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator
 
 from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 class JobSensor(BaseSensorOperator):
     """True when job ``job_id`` of connection ``conn_id`` completed; raises if it failed.
 
-    ``deferrable=True`` hands the wait to :class:`JobStateTrigger` instead of poking.
+    ``deferrable`` (default: Airflow's ``[operators] default_deferrable``) hands the wait to
+    :class:`JobStateTrigger` instead of poking.
     """
 
     template_fields = ("job_id", "conn_id")
@@ -30,7 +32,7 @@ class JobSensor(BaseSensorOperator):
         *,
         job_id: str,
         conn_id: str | None = None,
-        deferrable: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         log_tail_bytes: int = 4000,
         max_poll_interval: float = 60.0,
         **kwargs: Any,

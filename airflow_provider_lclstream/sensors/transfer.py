@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator
 
 from airflow_provider_lclstream.exceptions import TransferFailedError
+from airflow_provider_lclstream.operators.links import TransferLink
 from airflow_provider_lclstream.triggers.settle import SETTLE_S, settle_deadline
 from airflow_provider_lclstream.triggers.transfer import TransferTrigger
 
@@ -24,6 +25,7 @@ class TransferSensor(BaseSensorOperator):
     """
 
     template_fields = ("metrics_url", "request")
+    operator_extra_links = (TransferLink(),)
 
     def __init__(
         self,

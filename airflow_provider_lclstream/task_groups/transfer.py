@@ -10,12 +10,17 @@ submitted right after, together, and connect once the buffer listens. ``start_co
 waits until the buffer answers, so a buffer that cannot start still fails the transfer early
 with its log. (The streamer stays behind ``start_buffer``: ``dag.test()`` runs one task at a
 time and a streamer deferred before the buffer exists would wait in vain.)
+
+``deferrable`` (default: Airflow's ``[operators] default_deferrable``) goes to every task that
+waits: ``start_consumers``, ``run_streamer`` and ``wait_consumers`` defer their waits to the
+triggerer, or poll in the worker. ``watch_transfer`` always defers (it needs a triggerer).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import TaskGroup, XComArg
 
 from airflow_provider_lclstream.operators.transfer import (
@@ -37,6 +42,7 @@ def transfer_task_group(
     poll_interval: float = 2.0,
     buffer_ready_timeout: float = 60.0,
     launcher: str = "mpiexec",
+    deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
 ) -> TaskGroup:
     """Build the group in the current DAG. ``request`` is a TransferRequest dict or XComArg."""
     with TaskGroup(group_id=group_id, prefix_group_id=prefix_group_id) as group:
@@ -49,6 +55,7 @@ def transfer_task_group(
             request=request,
             ready_timeout=buffer_ready_timeout,
             wait_ready=False,
+            deferrable=deferrable,
         )
         url_timeout = buffer_ready_timeout + 30.0
         consumers = ConsumerOperator(
@@ -57,6 +64,7 @@ def transfer_task_group(
             buffer_task=full("start_buffer"),
             url_timeout=url_timeout,
             buffer_ready_timeout=buffer_ready_timeout,
+            deferrable=deferrable,
         )
         streamer = LCLStreamerOperator(
             task_id="run_streamer",
@@ -66,6 +74,7 @@ def transfer_task_group(
             launcher=launcher,
             poll_interval=poll_interval,
             max_poll_interval=max(poll_interval, 10.0),
+            deferrable=deferrable,
         )
         watch = TransferSensor(
             task_id="watch_transfer",
@@ -78,6 +87,7 @@ def transfer_task_group(
             task_id="wait_consumers",
             request=request,
             jobs_from=(full("start_consumers"), "job_ids"),
+            deferrable=deferrable,
         )
         stop = StopJobsOperator(
             task_id="stop_jobs",

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from pydantic import ValidationError
 
 from airflow_provider_lclstream.config.transfer import TransferRequest
 from airflow_provider_lclstream.exceptions import LCLStreamError
-from airflow_provider_lclstream.transfer.run_events import XTC_DIR_ENV
 
 # Params of the manual-trigger form that map 1:1 onto TransferRequest fields.
 FORM_FIELDS = (
@@ -37,8 +35,13 @@ def backend_choices(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def request_from(conf: dict[str, Any] | None, params: dict[str, Any]) -> dict[str, Any]:
+def request_from(
+    conf: dict[str, Any] | None, params: dict[str, Any], xtc_dir: str | None = None
+) -> dict[str, Any]:
     """``conf["request"]`` (API), ``conf["config"]`` (a streamer config), or the form's params.
+
+    ``xtc_dir`` (the DAG passes ``[lclstream] xtc_dir``) is psana's ``dir=`` for a run from
+    ``lclstream-arp-launch``.
 
     The buffer's ports are chosen here when the request names none, so that the transfer's
     jobs can all start at once.
@@ -50,8 +53,8 @@ def request_from(conf: dict[str, Any] | None, params: dict[str, Any]) -> dict[st
         data = {k: params[k] for k in FORM_FIELDS if params.get(k) not in (None, "")}
         data.update({k: conf[k] for k in FORM_FIELDS if k in conf})  # e.g. --conf of the ARP
         data.update(exp=conf["experiment"], run=conf["run"])
-        if os.environ.get(XTC_DIR_ENV):
-            data["xtc_dir"] = os.environ[XTC_DIR_ENV]
+        if xtc_dir:
+            data["xtc_dir"] = xtc_dir
         data.update(backend_choices(params))
     elif "config" in conf:
         extra = {k: v for k, v in conf.items() if k not in ("config", "user")}

@@ -1,6 +1,7 @@
-"""Trigger that watches one batch job until it ends, streaming its log into the trigger log.
+"""Triggers that watch batch jobs: :class:`JobStateTrigger` one job until it ends, streaming its
+log into the trigger log; :class:`JobsStateTrigger` several until all ended (see its docstring).
 
-Events (plain JSON):
+Events of ``JobStateTrigger`` (plain JSON):
 
 - ``{"status": "success" | "failed", "job_id", "state", "native_state", "exit_code", "reason",
   "log_offset", "log_tail"}`` when the job reached a final state (``log_tail``: the last
@@ -190,6 +191,166 @@ class JobStateTrigger(BaseTrigger):
         await backend.acancel(self.job_id)
         self.log.info("cancelled job %s", self.job_id)
         if self.linked_jobs:  # e.g. the buffer and consumers of a transfer's streamer
+            from airflow_provider_lclstream.transfer.linked import acancel_all
+
+            await acancel_all(self.linked_jobs)
+
+    async def cleanup(self) -> None:
+        if self._client is not None:
+            try:
+                await self._client.aclose()
+            except Exception as err:
+                self.log.debug("closing the job backend failed: %s", err)
+            self._client = None
+
+
+class JobsStateTrigger(BaseTrigger):
+    """Poll several jobs of connection ``conn_id`` until every one ended; fire at once when one
+    ended other than ``completed``.
+
+    Events (plain JSON; ``jobs`` maps each job that ended so far to its state fields):
+
+    - ``{"status": "success", "jobs"}`` when all completed (each one's last ``log_tail_bytes``
+      of log go to the trigger's log);
+    - ``{"status": "failed", "job_id", "state", ..., "log_tail", "jobs"}`` for the first job
+      that did not complete;
+    - ``{"status": "timeout", "pending", "jobs"}`` once ``deadline`` (epoch seconds) passed;
+    - ``{"status": "error", "job_id", "message"}`` when the backend does not know a job or failed
+      ``max_errors`` polls in a row.
+
+    The interval starts at ``poll_interval`` and grows by ``backoff`` (up to
+    ``max_poll_interval``) while no job ends. ``linked_jobs`` are cancelled when a user kills
+    the task.
+    """
+
+    def __init__(
+        self,
+        job_ids: list[str],
+        conn_id: str | None = None,
+        *,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 10.0,
+        backoff: float = 1.5,
+        deadline: float | None = None,
+        log_tail_bytes: int = 2000,
+        max_errors: int = 5,
+        linked_jobs: list[list[Any]] | None = None,
+        not_before: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.job_ids = [str(job_id) for job_id in job_ids]
+        self.conn_id = conn_id
+        self.poll_interval = float(poll_interval)
+        self.max_poll_interval = max(float(max_poll_interval), self.poll_interval)
+        self.backoff = max(float(backoff), 1.0)
+        self.deadline = None if deadline is None else float(deadline)
+        self.log_tail_bytes = int(log_tail_bytes)
+        self.max_errors = int(max_errors)
+        self.linked_jobs = [list(job) for job in linked_jobs or []]
+        self.not_before = not_before
+        self._client: JobBackend | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "job_ids": self.job_ids,
+                "conn_id": self.conn_id,
+                "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+                "backoff": self.backoff,
+                "deadline": self.deadline,
+                "log_tail_bytes": self.log_tail_bytes,
+                "max_errors": self.max_errors,
+                "linked_jobs": self.linked_jobs,
+                "not_before": self.not_before,
+            },
+        )
+
+    async def _connect(self) -> JobBackend:
+        """The backend of ``conn_id``, created once per trigger."""
+        if self._client is None:
+            from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
+
+            self._client = await JobBackendHook(self.conn_id).aget_conn()
+        return self._client
+
+    def _error(self, job_id: str, message: str) -> TriggerEvent:
+        return TriggerEvent({"status": "error", "job_id": job_id, "message": message})
+
+    async def _tail(self, backend: JobBackend, job_id: str) -> str:
+        if self.log_tail_bytes <= 0:
+            return ""
+        try:
+            tail, _ = await backend.alog_tail(job_id, -self.log_tail_bytes)
+        except Exception as err:
+            return f"(log not readable: {err})"
+        return tail
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        async for event in settled(self._events(), self.not_before):
+            yield event
+
+    async def _events(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            backend = await self._connect()
+        except Exception as err:
+            yield self._error(",".join(self.job_ids), f"cannot create the job backend: {err}")
+            return
+        pending = list(self.job_ids)
+        ended: dict[str, dict[str, Any]] = {}
+        interval, errors = self.poll_interval, 0
+        while pending:
+            changed = False
+            for job_id in list(pending):
+                try:
+                    status = await backend.astate(job_id)
+                    errors = 0
+                except JobNotFoundError as err:
+                    yield self._error(job_id, str(err))
+                    return
+                except Exception as err:
+                    errors += 1
+                    self.log.warning(
+                        "job %s: state query failed (%d/%d): %s",
+                        job_id,
+                        errors,
+                        self.max_errors,
+                        err,
+                    )
+                    if errors >= self.max_errors:
+                        yield self._error(
+                            job_id,
+                            f"{errors} state queries in a row failed; last: "
+                            f"{type(err).__name__}: {err}",
+                        )
+                        return
+                    break
+                if not status.is_final:
+                    continue
+                pending.remove(job_id)
+                ended[job_id] = status.to_dict()
+                changed = True
+                tail = await self._tail(backend, job_id)
+                self.log.info("job %s ended %s\n%s", job_id, status.state.value, tail)
+                if not status.state.is_success:
+                    yield TriggerEvent(
+                        {"status": "failed", **status.to_dict(), "log_tail": tail, "jobs": ended}
+                    )
+                    return
+            if not pending:
+                break
+            if self.deadline is not None and time.time() >= self.deadline:
+                yield TriggerEvent({"status": "timeout", "pending": pending, "jobs": ended})
+                return
+            grown = min(interval * self.backoff, self.max_poll_interval)
+            interval = self.poll_interval if changed else grown
+            await asyncio.sleep(interval)
+        yield TriggerEvent({"status": "success", "jobs": ended})
+
+    async def on_kill(self) -> None:
+        """The user killed the deferred task: cancel the linked jobs (the transfer's)."""
+        if self.linked_jobs:
             from airflow_provider_lclstream.transfer.linked import acancel_all
 
             await acancel_all(self.linked_jobs)

@@ -224,6 +224,11 @@ print_stats_interval = 300
 
 [triggerer]
 capacity = 50
+
+[operators]
+# The provider's operators defer their waits (jobs, buffer, consumers) to the triggerer, as the
+# project's deployments do; Airflow's own default is False.
+default_deferrable = True
 EOF
     LCLSTREAM_AIRFLOW_PASSWORD="$AF_PASSWORD" "$PY" - "$HOME_DIR/passwords.json" "$AF_USER" <<'PY'
 import json, os, sys

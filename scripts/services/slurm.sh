@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Single-node SLURM test cluster: munged, slurmctld, slurmd (node "localhost"), slurmrestd.
 #
-#   scripts/services/slurm.sh start|stop|restart|status|token|env
+#   scripts/services/slurm.sh start|stop|restart|status|token|env|purge
 #
-# Idempotent. Everything lives in ${LCLSTREAM_SERVICES_DIR:-<repo>/.services}/slurm: the generated
-# slurm.conf, the JWT key, spool and state dirs, logs, pid files, and env.sh, which exports
-# SLURM_CONF and LCLSTREAM_SLURMRESTD_URL for tests and other scripts (`source .../env.sh`).
+# Idempotent. Everything is found at ${LCLSTREAM_SERVICES_DIR:-<repo>/.services}/slurm: the
+# generated slurm.conf, the JWT key, spool and state dirs, logs, pid files, and env.sh, which
+# exports SLURM_CONF and LCLSTREAM_SLURMRESTD_URL for tests and other scripts (`source .../env.sh`).
+# That path is a link: slurmctld runs as SlurmUser=slurm and slurmrestd as nobody, and neither can
+# reach a checkout under a private (0700) directory. The files themselves live in
+# ${LCLSTREAM_SLURM_STATE_ROOT:-/var/lib/lclstream-services}/<hash of the services dir>/slurm, one
+# folder per checkout, so two checkouts never share state. `purge` stops and removes both.
 # As root the config is also copied to /etc/slurm/slurm.conf so plain `sbatch`/`squeue` find it
 # (only when that file is absent or was written by this script).
 #
@@ -22,7 +26,23 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SERVICES_DIR="${LCLSTREAM_SERVICES_DIR:-$REPO/.services}"
 mkdir -p "$SERVICES_DIR"
-STATE="$(cd "$SERVICES_DIR" && pwd)/slurm"
+SERVICES_DIR="$(cd "$SERVICES_DIR" && pwd -P)"
+LINK="$SERVICES_DIR/slurm"
+STATE_ROOT="${LCLSTREAM_SLURM_STATE_ROOT:-/var/lib/lclstream-services}"
+STATE_KEY="$(printf '%s' "$SERVICES_DIR" | sha256sum | cut -c1-16)"
+STATE="$STATE_ROOT/$STATE_KEY/slurm"
+# A real directory at $LINK is the state of an older slurm.sh: while its daemons run, use it
+# (so `stop` finds them); the next `start` after that replaces it by the link.
+legacy_running() {
+    local name pid
+    [[ -d $LINK && ! -L $LINK ]] || return 1
+    for name in munged slurmctld slurmd slurmrestd; do
+        pid=$(cat "$LINK/run/$name.pid" 2>/dev/null) || continue
+        [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && return 0
+    done
+    return 1
+}
+legacy_running && STATE="$LINK"
 CONF="$STATE/slurm.conf"
 RUN="$STATE/run"
 LOG="$STATE/log"
@@ -107,12 +127,21 @@ ours_alive() {
     echo "$pid"
 }
 
-# Start $1 in the background, detached, with output appended to $LOG/$1.out; record its pid.
+# Start $1 in the background, detached, in /, with output appended to $LOG/$1.out; record its
+# pid. (A daemon that drops to another user may not be able to reach the caller's directory.)
+# Returns once the wrappers (subshell, setsid, setpriv, env) have become the daemon, so that
+# ours_alive, which checks the process name, does not take a starting daemon for a dead one.
 launch() {
-    local name=$1
+    local name=$1 pid comm i
     shift
-    setsid "$@" </dev/null >>"$LOG/$name.out" 2>&1 &
-    echo $! >"$RUN/$name.pid"
+    (cd / && exec setsid "$@" </dev/null >>"$LOG/$name.out" 2>&1) &
+    pid=$!
+    echo "$pid" >"$RUN/$name.pid"
+    for ((i = 0; i < 100; i++)); do
+        comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 0 # exited: the caller reports it
+        [[ $comm == "$name"* ]] && return 0
+        sleep 0.05
+    done
 }
 
 stop_one() {
@@ -170,7 +199,22 @@ rest_ok() {
 
 # --- setup -------------------------------------------------------------------------------------
 
+# $STATE_ROOT/<key>/slurm, reachable by the service users, and $LINK pointing at it.
+make_state_dir() {
+    [[ $STATE == "$LINK" ]] && return 0 # an older slurm.sh's directory, still in use
+    [[ -d $STATE_ROOT ]] || mkdir -p -m 0755 "$STATE_ROOT"
+    mkdir -p "$STATE"
+    chmod 0755 "$STATE_ROOT/$STATE_KEY"
+    echo "$SERVICES_DIR" >"$STATE_ROOT/$STATE_KEY/services-dir" # whose state this is
+    if [[ -d $LINK && ! -L $LINK ]]; then
+        log "replacing $LINK (state of an older slurm.sh, no daemon running) by a link to $STATE"
+        rm -rf "$LINK"
+    fi
+    ln -sfn "$STATE" "$LINK"
+}
+
 write_config() {
+    make_state_dir
     mkdir -p "$STATE" "$RUN" "$LOG" "$STATE/ctld" "$STATE/slurmd"
     chmod 0755 "$STATE" "$RUN" "$LOG"
     # slurmctld runs as SlurmUser=slurm: it writes its state, its log and the jobcomp file.
@@ -286,7 +330,16 @@ start() {
         log "already running: $REST_URL (SLURM_CONF=$CONF)"
         return 0
     fi
-    local t0=$SECONDS
+    local t0=$SECONDS name port
+    # The ports are fixed: a SLURM another checkout started keeps them until it is stopped there.
+    for name in slurmctld:$CTLD_PORT slurmd:$SLURMD_PORT slurmrestd:$REST_PORT; do
+        port=${name#*:} name=${name%%:*}
+        if ! ours_alive "$name" >/dev/null && port_open "$port"; then
+            die "port $port ($name) is taken, not by this checkout's SLURM (state: $STATE);" \
+                "stop the other one where it was started (scripts/services/slurm.sh stop) or set" \
+                "LCLSTREAM_SLURMCTLD_PORT / LCLSTREAM_SLURMD_PORT / LCLSTREAM_SLURMRESTD_PORT"
+        fi
+    done
     # (Re)write the config only while no daemon of ours reads it.
     if ! ours_alive slurmctld >/dev/null && ! ours_alive slurmd >/dev/null; then
         write_config
@@ -327,7 +380,8 @@ start() {
     log "up in $((SECONDS - t0))s: $REST_URL (source $STATE/env.sh)"
 }
 
-status_quiet() { munge_ok && ctld_ok && node_ok && rest_ok; }
+# Up, and ours: a cluster another checkout started has its env.sh elsewhere.
+status_quiet() { ours_alive slurmctld >/dev/null && munge_ok && ctld_ok && node_ok && rest_ok; }
 
 status() {
     local ok=0 name pid
@@ -335,7 +389,9 @@ status() {
         if pid=$(ours_alive "$name"); then echo "$name: running (pid $pid)"; else echo "$name: not ours/not running"; fi
     done
     if munge_ok; then echo "munge: ok"; else echo "munge: FAIL" && ok=1; fi
-    if ctld_ok; then
+    if ! ours_alive slurmctld >/dev/null && port_open "$CTLD_PORT"; then
+        echo "slurmctld: port $CTLD_PORT answers, but not this checkout's (state: $STATE)" && ok=1
+    elif ctld_ok; then
         echo "slurmctld: ping ok"
         if node_ok; then echo "node localhost: $(node_state)"; else echo "node localhost: FAIL ($(node_state))" && ok=1; fi
         if rest_ok; then echo "slurmrestd: $REST_URL ok"; else echo "slurmrestd: $REST_URL FAIL" && ok=1; fi
@@ -352,15 +408,28 @@ stop() {
     done
 }
 
+# Stop, then remove the state folder and the link to it (`make clean`).
+purge() {
+    stop
+    [[ -L $LINK ]] && rm -f "$LINK"
+    if [[ $STATE == "$LINK" ]]; then
+        rm -rf "$LINK"
+    elif [[ -d $STATE_ROOT/$STATE_KEY ]]; then
+        rm -rf "${STATE_ROOT:?}/$STATE_KEY"
+        log "removed $STATE_ROOT/$STATE_KEY"
+    fi
+}
+
 case "${1:-}" in
 start) start ;;
 stop) stop ;;
+purge) purge ;;
 restart) stop && start ;;
 status) status ;;
 token) mint_token "${2:-root}" "${3:-3600}" ;;
 env) cat "$STATE/env.sh" ;;
 *)
-    echo "usage: $0 start|stop|restart|status|token [user] [lifespan]|env" >&2
+    echo "usage: $0 start|stop|restart|status|token [user] [lifespan]|env|purge" >&2
     exit 2
     ;;
 esac

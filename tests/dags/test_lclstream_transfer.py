@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import h5py
 import pytest
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.airflow, pytest.mark.mpi]
 @pytest.fixture
 def jobs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "jobs"
-    monkeypatch.setenv("LCLSTREAM_JOBS_DIR", str(root))
+    monkeypatch.setenv("AIRFLOW__LCLSTREAM__JOBS_DIR", str(root))
     return root
 
 
@@ -58,6 +59,14 @@ def test_synthetic_transfer_succeeds_and_counts_match(
     files = sorted(out.rglob("*.h5"))
     assert len(files) == stats["messages"] == 6  # 3 messages (5, 5, 2 events) per rank
     assert sum(h5py.File(f)["/data/data"].shape[0] for f in files) == 24
+    # The extra links (worked out by the worker, stored in XCom): "Transfer" opens the transfers
+    # page of this run, "Job" the streamer task's log.
+    ti = run.get_task_instance("start_buffer")
+    page = ti.xcom_pull(task_ids="start_buffer", key="_link_TransferLink")
+    assert page.endswith("/lclstream/ui?id=" + quote(run.run_id, safe="")), page
+    job = ti.xcom_pull(task_ids="run_streamer", key="_link_JobLink")
+    assert job.endswith(f"/dags/lclstream_transfer/runs/{quote(run.run_id, safe='')}"
+                        "/tasks/run_streamer?try_number=1"), job  # fmt: skip
     # The teardown stopped the persistent buffer: no job is left running.
     assert all(result is not None for result in job_states(jobs_dir).values()), job_states(jobs_dir)
     print(f"transfer dag.test() took {elapsed:.1f} s")

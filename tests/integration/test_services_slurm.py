@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -18,9 +17,9 @@ from airflow_provider_lclstream.backends.slurm_rest import (
     SlurmJobNotFound,
     SlurmRestClient,
 )
+from tests.conftest import STATE_DIR
 
-REPO = Path(__file__).resolve().parents[2]
-STATE = Path(os.environ.get("LCLSTREAM_SERVICES_DIR", REPO / ".services")) / "slurm"
+STATE = STATE_DIR / "slurm"  # a link to where slurm.sh keeps its files
 JOB_TIMEOUT = 60.0
 T = TypeVar("T")
 

@@ -4,7 +4,6 @@ single-node SLURM of ``scripts/services/slurm.sh``; job output files are on this
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -27,8 +26,6 @@ from airflow_provider_lclstream.exceptions import JobNotFoundError
 from tests.conftest import STATE_DIR
 from tests.standalone import slurm_environment
 
-REPO = Path(__file__).resolve().parents[2]
-STATE = Path(os.environ.get("LCLSTREAM_SERVICES_DIR", REPO / ".services")) / "slurm"
 TIMEOUT = 90.0
 T = TypeVar("T")
 

@@ -11,6 +11,7 @@ import datetime as dt
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -25,7 +26,7 @@ START = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 def jobs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The local backend's job root for this test (tasks run in this process)."""
     root = tmp_path / "jobs"
-    monkeypatch.setenv("LCLSTREAM_JOBS_DIR", str(root))
+    monkeypatch.setenv("AIRFLOW__LCLSTREAM__JOBS_DIR", str(root))
     return root
 
 
@@ -56,15 +57,20 @@ def job_dirs(root: Path) -> list[Path]:
 
 
 def test_deferrable_job_succeeds(airflow_db: Path, jobs_dir: Path) -> None:
-    dag = make_dag("echo hello from the job; sleep 0.5")
+    dag = make_dag("echo hello from the job; sleep 0.5", deferrable=True)
     run = dag.test()
     assert run.state == "success"
     (job,) = job_dirs(jobs_dir)
     assert job.name.startswith("lcls-")
     assert (job / "output.log").read_text() == "hello from the job\n"
-    # The "Job" extra link points at the job's log.
+    # XCom job_url is the backend's own URL of the job; the "Job" extra link (worked out by the
+    # worker, stored in XCom) opens the task's log in Airflow, where the job's output is.
     ti = run.get_task_instance("job")
     assert ti.xcom_pull(task_ids="job", key="job_url") == (job / "output.log").as_uri()
+    link = ti.xcom_pull(task_ids="job", key="_link_JobLink")
+    assert link.endswith(
+        f"/dags/{dag.dag_id}/runs/{quote(run.run_id, safe='')}/tasks/job?try_number=1"
+    )
 
 
 def test_non_deferrable_job_succeeds(airflow_db: Path, jobs_dir: Path) -> None:
@@ -156,9 +162,9 @@ def test_job_sensor_waits_for_a_job_started_elsewhere(airflow_db: Path, jobs_dir
     from airflow_provider_lclstream.config.job import JobSpec
     from airflow_provider_lclstream.sensors.job import JobSensor
 
-    ok = LocalBackend().submit(JobSpec(name="elsewhere", script="sleep 0.3"))
+    ok = LocalBackend(jobs_dir).submit(JobSpec(name="elsewhere", script="sleep 0.3"))
     with DAG(f"test_job_sensor_{uuid.uuid4().hex[:8]}", schedule=None, start_date=START) as dag:
-        JobSensor(task_id="poke", job_id=ok, poke_interval=0.1)
+        JobSensor(task_id="poke", job_id=ok, poke_interval=0.1, deferrable=False)
         JobSensor(task_id="deferred", job_id=ok, poke_interval=0.1, deferrable=True)
     register(dag)
     assert dag.test().state == "success"

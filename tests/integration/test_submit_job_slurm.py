@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,9 +21,6 @@ from airflow_provider_lclstream.backends.slurm import SlurmBackend
 from airflow_provider_lclstream.config.job import JobSpec
 from tests.conftest import STATE_DIR
 from tests.standalone import slurm_environment
-
-REPO = Path(__file__).resolve().parents[2]
-STATE = Path(os.environ.get("LCLSTREAM_SERVICES_DIR", REPO / ".services")) / "slurm"
 
 pytestmark = [pytest.mark.slurm]
 

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
-
 from airflow_provider_lclstream.config.transfer import TransferRequest
 from airflow_provider_lclstream.transfer.run_events import transfer_confs
 
 
-def test_one_conf_per_run_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LCLSTREAM_XTC_DIR", "/data/xtc")
+def test_one_conf_per_run_start() -> None:
     events = [
         {"kind": "run_start", "experiment": "xpptut15", "run": 14, "time": "t"},
         {"kind": "run_start", "experiment": "xpptut15", "run": 14, "time": "t"},
         {"kind": "run_end", "experiment": "xpptut15", "run": 13, "time": "t"},
         {"kind": "run_start", "experiment": "mfxl1027522", "run": 2, "time": "t"},
     ]
-    confs = transfer_confs(events, {"detector_name": "xppcspad", "ranks": 2})
+    confs = transfer_confs(events, {"detector_name": "xppcspad", "ranks": 2}, "/data/xtc")
     assert [(c["request"]["exp"], c["request"]["run"]) for c in confs] == [
         ("xpptut15", 14),
         ("mfxl1027522", 2),

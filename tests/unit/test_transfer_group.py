@@ -75,7 +75,7 @@ def test_a_buffer_job_that_dies_fails_the_wait_with_its_log(tmp_path: Any) -> No
 
     from airflow_provider_lclstream.backends.local import LocalBackend
     from airflow_provider_lclstream.config.job import JobSpec
-    from airflow_provider_lclstream.operators.transfer import wait_buffer_ready
+    from airflow_provider_lclstream.operators.buffer_wait import wait_buffer_ready
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -97,7 +97,7 @@ def test_on_kill_cancels_linked_jobs(kind: str, tmp_path, monkeypatch) -> None:
     from airflow_provider_lclstream.config.job import JobSpec
     from airflow_provider_lclstream.triggers.job_state import JobStateTrigger
 
-    monkeypatch.setenv("LCLSTREAM_JOBS_DIR", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW__LCLSTREAM__JOBS_DIR", str(tmp_path))
     backend = LocalBackend(root=str(tmp_path))
     jobs = [
         backend.submit(JobSpec(name=f"j{i}", script="#!/bin/bash\nsleep 60\n")) for i in range(3)

@@ -1,7 +1,13 @@
-"""Every upstream LCLStreamer config parses; flat and sectioned versions agree."""
+"""Every config of the corpus parses; flat and sectioned versions agree.
+
+The corpus is the project's own (``tests/data/streamer-configs``); when
+``$LCLSTREAM_UPSTREAM_CONFIGS`` names a folder of real upstream files, the parse, round-trip and
+localhost tests run over those as well (see ``_corpus.py``).
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -24,10 +30,17 @@ from airflow_provider_lclstream.config.streamer import (
     StreamerConfig,
 )
 from airflow_provider_lclstream.exceptions import ConfigError
-from tests.unit.config._corpus import TEMPLATE_VALUES, corpus_dir, corpus_files
+from tests.unit.config._corpus import (
+    PROJECT_CORPUS,
+    TEMPLATE_VALUES,
+    corpus_files,
+    labelled_files,
+)
 
-FILES = corpus_files()
+FILES = corpus_files(PROJECT_CORPUS)
+CASES = [pytest.param(path, id=label) for label, path in labelled_files()]
 LOCAL = {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://127.0.0.1:5001"]}
+TEMPLATE = PROJECT_CORPUS / "flat" / "psana2-simplon-template.yml"
 
 
 def _load(path: Path) -> StreamerConfig:
@@ -42,14 +55,25 @@ def test_corpus_has_both_formats() -> None:
     assert len(FILES) >= 12
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_upstream_file_parses(path: Path) -> None:
+def test_corpus_urls_are_local() -> None:
+    # Chosen or not, commented out or not: the project's files never name a real host.
+    seen = 0
+    for path in [*FILES, None]:
+        text = path.read_text() if path else TEMPLATE_VALUES["out_url"]
+        hosts = re.findall(r"tcp://([^:/\"\s]+)", text)
+        assert set(hosts) <= {"127.0.0.1"}, (path or "TEMPLATE_VALUES", hosts)
+        seen += len(hosts)
+    assert seen >= 10
+
+
+@pytest.mark.parametrize("path", CASES)
+def test_every_file_parses(path: Path) -> None:
     config = _load(path)
     assert config.data_sources
     assert config.data_handlers
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", CASES)
 def test_dump_flat_round_trips(path: Path) -> None:
     config = _load(path)
     flat = dump_flat(config)
@@ -59,7 +83,7 @@ def test_dump_flat_round_trips(path: Path) -> None:
     assert all("type" in flat[k] for k in ("event_source", "processing_pipeline"))
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", CASES)
 def test_handlers_can_point_at_localhost(path: Path) -> None:
     text = path.read_text()
     values = TEMPLATE_VALUES if template_variables(text) else None
@@ -70,37 +94,40 @@ def test_handlers_can_point_at_localhost(path: Path) -> None:
 
 
 def test_template_renders_with_values() -> None:
-    path = corpus_dir() / "flat" / "lclstreamer-psana2-simplon.yml"
-    config = load_streamer_config(path, TEMPLATE_VALUES)
+    config = load_streamer_config(TEMPLATE, TEMPLATE_VALUES)
     serializer = config.data_serializer
     assert isinstance(serializer, SimplonBinarySerializer)
-    assert serializer.data_source_to_serialize == "jungfrau.raw.calib"
-    assert serializer.polarization_axis == [1.0, 0.0, 0.0]
-    assert serializer.polarization_fraction == pytest.approx(0.99)
-    assert config.source_identifier == "exp=mfx100852324,run=355"
+    assert serializer.data_source_to_serialize == "epix10k2M.raw.calib"
+    assert serializer.polarization_axis == [0.0, 1.0, 0.0]
+    assert serializer.polarization_fraction == pytest.approx(0.95)
+    assert serializer.data_collection_rate == "30Hz"
+    assert config.source_identifier == "exp=mfxl1002223,run=8"
     geometry = config.data_sources["detector_geometry"]
     assert isinstance(geometry, Psana2DetectorInterface)
+    assert geometry.psana_name == "epix10k2M"
     assert geometry.psana_fields == ["_detid", "raw._det_geotxt_default"]
     assert geometry.dtype == "str"
     assert isinstance(config.processing_pipeline, BatchProcessingPipeline)
-    assert config.processing_pipeline.batch_size == 1
+    assert config.processing_pipeline.batch_size == 4
+    handler = config.data_handlers[0]
+    assert isinstance(handler, BinaryDataStreamingDataHandler)
+    assert handler.urls == ["tcp://127.0.0.1:5004"]
 
 
 def test_template_without_values_lists_every_missing_name() -> None:
-    path = corpus_dir() / "flat" / "lclstreamer-psana2-simplon.yml"
+    assert template_variables(TEMPLATE.read_text()) == set(TEMPLATE_VALUES)
     with pytest.raises(ConfigError) as info:
-        load_streamer_config(path)
+        load_streamer_config(TEMPLATE)
     for name in TEMPLATE_VALUES:
         assert name in str(info.value)
     partial = {k: v for k, v in TEMPLATE_VALUES.items() if k not in ("out_url", "batch_size")}
     with pytest.raises(ConfigError, match="batch_size, out_url") as info:
-        load_streamer_config(path, partial)
+        load_streamer_config(TEMPLATE, partial)
     assert "areadetector_name" not in str(info.value)
 
 
 def _pair(name: str) -> tuple[StreamerConfig, StreamerConfig]:
-    root = corpus_dir()
-    return _load(root / "flat" / name), _load(root / "sectioned" / name)
+    return _load(PROJECT_CORPUS / "flat" / name), _load(PROJECT_CORPUS / "sectioned" / name)
 
 
 def _source(config: StreamerConfig, name: str) -> dict[str, object]:
@@ -108,66 +135,93 @@ def _source(config: StreamerConfig, name: str) -> dict[str, object]:
 
 
 def test_psana1_flat_and_sectioned_agree() -> None:
-    flat, sectioned = _pair("lclstreamer-psana1.yaml")
-    assert flat.source_identifier == sectioned.source_identifier == "exp=xpptut15:run=430"
+    flat, sectioned = _pair("psana1-xpp.yaml")
+    assert flat.source_identifier == sectioned.source_identifier == "exp=xppc00121:run=42"
     assert flat.skip_incomplete_events is sectioned.skip_incomplete_events is False
     assert flat.event_source == sectioned.event_source
     assert flat.processing_pipeline == sectioned.processing_pipeline
     assert flat.data_handlers == sectioned.data_handlers
-    for name in ("detector_data", "random", "photon_wavelength"):
+    for name in ("detector_data", "random", "photon_energy"):
         assert _source(flat, name) == _source(sectioned, name), name
     detector = sectioned.data_sources["detector_data"]
     assert isinstance(detector, Psana1DetectorInterface)
     assert detector.legacy_type == "Psana1AreaDetector"
     assert detector.psana_fields == ["calib"]
+    energy = sectioned.data_sources["photon_energy"]
+    assert isinstance(energy, Psana1DetectorInterface)
+    assert (energy.legacy_type, energy.psana_fields) == ("Psana1PV", [])
     assert isinstance(sectioned.data_serializer, HDF5BinarySerializer)
     assert isinstance(flat.data_serializer, HDF5BinarySerializer)
     assert flat.data_serializer.compression is None  # `compression:` left empty
     assert sectioned.data_serializer.compression == "zfp"
+    handler = flat.data_handlers[0]
+    assert isinstance(handler, BinaryFileWritingDataHandler)
+    assert (handler.file_prefix, handler.file_suffix) == ("xppc00121", "h5")
 
 
 def test_psana2_mfx_flat_and_sectioned_agree() -> None:
-    flat, sectioned = _pair("lclstreamer-psana2-mfx.yaml")
+    flat, sectioned = _pair("psana2-mfx.yaml")
     assert flat.source_identifier == sectioned.source_identifier
     assert flat.skip_incomplete_events is sectioned.skip_incomplete_events is True
     assert flat.event_source == sectioned.event_source
     assert flat.processing_pipeline == sectioned.processing_pipeline
-    for name in ("timestamp", "detector_data", "photon_wavelength"):
+    for name in ("timestamp", "detector_data", "photon_energy"):
         assert _source(flat, name) == _source(sectioned, name), name
     assert flat.data_serializer.model_dump(exclude={"fields"}) == (
         sectioned.data_serializer.model_dump(exclude={"fields"})
     )
+    detector = sectioned.data_sources["detector_data"]
+    assert isinstance(detector, Psana2DetectorInterface)
+    assert detector.psana_fields == ["raw.raw"]  # `calibration: false`
     assembled = sectioned.data_sources["assembled_detector_data"]
     assert isinstance(assembled, Psana2DetectorInterface)
     assert assembled.psana_fields == ["raw.image"]
 
 
-def test_psana2_tmo_flat_and_sectioned_agree() -> None:
-    flat, sectioned = _pair("lclstreamer-psana2-tmo.yaml")
+def test_psana2_rix_flat_and_sectioned_agree() -> None:
+    flat, sectioned = _pair("psana2-rix.yaml")
     assert flat.event_source == sectioned.event_source
     assert flat.processing_pipeline == sectioned.processing_pipeline
     assert flat.data_handlers == sectioned.data_handlers
+    assert flat.data_serializer.model_dump(exclude={"fields"}) == (
+        sectioned.data_serializer.model_dump(exclude={"fields"})
+    )
     assert _source(flat, "timestamp") == _source(sectioned, "timestamp")
     handler = flat.data_handlers[0]
     assert isinstance(handler, BinaryFileWritingDataHandler)
-    assert handler.write_directory == "workspace/output"
+    assert handler.write_directory == "out/rix"
 
 
-def test_sectioned_unchosen_handler_is_ignored() -> None:
+@pytest.mark.parametrize("name", ["psana1-xpp.yaml", "psana2-mfx.yaml", "psana2-rix.yaml"])
+def test_sectioned_unchosen_handler_is_ignored(name: str) -> None:
     # The sectioned files keep a `library: nng` streaming entry that is not chosen.
-    _, sectioned = _pair("lclstreamer-psana1.yaml")
-    assert [h.type for h in sectioned.data_handlers] == ["BinaryFileWritingDataHandler"]
+    path = PROJECT_CORPUS / "sectioned" / name
+    assert "library: nng" in path.read_text()
+    assert [h.type for h in _load(path).data_handlers] == ["BinaryFileWritingDataHandler"]
 
 
-def test_quynh_legacy_psana1_classes_keep_their_meaning() -> None:
-    config = _load(corpus_dir() / "sectioned" / "lclstreamer-quynh.yaml")
+def test_sectioned_two_chosen_handlers_keep_their_order() -> None:
+    config = _load(PROJECT_CORPUS / "sectioned" / "internal-two-handlers.yaml")
+    stream, files = config.data_handlers
+    assert isinstance(stream, BinaryDataStreamingDataHandler)
+    assert stream.urls == ["tcp://127.0.0.1:5005", "tcp://127.0.0.1:5006"]
+    assert isinstance(files, BinaryFileWritingDataHandler)
+    assert files.write_directory == "out/two-handlers"
+    assert config.data_sources["scale"].model_dump()["value"] == 0.5
+    assert config.data_sources["count"].model_dump()["value"] == 3
+
+
+def test_legacy_psana1_classes_keep_their_meaning() -> None:
+    config = _load(PROJECT_CORPUS / "sectioned" / "psana1-legacy-classes.yaml")
     expected = {
         "detector_data": ("Psana1AssembledAreaDetector", ["image"]),
-        "ipm2sum": ("Psana1BbmonDetectorTotalIntensity", ["get.TotalIntensity"]),
-        "diodeUchannel": ("Psana1IpmDetector", ["channel"]),
-        "timetool_ampl": ("Psana1PV", []),
-        "usb_encoder_2": ("Psana1UsdUsbDetector", ["values"]),
-        "evr_codes": ("Psana1EvrCodes", ["eventCodes"]),
+        "raw_frames": ("Psana1AreaDetector", ["raw"]),
+        "beam_intensity_upstream": ("Psana1BbmonDetectorTotalIntensity", ["get.TotalIntensity"]),
+        "diode_channels": ("Psana1IpmDetector", ["channel"]),
+        "laser_delay": ("Psana1PV", []),
+        "laser_power": ("Psana1PV", []),
+        "stage_encoder": ("Psana1UsdUsbDetector", ["values"]),
+        "event_codes": ("Psana1EvrCodes", ["eventCodes"]),
     }
     for name, (legacy, fields) in expected.items():
         source = config.data_sources[name]
@@ -176,24 +230,24 @@ def test_quynh_legacy_psana1_classes_keep_their_meaning() -> None:
 
 
 def test_internal_quirks() -> None:
-    config = _load(corpus_dir() / "flat" / "lclstreamer-internal.yaml")
+    config = _load(PROJECT_CORPUS / "flat" / "internal-random-and-constants.yaml")
     sources = config.data_sources
-    assert sources["random_example2"].model_dump()["array_shape"] == (32,)
-    assert sources["const_data_example1"].model_dump()["value"] == 6.4
-    assert sources["const_data_example2"].model_dump()["value"] == [6, 3, 1]
-    assert sources["const_data_example3"].model_dump()["value"] == [6]
-    assert sources["const_data_example4"].model_dump()["value"] == [6, 1]
+    assert sources["noise"].model_dump()["array_shape"] == (32,)
+    assert sources["gain"].model_dump()["value"] == 2.5
+    assert sources["panel_ids"].model_dump()["value"] == [4, 2, 8]
+    assert sources["one_panel"].model_dump()["value"] == [7]
+    assert sources["two_panels"].model_dump()["value"] == [7, 3]
     flat = dump_flat(config)
-    assert flat["data_sources"]["random_example2"]["array_shape"] == "32,"
+    assert flat["data_sources"]["noise"]["array_shape"] == "32,"
 
 
-def test_producer_raw_streaming_options() -> None:
-    config = _load(corpus_dir() / "flat" / "producer_raw.yaml")
+def test_distributed_streaming_options() -> None:
+    config = _load(PROJECT_CORPUS / "flat" / "psana2-raw-distributed.yaml")
     handler = config.data_handlers[0]
     assert isinstance(handler, BinaryDataStreamingDataHandler)
     assert handler.distribute is True
     assert handler.buffer == 64 * 1024 * 1024
-    assert len(handler.urls) == 4
+    assert handler.urls == [f"tcp://127.0.0.1:{port}" for port in range(5101, 5105)]
     serializer = config.data_serializer
     assert isinstance(serializer, HDF5BinarySerializer)
     assert serializer.fields == {}

@@ -1,0 +1,218 @@
+"""The ``[lclstream]`` section of Airflow's configuration: its options and the one reader.
+
+Set an option in ``airflow.cfg`` (``[lclstream]`` / ``jobs_dir = /data/jobs``) or as
+``AIRFLOW__LCLSTREAM__JOBS_DIR``; ``get_provider_info`` declares the section from
+:data:`OPTIONS`, so ``airflow config list`` shows it with its defaults and descriptions.
+
+The older ``LCLSTREAM_*`` environment variables still work while the option is not set the Airflow
+way; each use warns (``FutureWarning``) with the option to set instead.
+
+These are the settings of Airflow's own processes. What a streamer, buffer or consumer job needs
+(``LCLSTREAM_PSANA_OFFLINE``, ``LCLSTREAM_URL``, ...) travels in the job's environment instead:
+see :data:`JOB_ENVIRONMENT`. Pure layers (``transfer/``, ``backends/``) never read this module:
+their callers pass the values in.
+
+Airflow is imported inside the readers only: Airflow's ProvidersManager imports this module
+(through ``get_provider_info``) while it loads its configuration.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from airflow_provider_lclstream.backends.local import DEFAULT_ROOT
+
+SECTION = "lclstream"
+VERSION_ADDED = "0.1.0"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of ``[lclstream]``; ``old_env`` is the deprecated variable it replaces."""
+
+    key: str
+    type: Literal["string", "float"]
+    default: str
+    description: str
+    example: str | None = None
+    old_env: str | None = None
+    version_added: str = VERSION_ADDED
+
+    @property
+    def env(self) -> str:
+        """The Airflow environment variable of this option."""
+        return f"AIRFLOW__{SECTION.upper()}__{self.key.upper()}"
+
+
+OPTIONS: dict[str, Option] = {
+    o.key: o
+    for o in (
+        Option(
+            "jobs_dir",
+            "string",
+            DEFAULT_ROOT,
+            "Root of the local backend's job directories (one per job). Workers and the "
+            "triggerer must see the same directory: the local backend only works on one host. A "
+            "``lclstream_local`` connection's ``root`` wins.",
+            example="/data/lclstream/jobs",
+            old_env="LCLSTREAM_JOBS_DIR",
+        ),
+        Option(
+            "trigger_settle_seconds",
+            "float",
+            "10",
+            "Seconds a trigger holds back its first event after the task deferred, while Airflow "
+            "has the race of apache/airflow#71580 and #72716 (a task whose trigger fires within "
+            "seconds is marked failed); not applied on an Airflow with both fixes "
+            "(``triggers/settle.py`` ``FIXED_IN``). Default of the operators' and sensors' "
+            "``settle_s``; ``0`` turns it off (``dag.test()`` runs triggers inline and needs no "
+            "settling).",
+            example="0",
+            old_env="LCLSTREAM_TRIGGER_SETTLE_S",
+        ),
+        Option(
+            "api_admins",
+            "string",
+            "",
+            "Comma-separated Airflow user names that see and cancel every transfer in the "
+            "transfer API plugin (others see their own). Read by the api-server.",
+            example="alice,bob",
+            old_env="LCLSTREAM_API_ADMINS",
+        ),
+        Option(
+            "backend",
+            "string",
+            "local",
+            "Default job backend of the example DAGs' forms (streamer, buffer and consumer): "
+            "local, slurm, slurm_cli, psik, sfapi or s3m. Read by the dag-processor.",
+            example="slurm",
+            old_env="LCLSTREAM_BACKEND",
+        ),
+        Option(
+            "detector",
+            "string",
+            "",
+            "Default ``detector_name`` of the example DAGs' forms; empty: ``epix10k2M`` in "
+            "``lclstream_transfer``, ``xppcspad`` in ``lclstream_on_run_start``. Read by the "
+            "dag-processor.",
+            example="jungfrau4M",
+            old_env="LCLSTREAM_DETECTOR",
+        ),
+        Option(
+            "output_dir",
+            "string",
+            "/tmp/lclstream-output",
+            "Default ``output_dir`` (where the default consumer writes HDF5) of the example "
+            "DAGs' forms. Read by the dag-processor.",
+            example="/sdf/data/lcls/ds/xpp/xpptut15/scratch/lclstream",
+            old_env="LCLSTREAM_OUTPUT_DIR",
+        ),
+        Option(
+            "kafka_bootstrap",
+            "string",
+            "127.0.0.1:9092",
+            "Kafka bootstrap servers (``host:port``, comma-separated) of the Elog run-start "
+            "watcher of ``lclstream_on_run_start``. Read by the dag-processor.",
+            example="kafka:9092",
+            old_env="LCLSTREAM_KAFKA_BOOTSTRAP",
+        ),
+        Option(
+            "experiments",
+            "string",
+            "",
+            "Regular expression that must match the whole experiment name for a run start to "
+            "start a transfer; empty: every experiment. Read by the dag-processor.",
+            example="mfxl10.*",
+            old_env="LCLSTREAM_EXPERIMENTS",
+        ),
+        Option(
+            "xtc_dir",
+            "string",
+            "",
+            "psana2's ``dir=`` for runs started by the Elog watcher or ``lclstream-arp-launch``; "
+            "empty: psana finds the run itself. Read by the workers.",
+            example="/sdf/data/lcls/ds/xpp/xpptut15/xtc",
+            old_env="LCLSTREAM_XTC_DIR",
+        ),
+    )
+}
+
+#: Environment variables of the jobs (not Airflow settings): name -> meaning.
+JOB_ENVIRONMENT: dict[str, str] = {
+    "LCLSTREAM_PSANA_OFFLINE": "`1`: psana2 skips the calibration constants (no calibration web "
+    "services); passed from the worker's environment into the streamer job",
+    "LCLSTREAM_URL": "set in consumer jobs: the buffer output URL to dial",
+    "LCLSTREAM_TRANSPORT": "set in consumer jobs: the transport library (`zmq` or `nng`)",
+    "LCLSTREAM_JOBID": "read by `lclstream-buffer`: the job id in its callbacks",
+    "LCLSTREAM_JOB_ID": "set by the local backend in each job: its job id",
+    "LCLSTREAM_JOB_DIR": "set by the local backend in each job: its job directory",
+}
+
+
+def config_section() -> dict[str, Any]:
+    """The ``config`` entry of the provider info (Airflow's provider-info schema)."""
+    return {
+        SECTION: {
+            "description": "Settings of the LCLStream provider's Airflow processes (workers, "
+            "triggerer, dag-processor, api-server). The jobs' own settings travel in their "
+            "environment.",
+            "options": {
+                o.key: {
+                    "description": o.description,
+                    "version_added": o.version_added,
+                    "type": o.type,
+                    "example": o.example,
+                    "default": o.default,
+                }
+                for o in OPTIONS.values()
+            },
+        }
+    }
+
+
+def _set_the_airflow_way(option: Option) -> bool:
+    """True when airflow.cfg or an ``AIRFLOW__LCLSTREAM__*`` variable sets the option."""
+    from airflow.configuration import conf
+
+    if any(
+        name in os.environ for name in (option.env, f"{option.env}_CMD", option.env + "_SECRET")
+    ):
+        return True
+    # The parser's own sections hold airflow.cfg (and conf.set); defaults live elsewhere.
+    return configparser.ConfigParser.has_option(conf, SECTION, option.key)
+
+
+def get(key: str) -> str:
+    """The option's value: Airflow's configuration, else the old variable (warns), else default."""
+    from airflow.configuration import conf
+
+    option = OPTIONS[key]
+    if option.old_env and option.old_env in os.environ and not _set_the_airflow_way(option):
+        warnings.warn(
+            f"{option.old_env} is deprecated: set [{SECTION}] {key} in airflow.cfg or "
+            f"{option.env} instead",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return os.environ[option.old_env]
+    return str(conf.get(SECTION, key, fallback=option.default))
+
+
+def get_float(key: str) -> float:
+    """A ``float`` option; a value that is not a number fails naming the option."""
+    raw = get(key)
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(
+            f"[{SECTION}] {key} must be a number of seconds, got {raw!r} (set {OPTIONS[key].env})"
+        ) from None
+
+
+def get_optional(key: str) -> str | None:
+    """A string option; empty means unset (None)."""
+    return get(key).strip() or None
