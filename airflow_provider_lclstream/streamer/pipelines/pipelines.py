@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from airflow_provider_lclstream.streamer.pipelines.padding import pad_crop
 from airflow_provider_lclstream.streamer.pipelines.steps import Event
 
 Step = Callable[[Event], Event | None]
@@ -141,11 +142,6 @@ class PeaknetPreprocessing:
         data = np.asarray(event[self.field])
         if data.ndim == 2:
             data = data[np.newaxis]
-        data = data[..., : self.height, : self.width]
-        pad_h = self.height - data.shape[-2]
-        pad_w = self.width - data.shape[-1]
-        if pad_h or pad_w:
-            pad = [(0, 0)] * (data.ndim - 2) + [(0, pad_h), (0, pad_w)]
-            data = np.pad(data, pad, constant_values=self.pad_value)
+        data = pad_crop(data, self.height, self.width, pad_value=self.pad_value)
         event[self.field] = data[:, np.newaxis]
         return event
