@@ -1,5 +1,9 @@
 """``lclstream-receive``: pull messages, optionally write each as a file, print a JSON summary.
 
+With ``--out DIR`` each message becomes ``DIR/<prefix>_<index>.h5`` and one line per message goes
+to ``DIR/<prefix>_messages.jsonl`` (arrival time, producer rank, sequence, bytes, events; see
+``consumer/records.py``), written as messages arrive.
+
 Exit status: 0 when every expected producer ended and nothing is missing; 1 on a timeout, a
 gap or a corrupt message; 2 on bad arguments.
 """
@@ -14,6 +18,7 @@ import sys
 from pathlib import Path
 
 from airflow_provider_lclstream.consumer.receiver import ReceiveReport, receive_messages
+from airflow_provider_lclstream.consumer.records import MessageRecord, records_path
 from airflow_provider_lclstream.exceptions import LCLStreamError
 from airflow_provider_lclstream.protocol import is_hdf5
 
@@ -32,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     role.add_argument(
         "--dial", dest="bind", action="store_false", help="connect to a server/buffer"
     )
-    parser.add_argument("--out", type=Path, help="write each message as a file in this directory")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="write each message as a file in this directory, and PREFIX_messages.jsonl",
+    )
     parser.add_argument("--prefix", default="msg", help="file name prefix with --out (msg)")
     parser.add_argument(
         "--expect-producers", type=int, default=1, help="end-of-stream records to wait for"
@@ -51,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeout <= 0:
         print("lclstream-receive: --timeout must be > 0", file=sys.stderr)
         return 2
+    records = None
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
+        records = open(records_path(args.out, args.prefix), "w")  # noqa: SIM115 (closed below)
     report = ReceiveReport(args.expect_producers)
     files = 0
     try:
@@ -64,13 +75,15 @@ def main(argv: list[str] | None = None) -> int:
             timeout_s=args.timeout,
             report=report,
         ):
-            if args.out is not None:
+            if args.out is not None and records is not None:
                 suffix = "h5" if is_hdf5(message.raw) else "bin"
                 final = args.out / f"{args.prefix}_{message.index:06d}.{suffix}"
                 temporary = final.with_name(f".{final.name}.tmp")
                 temporary.write_bytes(message.raw)
                 os.replace(temporary, final)
                 files += 1
+                records.write(MessageRecord.of(message, final.name).model_dump_json() + "\n")
+                records.flush()
             if not args.quiet and report.messages % 100 == 0:
                 print(
                     f"received {report.messages} messages, {report.bytes / 1e6:.1f} MB",
@@ -81,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         pass
+    finally:
+        if records is not None:
+            records.close()
     summary = report.summary()
     summary["files"] = files
     summary["out"] = str(args.out) if args.out else None

@@ -38,6 +38,7 @@ class Message:
     raw: bytes
     attrs: dict[str, Any]
     shapes: dict[str, tuple[int, ...]]
+    received_at: float = field(default_factory=time.time)  # wall clock as the receive returned
 
     @cached_property
     def data(self) -> dict[str, np.ndarray]:
@@ -177,6 +178,7 @@ def receive_messages(
     with open_receiver(url, library, bind=bind) as receiver:
         while len(report.ended) < expect_producers:
             raw = receiver.recv(timeout_s)
+            received_at = time.time()
             if raw is None:
                 report.timed_out = True
                 log.warning(
@@ -208,6 +210,7 @@ def receive_messages(
                 report.corrupt.append(index)
                 index += 1
                 continue
+            message.received_at = received_at
             if report.first_message_s is None:
                 report.first_message_s = round(time.monotonic() - report.started, 3)
             report.messages += 1
