@@ -165,12 +165,25 @@ class SubmitJobOperator(BaseOperator):
         """Jobs to cancel with this one when a user kills the task (``[conn_id, job_id]``)."""
         return []
 
+    def guard_jobs(self) -> list[list[Any]]:
+        """Jobs this one needs (``[conn_id, job_id]``): when one of them ends first, the wait
+        fails at once with its log and this job is cancelled (see ``JobStateTrigger``)."""
+        return []
+
+    def _guard_failed(self, event: Mapping[str, Any]) -> None:
+        """A guard job ended while ours ran: cancel ours, then raise with the guard's log."""
+        if self._job_id:
+            self.log.warning("%s; cancelling job %s", event.get("reason"), self._job_id)
+            self.hook.get_conn().cancel(self._job_id)
+        raise_for_event(event)
+
     def _defer(self, job_id: str, log_offset: int) -> None:
         self.defer(
             trigger=JobStateTrigger(
                 job_id,
                 self.conn_id,
                 linked_jobs=self.linked_jobs(),
+                guard_jobs=self.guard_jobs(),
                 not_before=settle_deadline(self.settle_s),
                 poll_interval=self.poll_interval,
                 max_poll_interval=self.max_poll_interval,
@@ -184,6 +197,9 @@ class SubmitJobOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
         """Resume after the trigger fired: defer again while running, else finish or raise."""
         self._context = context
+        if event.get("guard"):
+            self._job_id = str(event.get("watched_job_id"))
+            self._guard_failed(event)
         self._job_id = str(event.get("job_id"))
         if event.get("status") == "running":
             self.log.info("job %s is still %s", self._job_id, event.get("state"))
@@ -193,6 +209,17 @@ class SubmitJobOperator(BaseOperator):
         return job_id
 
     # -- non-deferrable ------------------------------------------------------------------------
+    def _ended_guard(self, job_id: str) -> dict[str, Any] | None:
+        """The non-deferred twin of ``JobStateTrigger``'s guard check: an event, or None."""
+        for conn_id, guard_id in self.guard_jobs():
+            backend = JobBackendHook(conn_id).get_conn()
+            status = backend.state(str(guard_id))
+            if status.is_final:
+                tail, _ = backend.log_tail(str(guard_id), -self.log_tail_bytes)
+                reason = f"job {guard_id} ended {status.state.value} while job {job_id} ran"
+                return {"status": "failed", **status.to_dict(), "reason": reason, "log_tail": tail}
+        return None
+
     def _wait(self, backend: JobBackend, job_id: str, name: str | None) -> str:
         interval, offset, last = self.poll_interval, 0, None
         while True:
@@ -202,6 +229,9 @@ class SubmitJobOperator(BaseOperator):
                 self.log.info("[job %s]\n%s", job_id, text.rstrip("\n"))
             if status.is_final:
                 break
+            guard = self._ended_guard(job_id)
+            if guard is not None:
+                self._guard_failed(guard)
             interval = (
                 self.poll_interval
                 if status.state != last

@@ -13,7 +13,8 @@ which would add a triggerer round trip and the trigger's settling pause (``trigg
 
 When the request names the buffer's ports, consumers and streamer know the buffer's URLs
 without asking and start together with it (ZeroMQ and NNG peers connect once it listens);
-otherwise they wait for the URLs the buffer task publishes.
+otherwise they wait for the URLs the buffer task publishes. ``LCLStreamerOperator`` guards its
+wait with the buffer job: a buffer that ends first fails it at once, with the buffer's log.
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ class StartBufferOperator(BufferWaitMixin, BaseOperator):
     Returns (XCom) ``{"job_id", "input_url", "output_url", "metrics_url", ...}`` and pushes
     each of those under its own key (``buffer.output["input_url"]`` reads that key). With
     ``wait_ready`` (the default) it returns once the buffer answers (deferring after
-    ``ready_grace_s`` when ``deferrable``); the transfer group turns that off and lets
-    ``start_consumers`` wait, so the streamer is submitted at once.
+    ``ready_grace_s`` when ``deferrable``); the transfer group turns that off, so consumers and
+    streamer are submitted at once, and ``run_streamer`` watches the buffer job instead.
     """
 
     template_fields = ("request",)
@@ -274,6 +275,17 @@ class LCLStreamerOperator(SubmitJobOperator):
 
         request = TransferRequest.model_validate(self.request)
         return [job for job in linked_jobs(self._context, request) if job[1] != self._job_id]
+
+    def guard_jobs(self) -> list[list[Any]]:
+        """The buffer this streamer sends to: if its job ends first, the streamer cannot finish,
+        so the wait fails at once with the buffer's log (a buffer that cannot bind its port)."""
+        if self._context is None:
+            return []
+        request = TransferRequest.model_validate(self.request)
+        return [
+            [role_conn_id(request, "buffer"), job_id]
+            for job_id in pull_ids(self._context, self.buffer_task, "job_id")
+        ]
 
     def job_spec(self, context: Context) -> JobSpec:
         request = TransferRequest.model_validate(self.request)

@@ -2,18 +2,21 @@
 
 A thin shell over the operators in ``operators/transfer.py``:
 
-    start_buffer >> [start_consumers, run_streamer] >> watch_transfer >> wait_consumers
+    start_buffer >> start_consumers >> run_streamer >> watch_transfer >> wait_consumers
     stop_jobs: teardown of start_buffer (runs whatever happened, cancels what still runs)
 
-``start_buffer`` only submits the buffer job and publishes its URLs; consumers and streamer are
-submitted right after, together, and connect once the buffer listens. ``start_consumers`` then
-waits until the buffer answers, so a buffer that cannot start still fails the transfer early
-with its log. (The streamer stays behind ``start_buffer``: ``dag.test()`` runs one task at a
-time and a streamer deferred before the buffer exists would wait in vain.)
+``start_buffer`` and ``start_consumers`` only submit their jobs (the URLs are known from the
+request or ``start_buffer``'s XCom), so the streamer job follows within a task hop and all three
+start together; consumers and streamer connect once the buffer listens. The streamer comes
+after the consumers because ``dag.test()`` runs one task at a time, in no fixed order: a
+streamer that ran first would fill the buffer with nobody reading (and the demo would measure
+the buffer draining, not the stream). ``run_streamer`` watches the buffer job as a guard: a
+buffer that cannot start (a port in use) or dies fails the streamer's wait at once, with the
+buffer's log, and the streamer job is cancelled.
 
 ``deferrable`` (default: Airflow's ``[operators] default_deferrable``) goes to every task that
-waits: ``start_consumers``, ``run_streamer`` and ``wait_consumers`` defer their waits to the
-triggerer, or poll in the worker. ``watch_transfer`` always defers (it needs a triggerer).
+waits: ``run_streamer`` and ``wait_consumers`` defer their waits to the triggerer, or poll in the
+worker. ``watch_transfer`` always defers (it needs a triggerer).
 """
 
 from __future__ import annotations
@@ -63,7 +66,6 @@ def transfer_task_group(
             request=request,
             buffer_task=full("start_buffer"),
             url_timeout=url_timeout,
-            buffer_ready_timeout=buffer_ready_timeout,
             deferrable=deferrable,
         )
         streamer = LCLStreamerOperator(
@@ -98,7 +100,6 @@ def transfer_task_group(
                 "streamer": (full("run_streamer"), "job_id"),
             },
         )
-        buffer >> [consumers, streamer]
-        [consumers, streamer] >> watch
+        buffer >> consumers >> streamer >> watch
         watch >> wait >> stop.as_teardown(setups=buffer)
     return group

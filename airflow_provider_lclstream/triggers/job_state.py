@@ -9,7 +9,11 @@ Events of ``JobStateTrigger`` (plain JSON):
 - ``{"status": "running", ..., "log_offset"}`` after ``resume_after`` seconds, if set, so the
   task can log progress and defer again;
 - ``{"status": "error", "job_id", "message"}`` when the backend cannot be reached
-  ``max_errors`` times in a row, or does not know the job.
+  ``max_errors`` times in a row, or does not know the job;
+- ``{"status": "failed", "guard": True, "job_id": <the guard job>, ...}`` when one of
+  ``guard_jobs`` (``[conn_id, job_id]``, e.g. the buffer a streamer sends to) ended while the
+  watched job still ran: the watched job cannot succeed without it, so the wait ends at once with
+  the guard's log instead of at the watched job's own timeout.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class JobStateTrigger(BaseTrigger):
         backend: str | None = None,
         backend_kwargs: dict[str, Any] | None = None,
         linked_jobs: list[list[Any]] | None = None,
+        guard_jobs: list[list[Any]] | None = None,
         not_before: float | None = None,
     ) -> None:
         super().__init__()
@@ -69,8 +74,10 @@ class JobStateTrigger(BaseTrigger):
         self.backend = backend
         self.backend_kwargs = dict(backend_kwargs or {})
         self.linked_jobs = [list(job) for job in linked_jobs or []]
+        self.guard_jobs = [list(job) for job in guard_jobs or []]
         self.not_before = not_before
         self._client: JobBackend | None = None
+        self._guard_clients: dict[str | None, JobBackend] = {}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -89,6 +96,7 @@ class JobStateTrigger(BaseTrigger):
                 "backend": self.backend,
                 "backend_kwargs": self.backend_kwargs,
                 "linked_jobs": self.linked_jobs,
+                "guard_jobs": self.guard_jobs,
                 "not_before": self.not_before,
             },
         )
@@ -122,6 +130,38 @@ class JobStateTrigger(BaseTrigger):
             return
         if text:
             self.log.info("[job %s]\n%s", self.job_id, text.rstrip("\n"))
+
+    async def _ended_guard(self) -> TriggerEvent | None:
+        """A ``failed`` event for the first guard job that reached a final state, else None
+        (a guard whose state cannot be read is skipped: the watched job's own state decides)."""
+        for conn_id, job_id in self.guard_jobs:
+            try:
+                backend = self._guard_clients.get(conn_id)
+                if backend is None:
+                    from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
+
+                    backend = await JobBackendHook(conn_id).aget_conn()
+                    self._guard_clients[conn_id] = backend
+                status = await backend.astate(str(job_id))
+                if not status.is_final:
+                    continue
+                tail, _ = await backend.alog_tail(str(job_id), -self.log_tail_bytes)
+            except Exception as err:
+                self.log.debug("guard job %s: state not readable: %s", job_id, err)
+                continue
+            reason = f"job {job_id} ended {status.state.value} while job {self.job_id} ran"
+            return TriggerEvent(
+                {
+                    "status": "failed",
+                    **status.to_dict(),
+                    "reason": reason,
+                    "guard": True,
+                    "watched_job_id": self.job_id,
+                    "log_offset": self.log_offset,
+                    "log_tail": tail,
+                }
+            )
+        return None
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         async for event in settled(self._events(), self.not_before):
@@ -173,6 +213,11 @@ class JobStateTrigger(BaseTrigger):
                 ok = status.state.is_success
                 yield self._event("success" if ok else "failed", status, log_tail=tail)
                 return
+            if self.guard_jobs:
+                guard_event = await self._ended_guard()
+                if guard_event is not None:
+                    yield guard_event
+                    return
             if self.resume_after is not None and time.monotonic() - started >= self.resume_after:
                 yield self._event("running", status)
                 return
@@ -196,12 +241,15 @@ class JobStateTrigger(BaseTrigger):
             await acancel_all(self.linked_jobs)
 
     async def cleanup(self) -> None:
-        if self._client is not None:
+        for client in [self._client, *self._guard_clients.values()]:
+            if client is None:
+                continue
             try:
-                await self._client.aclose()
+                await client.aclose()
             except Exception as err:
                 self.log.debug("closing the job backend failed: %s", err)
-            self._client = None
+        self._client = None
+        self._guard_clients = {}
 
 
 class JobsStateTrigger(BaseTrigger):

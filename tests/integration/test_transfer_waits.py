@@ -23,6 +23,7 @@ from airflow_provider_lclstream.config.job import JobSpec
 from airflow_provider_lclstream.exceptions import JobBackendError
 from airflow_provider_lclstream.operators.transfer import (
     ConsumerOperator,
+    LCLStreamerOperator,
     StartBufferOperator,
     StopJobsOperator,
     WaitJobsOperator,
@@ -211,6 +212,56 @@ def test_consumers_fail_with_the_log_of_a_buffer_that_could_not_start(
     (message,) = errors
     assert "before it answered" in message and "exit code" in message, message
     assert states["stop_jobs"] == "success"
+
+
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_streamer_fails_at_once_with_the_log_of_a_buffer_that_could_not_start(
+    backend: LocalBackend, deferrable: bool
+) -> None:
+    """The streamer's wait is guarded by the buffer job: a buffer that cannot bind its port ends
+    the wait within seconds (not the streamer's 60 s send timeout) and the streamer is cancelled."""
+    from airflow.sdk import DAG
+
+    errors: list[str] = []
+
+    def note(context: Any) -> None:
+        errors.append(str(context.get("exception")))
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = [taken.getsockname()[1], *(_free_port() for _ in range(2))]
+        request = {**REQUEST, "events": 100000, "buffer_ports": ports}
+        with DAG(f"test_guard_{uuid.uuid4().hex[:8]}", schedule=None, start_date=START) as dag:
+            buffer = StartBufferOperator(
+                task_id="start_buffer", request=request, wait_ready=False, deferrable=deferrable
+            )
+            streamer = LCLStreamerOperator(
+                task_id="run_streamer",
+                request=request,
+                poll_interval=0.2,
+                max_poll_interval=0.5,
+                settle_s=0,
+                deferrable=deferrable,
+                on_failure_callback=note,
+            )
+            buffer >> streamer
+        register(dag)
+        started = time.monotonic()
+        run = dag.test()
+        took = time.monotonic() - started
+    states = task_states(run)
+    assert states == {"start_buffer": "success", "run_streamer": "failed"}, (states, errors)
+    (message,) = errors
+    assert "while job" in message and "last lines of the job log" in message, message
+    assert took < 45, took  # the guard, not the streamer's 60 s send timeout, ended it
+    streamer_job = run.get_task_instance("run_streamer").xcom_pull(
+        task_ids="run_streamer", key="job_id"
+    )
+    deadline = time.monotonic() + 15
+    while not backend.state(streamer_job).is_final and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert backend.state(streamer_job).state is JobState.CANCELLED
 
 
 def _free_port() -> int:

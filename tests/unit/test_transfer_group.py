@@ -1,5 +1,6 @@
-"""The transfer task group: consumers and streamer start together right after the buffer job is
-submitted; URLs come from the request's ports or the buffer task's XCom."""
+"""The transfer task group: buffer, consumers and streamer are submitted one right after the
+other (the streamer last, guarded by the buffer job); URLs come from the request's ports or the
+buffer task's XCom."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from airflow_provider_lclstream.exceptions import JobBackendError
 from airflow_provider_lclstream.operators.transfer import buffer_url
 
 
-def test_consumers_and_streamer_start_together_after_the_buffer_submit() -> None:
+def test_buffer_then_consumers_then_streamer_each_only_submitting() -> None:
     from airflow.sdk import DAG
 
     from airflow_provider_lclstream.task_groups.transfer import transfer_task_group
@@ -24,14 +25,11 @@ def test_consumers_and_streamer_start_together_after_the_buffer_submit() -> None
             transfer_task_group(request)
         buffer = dag.get_task("start_buffer")
         assert buffer.wait_ready is False  # type: ignore[attr-defined]
-        for task_id in ("start_consumers", "run_streamer"):
-            assert dag.get_task(task_id).upstream_task_ids == {"start_buffer"}, task_id
-        assert dag.get_task("start_consumers").buffer_ready_timeout == 60.0  # type: ignore[attr-defined]
-        assert dag.get_task("watch_transfer").upstream_task_ids == {
-            "start_buffer",
-            "start_consumers",
-            "run_streamer",
-        }
+        assert dag.get_task("start_consumers").upstream_task_ids == {"start_buffer"}
+        assert dag.get_task("run_streamer").upstream_task_ids == {"start_consumers"}
+        # Consumers only submit (nothing waits between the buffer's submit and the streamer's):
+        assert dag.get_task("start_consumers").buffer_ready_timeout is None  # type: ignore[attr-defined]
+        assert dag.get_task("watch_transfer").upstream_task_ids == {"start_buffer", "run_streamer"}
         assert dag.get_task("stop_jobs").is_teardown
 
 
