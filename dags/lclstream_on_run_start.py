@@ -6,7 +6,8 @@ first from ``start_transfer`` at once, any that arrived together with it (they s
 here, never a transfer) from the mapped ``start_more_transfers`` after it.
 
 Configure in Airflow's ``[lclstream]`` section. Of the dag-processor (read when this file is
-parsed): ``kafka_bootstrap`` (host:port), ``experiments`` (regex of experiment names) and the
+parsed): ``kafka_conn_id`` (a ``lclstream_kafka`` connection, for SASL/TLS) or
+``kafka_bootstrap`` (host:port), ``experiments`` (regex of experiment names) and the
 form defaults ``detector``, ``backend`` (all three roles), ``output_dir``. Of the workers:
 ``xtc_dir`` (psana ``dir=``). The buffer
 host is 127.0.0.1: for jobs on several hosts, trigger ``lclstream_transfer`` with a request
@@ -38,6 +39,8 @@ run_starts = Asset(
             trigger=ElogRunEventTrigger(
                 group_id="lclstream-on-run-start",
                 kinds=["run_start"],
+                # a lclstream_kafka connection (SASL/TLS, secrets) when set, else plain servers
+                kafka_conn_id=settings.get_optional("kafka_conn_id"),
                 bootstrap_servers=settings.get("kafka_bootstrap"),
                 experiment_pattern=settings.get_optional("experiments"),
             ),

@@ -58,8 +58,17 @@ with DAG(
         "library": Param("zmq", enum=["zmq", "nng"]),
         "ranks": Param(2, type="integer", minimum=1, maximum=4096),
         "consumers": Param(1, type="integer", minimum=1, maximum=256),
+        "consumer_template": Param(
+            None,
+            type=["null", "string"],
+            description="a consumer template of [lclstream] consumer_templates (default: "
+            "lclstream-receive)",
+        ),
+        "consumer_params": Param({}, type="object", description="the template's parameters"),
         "consumer_command": Param(
-            None, type=["null", "string"], description="default: lclstream-receive"
+            None,
+            type=["null", "string"],
+            description="raw shell command (admins only, [lclstream] api_admins)",
         ),
         "output_dir": Param(OUTPUT_DIR, type="string"),
         "buffer_host": Param("127.0.0.1", type="string"),
@@ -75,8 +84,14 @@ with DAG(
         from airflow_provider_lclstream.transfer.request import request_from
 
         context = get_current_context()
+        caller = context["dag_run"].triggering_user_name  # never conf["user"]: anyone sets that
         return request_from(
-            context["dag_run"].conf, dict(context["params"]), settings.get_optional("xtc_dir")
+            context["dag_run"].conf,
+            dict(context["params"]),
+            settings.get_optional("xtc_dir"),
+            templates=settings.consumer_templates(),
+            admin=caller is not None and caller in settings.admin_names(),
+            caller=caller,
         )
 
     request = build_request()

@@ -26,12 +26,6 @@ if TYPE_CHECKING:
 _METHODS = {"GET": "GET", "HEAD": "GET", "POST": "POST", "DELETE": "PUT"}
 
 
-def admin_names() -> frozenset[str]:
-    """Names allowed to see and cancel everyone's transfers."""
-    raw = settings.get("api_admins")
-    return frozenset(n.strip() for n in raw.split(",") if n.strip())
-
-
 async def airflow_principal(request: Request, user: GetUserDep) -> Principal:
     """The Airflow user behind the request's JWT, checked against DAG-run permissions."""
     from airflow.api_fastapi.app import get_auth_manager
@@ -50,7 +44,7 @@ async def airflow_principal(request: Request, user: GetUserDep) -> Principal:
     if not allowed:
         raise HTTPException(403, f"not allowed to {method} runs of {DAG_ID}")
     name = user.get_name()
-    return Principal(name=name, admin=name in admin_names())
+    return Principal(name=name, admin=name in settings.admin_names())
 
 
 def create_airflow_app(store: TransferStore | None = None) -> FastAPI:
@@ -65,4 +59,5 @@ def create_airflow_app(store: TransferStore | None = None) -> FastAPI:
         airflow_principal,
         title="LCLStream API (Airflow)",
         airflow_base_url=base or "",
+        consumer_templates=settings.consumer_templates,
     )

@@ -47,6 +47,9 @@ from airflow_provider_lclstream.api.store import (
     TransferStore,
 )
 from airflow_provider_lclstream.api.ui import ui_page
+from airflow_provider_lclstream.config.consumers import ConsumerTemplates
+from airflow_provider_lclstream.config.transfer import TransferRequest
+from airflow_provider_lclstream.transfer.request import InvalidTransferRequest, with_consumer
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -149,8 +152,14 @@ def build_app(
     title: str = "LCLStream API",
     airflow_base_url: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    consumer_templates: Callable[[], ConsumerTemplates] = ConsumerTemplates,
 ) -> FastAPI:
-    """The API app over ``store``; ``airflow_base_url`` adds a link to each DAG run."""
+    """The API app over ``store``; ``airflow_base_url`` adds a link to each DAG run.
+
+    ``consumer_templates`` gives the admin's templates (read per request, so edits apply at
+    once): a request's ``consumer_template`` is checked against them here (422), and a raw
+    ``consumer_command`` from a caller who is not an admin is refused (403).
+    """
     app = FastAPI(title=title, version="1", docs_url="/docs", redoc_url=None)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
@@ -180,6 +189,19 @@ def build_app(
             submission = parse_submission(body)
         except SubmissionError as err:
             return _problems_response(err.kind, err.problems)
+        if submission.kind == "request":
+            wanted = TransferRequest.model_validate(submission.document)
+            if wanted.consumer_command and not caller.admin:
+                raise HTTPException(
+                    403,
+                    "consumer_command (a raw shell command) is for admins only; choose a "
+                    "consumer_template",
+                )
+            try:
+                templates = await anyio.to_thread.run_sync(consumer_templates)
+                with_consumer(wanted, templates, admin=caller.admin, caller=caller.name)
+            except (InvalidTransferRequest, ValueError) as err:
+                return _problems_response("request", [("consumer_template", str(err))])
         record = await anyio.to_thread.run_sync(store.create, submission, user)
         return _status(record)
 

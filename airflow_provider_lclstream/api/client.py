@@ -4,6 +4,9 @@
 config or a TransferRequest), waits until the transfer is ready, then receives its messages
 from the returned URL into ``--out DIR`` (one file each) or stdout. Ctrl-C cancels the transfer
 (DELETE) before exiting. TLS identity and server trust come from the certified config.
+
+Errors are one line of advice on stderr, never a traceback; the exit status says which kind
+(:data:`EXIT_CODES`).
 """
 
 from __future__ import annotations
@@ -24,18 +27,79 @@ if TYPE_CHECKING:
     import httpx
 
 TERMINAL = {"completed", "failed", "canceled"}
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TLS, EXIT_CONFIG = 0, 1, 2, 3, 4, 5
+#: exit status -> meaning (printed by ``lclstream --help``, listed in docs/api.md)
+EXIT_CODES = {
+    EXIT_OK: "done (get: every message received)",
+    EXIT_FAILED: "the server refused the request, or the transfer failed or lost messages",
+    EXIT_USAGE: "bad command line, or the config file cannot be read",
+    EXIT_UNREACHABLE: "the server cannot be reached (name, port, network, timeout)",
+    EXIT_TLS: "TLS failed: the server does not trust your certificate, or you not its",
+    EXIT_CONFIG: "the certified config directory is missing or incomplete",
+    130: "interrupted (Ctrl-C); the transfer was canceled",
+}
 
 
 class ClientError(RuntimeError):
     """The server refused a request or the transfer ended before data could be pulled."""
 
 
+class AdvisedError(Exception):
+    """An error with one line of advice and the exit status to leave with."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def certified_client(certified_config: str | None) -> Callable[[str], Any]:
     """A factory of httpx clients carrying our certified identity (mutual TLS)."""
     from certified import Certified
 
-    cert = Certified(certified_config)
+    where = certified_config or os.environ.get("CERTIFIED_CONFIG") or "the default location"
+    try:
+        cert = Certified(certified_config)
+        cert.identity()  # fails here, not mid-request, when id/ is missing or unreadable
+    except (OSError, ValueError, KeyError) as err:
+        raise AdvisedError(
+            f"cannot use the certified config in {where} ({type(err).__name__}: {err}); "
+            "give --certified-config DIR (made with `certified init`)",
+            EXIT_CONFIG,
+        ) from None
     return lambda base_url: cert.Client(base_url)
+
+
+def advice(err: BaseException, server: str) -> AdvisedError | None:
+    """One line of advice for a network, TLS or certified error (None: not one of those)."""
+    import ssl
+
+    import httpx
+
+    text = str(err) or type(err).__name__
+    chain = [err, err.__cause__, err.__context__]
+    if any(isinstance(e, ssl.SSLError) for e in chain) or "CERTIFICATE" in text.upper():
+        return AdvisedError(
+            f"TLS with {server} failed ({text}); check that the server's CA is in your "
+            "known_servers and that the server added your CA (certified add-client)",
+            EXIT_TLS,
+        )
+    if isinstance(err, httpx.TimeoutException):
+        return AdvisedError(
+            f"{server} did not answer in time ({text}); retry later", EXIT_UNREACHABLE
+        )
+    if isinstance(err, httpx.TransportError | ConnectionError):
+        if isinstance(err, httpx.ReadError | httpx.RemoteProtocolError):
+            return AdvisedError(
+                f"{server} closed the connection ({text}); usually the server refused "
+                "your client certificate: ask its admin to add your CA (certified add-client)",
+                EXIT_TLS,
+            )
+        return AdvisedError(
+            f"cannot reach {server} ({text}); check --server (https://HOST:PORT) and that "
+            "lclstream-api runs there",
+            EXIT_UNREACHABLE,
+        )
+    return None
 
 
 def _check(response: httpx.Response, what: str) -> Any:
@@ -116,8 +180,22 @@ def get(args: argparse.Namespace, make_client: Callable[[str], Any]) -> int:
     return 0 if summary.get("ok", True) else 1
 
 
+EXAMPLES = """examples:
+  lclstream --server https://api.example.org:8443 --certified-config ~/alice list
+  lclstream --server https://api.example.org:8443 get request.yaml --out data/
+  lclstream --server https://api.example.org:8443 cancel lcls_20250101T000000_ab12cd34
+
+exit status:
+""" + "\n".join(f"  {code:<4}{meaning}" for code, meaning in EXIT_CODES.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lclstream", description="LCLStream API client.")
+    p = argparse.ArgumentParser(
+        prog="lclstream",
+        description="LCLStream API client.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--server", required=True, help="API base URL, e.g. https://host:8443")
     p.add_argument("--certified-config", help="certified config dir (default $CERTIFIED_CONFIG)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -135,8 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, make_client: Callable[[str], Any] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    factory = make_client or certified_client(args.certified_config)
     try:
+        return _run(args, make_client)
+    except AdvisedError as err:
+        print(f"lclstream: {err}", file=sys.stderr)
+        return err.status
+
+
+def _run(args: argparse.Namespace, make_client: Callable[[str], Any] | None) -> int:
+    """The command; every failure becomes an :class:`AdvisedError` or a status."""
+    try:
+        factory = make_client or certified_client(args.certified_config)
         if args.command == "get":
             return get(args, factory)
         with factory(args.server) as http:
@@ -148,9 +235,21 @@ def main(argv: list[str] | None = None, make_client: Callable[[str], Any] | None
                 result = _check(http.delete(f"/v1/transfers/{args.id}"), "cancel")
         print(json.dumps(result, indent=2))
         return 0
-    except (ClientError, OSError, yaml.YAMLError) as err:
-        print(f"lclstream: {err}", file=sys.stderr)
-        return 1
+    except AdvisedError:
+        raise
+    except ClientError as err:
+        raise AdvisedError(str(err), EXIT_FAILED) from None
+    except (yaml.YAMLError, FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as err:
+        raise AdvisedError(
+            f"cannot read {getattr(args, 'config', '?')!r}: {err}", EXIT_USAGE
+        ) from None
+    except Exception as err:  # noqa: BLE001 - turned into advice or reported in one line
+        advised = advice(err, args.server)
+        if advised is None:
+            raise AdvisedError(
+                f"unexpected {type(err).__name__}: {err} (please report this)", EXIT_FAILED
+            ) from None
+        raise advised from None
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from airflow_provider_lclstream.exceptions import ConfigError
 from airflow_provider_lclstream.transfer.urls import TRANSFER_DAG_ID
 
 DAG_ID = TRANSFER_DAG_ID
-USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
+# letters, digits, _ . @ + - and inner single spaces ("Alice Tester", as certified names people)
+USER_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.@+-]| (?! )){0,63}(?<! )")
 # top-level keys that mark a body as an LCLStreamer configuration (flat or sectioned)
 CONFIG_KEYS = frozenset(
     {
@@ -195,7 +196,10 @@ def _parse_config(document: Any) -> Submission:
 
 
 def check_user(name: str) -> str:
-    """A user name as it goes into the DAG run conf and job names: letters, digits, _ . @ + -."""
+    """A user name as it goes into the DAG run conf: letters, digits, _ . @ + - and inner spaces.
+
+    The name never reaches a command line or a job name (jobs are named by the run id).
+    """
     if not USER_NAME.fullmatch(name):
         raise SubmissionError("user", [("user", f"{name!r} is not a usable user name")])
     return name

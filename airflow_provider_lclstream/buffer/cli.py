@@ -2,6 +2,9 @@
 
 Exit codes: 0 every stream complete and delivered; 1 a producer never ended, data was left or
 no consumer got the end-of-stream record; 2 bad options or a socket that cannot be opened.
+
+The callback secret never travels on the command line (where ``ps`` shows it): it is read from
+``--callback-secret-file`` or the environment variable :data:`SECRET_ENV`.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -19,12 +23,34 @@ from airflow_provider_lclstream.exceptions import BufferConfigError, TransportEr
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+SECRET_ENV = "LCLSTREAM_CALLBACK_SECRET"
+EXAMPLES = f"""examples:
+  lclstream-buffer --input tcp://0.0.0.0:5000 --output tcp://0.0.0.0:5001 --expect-producers 4
+  {SECRET_ENV}=... lclstream-buffer --input ... --output ... --callback https://host/cb
+  lclstream-buffer --input ... --output ... --callback URL --callback-secret-file ~/.cb_secret
+"""
+
+
+def read_secret(path: str | None) -> str | None:
+    """The callback secret: the file's first line, else ``$LCLSTREAM_CALLBACK_SECRET``."""
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.readline().strip() or None
+        except OSError as err:
+            raise BufferConfigError(
+                f"--callback-secret-file: cannot read {path} ({err.strerror})"
+            ) from None
+    return os.environ.get(SECRET_ENV) or None
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lclstream-buffer",
         description="Buffer messages between parallel producers (PUSH, dialing --input) and "
         "consumers (PULL, dialing --output), with end-of-stream accounting.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--input", required=True, help="URL producers dial, e.g. tcp://0.0.0.0:5000")
     p.add_argument("--output", required=True, help="URL consumers dial, e.g. tcp://0.0.0.0:5001")
@@ -38,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout", type=float, default=30.0, metavar="S",
                    help="time to drain after a stop or the end (default 30)")  # fmt: skip
     p.add_argument("--callback", metavar="URL", help="POST psik-style state changes here")
-    p.add_argument("--callback-secret", metavar="S", help="HMAC-SHA256 key for callbacks")
+    p.add_argument(
+        "--callback-secret-file",
+        metavar="PATH",
+        help=f"file holding the HMAC-SHA256 key of callbacks (else ${SECRET_ENV})",
+    )
+    p.add_argument("--callback-secret", help=argparse.SUPPRESS)  # refused: shows in ps
     p.add_argument("--jobid", help="jobid in callbacks (default $LCLSTREAM_JOBID or buffer name)")
     p.add_argument("--persistent", action="store_true", help="serve stream after stream")
     p.add_argument("--dial-input", action="store_true", help="dial --input (stack behind a buffer)")
@@ -65,7 +96,7 @@ def config_from_args(args: argparse.Namespace) -> BufferConfig:
         idle_timeout_s=args.idle_timeout,
         drain_timeout_s=args.drain_timeout,
         callback=args.callback,
-        callback_secret=args.callback_secret,
+        callback_secret=read_secret(args.callback_secret_file),
         jobid=args.jobid,
         persistent=args.persistent,
         dial_input=args.dial_input,
@@ -83,6 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.callback_secret is not None:
+        parser.error(
+            "--callback-secret would show the secret in ps; put it in a file "
+            f"(--callback-secret-file PATH) or in ${SECRET_ENV}"
+        )
     try:
         config = config_from_args(args)
     except BufferConfigError as err:

@@ -260,6 +260,67 @@ class ElogSettings(ConnectionSettings):
     )
 
 
+class KafkaSettings(ConnectionSettings):
+    """Kafka brokers of the Elog run events, with their SASL/TLS settings and secrets.
+
+    Used by ``lclstream_on_run_start`` (``[lclstream] kafka_conn_id``) and
+    ``ElogRunEventTrigger(kafka_conn_id=...)``; the secrets stay in the connection: the trigger
+    serializes only the connection id.
+    """
+
+    conn_type = "lclstream_kafka"
+    hook = "kafka.KafkaHook"
+    hook_name = "LCLStream Kafka (Elog run events)"
+    fields = {"host": "bootstrap_servers", "login": "sasl_username", "password": "sasl_password"}
+    required = ("bootstrap_servers",)
+    placeholders = {"host": "kafka1:9093,kafka2:9093"}
+    bootstrap_servers: str = Field(
+        title="Bootstrap servers", description="`host:port` of the brokers, comma-separated"
+    )
+    sasl_username: str | None = Field(default=None, title="SASL user", description="SASL user")
+    sasl_password: SecretStr | None = Field(
+        default=None, title="SASL password", description="SASL password"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        title="Security protocol",
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN", title="SASL mechanism", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    ssl_cafile: str | None = Field(
+        default=None, title="CA file", description="CA bundle that signed the brokers' certificates"
+    )
+    ssl_check_hostname: bool = Field(
+        default=True, title="Check host name", description="check the brokers' host names (TLS)"
+    )
+    consumer_config: dict[str, Any] = Field(
+        default={},
+        title="Consumer settings",
+        description="more `KafkaConsumer` settings (kafka-python names), e.g. `client_id`",
+    )
+
+    def kafka_config(self) -> dict[str, Any]:
+        """``KafkaConsumer`` keyword arguments, secrets included (never log them)."""
+        config: dict[str, Any] = {
+            **self.consumer_config,
+            "bootstrap_servers": [s.strip() for s in self.bootstrap_servers.split(",") if s],
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            config["sasl_mechanism"] = self.sasl_mechanism
+            config["sasl_plain_username"] = self.sasl_username
+            config["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.security_protocol.endswith("SSL"):
+            config["ssl_check_hostname"] = self.ssl_check_hostname
+            if self.ssl_cafile:
+                config["ssl_cafile"] = self.ssl_cafile
+        return config
+
+
 BACKEND_SETTINGS: dict[str, type[BackendSettings]] = {
     s.conn_type: s
     for s in (
@@ -275,6 +336,7 @@ BACKEND_SETTINGS: dict[str, type[BackendSettings]] = {
 CONNECTION_SETTINGS: dict[str, type[ConnectionSettings]] = {
     **BACKEND_SETTINGS,
     ElogSettings.conn_type: ElogSettings,
+    KafkaSettings.conn_type: KafkaSettings,
 }
 
 

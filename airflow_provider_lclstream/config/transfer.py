@@ -19,6 +19,15 @@ EXPERIMENT = re.compile(r"[a-z][a-z0-9]{2,31}")
 SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]*")
 SAFE_PATH = re.compile(r"/?[A-Za-z0-9_.+-][A-Za-z0-9_./+-]*")
 FIELD_OF_MODE = {"raw": "raw.raw", "calib": "raw.calib", "image": "raw.image"}
+#: backend attributes a request may set (the connection's own defaults may set any)
+REQUEST_ATTRIBUTES = frozenset(
+    {
+        "account", "partition", "qos", "constraint", "reservation", "gpus", "gpus_per_node",
+        "gres", "nodes", "ntasks", "ntasks_per_node", "cpus_per_task", "mem", "mem_per_cpu",
+        "time", "time_limit", "exclusive", "queue", "project", "cluster",
+    }
+)  # fmt: skip
+ATTRIBUTE_VALUE = re.compile(r"[A-Za-z0-9_.:+,=@/-]{0,256}")
 Backend = Literal["local", "slurm", "slurm_cli", "psik", "sfapi", "s3m"]
 
 
@@ -36,6 +45,20 @@ class BackendChoice(BaseModel):
     def _safe_conn(cls, value: str | None) -> str | None:
         if value is not None and not SAFE.fullmatch(value):
             raise ValueError(f"{value!r} is not a connection id (letters, digits, _ . : + -)")
+        return value
+
+    @field_validator("attributes")
+    @classmethod
+    def _safe_attributes(cls, value: dict[str, str]) -> dict[str, str]:
+        """Scheduler options a requester may set (no ``wrap``, ``export``, ``chdir``...)."""
+        for key, item in value.items():
+            if key not in REQUEST_ATTRIBUTES:
+                raise ValueError(
+                    f"attribute {key!r} cannot be set in a request (allowed: "
+                    f"{', '.join(sorted(REQUEST_ATTRIBUTES))})"
+                )
+            if not ATTRIBUTE_VALUE.fullmatch(str(item)):
+                raise ValueError(f"the value of attribute {key!r} is not a plain value")
         return value
 
 
@@ -65,7 +88,16 @@ class TransferRequest(BaseModel):
     ranks: int = Field(default=2, ge=1, le=4096, description="streamer MPI ranks")
     consumers: int = Field(default=1, ge=1, le=256)
     consumer_command: str | None = Field(
-        default=None, description="consumer command; default lclstream-receive writing HDF5"
+        default=None,
+        description="raw shell command of each consumer (admins only); default "
+        "lclstream-receive writing HDF5",
+    )
+    consumer_template: str | None = Field(
+        default=None,
+        description="an admin-defined consumer template ([lclstream] consumer_templates)",
+    )
+    consumer_params: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="values of the consumer template's parameters"
     )
     output_dir: str | None = Field(default=None, description="where the default consumer writes")
     buffer_host: str = Field(
@@ -101,6 +133,13 @@ class TransferRequest(BaseModel):
         for path in value:
             if not SAFE_PATH.fullmatch(path) or ".." in path.split("/"):
                 raise ValueError(f"{path!r} is not a plain file path (no spaces or shell syntax)")
+        return value
+
+    @field_validator("consumer_template")
+    @classmethod
+    def _template_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,63}", value):
+            raise ValueError(f"{value!r} is not a consumer template name")
         return value
 
     @field_validator("buffer_host")

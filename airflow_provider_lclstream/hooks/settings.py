@@ -22,9 +22,12 @@ import configparser
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_lclstream.backends.local import DEFAULT_ROOT
+
+if TYPE_CHECKING:
+    from airflow_provider_lclstream.config.consumers import ConsumerTemplates
 
 SECTION = "lclstream"
 VERSION_ADDED = "0.1.0"
@@ -78,10 +81,25 @@ OPTIONS: dict[str, Option] = {
             "api_admins",
             "string",
             "",
-            "Comma-separated Airflow user names that see and cancel every transfer in the "
-            "transfer API plugin (others see their own). Read by the api-server.",
+            "Comma-separated user names of LCLStream admins: they see and cancel every transfer "
+            "in the transfer API plugin (others see their own), and only they may give a raw "
+            "``consumer_command`` (a shell line) in a request, the API's or a DAG run's. Read "
+            "by the api-server and the workers.",
             example="alice,bob",
             old_env="LCLSTREAM_API_ADMINS",
+        ),
+        Option(
+            "consumer_templates",
+            "string",
+            "",
+            "Consumer templates (JSON): named commands with typed parameters that requests "
+            "choose with ``consumer_template`` and fill with ``consumer_params``; see "
+            "``config/consumers.py`` and the security page. Empty: the Airflow Variable "
+            "``lclstream_consumer_templates`` is read instead. Read by the workers and the "
+            "api-server.",
+            example='{"print": {"command": ["lclstream-receive", "--url", "$LCLSTREAM_URL", '
+            '"--dial", "--out", "{out}"], "params": {"out": {"type": "path", '
+            '"required": true}}}}',
         ),
         Option(
             "backend",
@@ -119,6 +137,16 @@ OPTIONS: dict[str, Option] = {
             "watcher of ``lclstream_on_run_start``. Read by the dag-processor.",
             example="kafka:9092",
             old_env="LCLSTREAM_KAFKA_BOOTSTRAP",
+        ),
+        Option(
+            "kafka_conn_id",
+            "string",
+            "",
+            "A ``lclstream_kafka`` connection (bootstrap servers, SASL/TLS settings and secrets) "
+            "for the Elog run-start watcher of ``lclstream_on_run_start``; when set it replaces "
+            "``kafka_bootstrap``. Read by the dag-processor (the id) and the triggerer (the "
+            "connection).",
+            example="lclstream_kafka",
         ),
         Option(
             "experiments",
@@ -216,3 +244,40 @@ def get_float(key: str) -> float:
 def get_optional(key: str) -> str | None:
     """A string option; empty means unset (None)."""
     return get(key).strip() or None
+
+
+#: Airflow Variable holding the consumer templates when ``[lclstream] consumer_templates`` is empty
+CONSUMER_TEMPLATES_VARIABLE = "lclstream_consumer_templates"
+
+
+def admin_names() -> frozenset[str]:
+    """``[lclstream] api_admins``: the users that see every transfer and may run raw commands."""
+    return frozenset(n.strip() for n in get("api_admins").split(",") if n.strip())
+
+
+def consumer_templates() -> ConsumerTemplates:
+    """The admin's consumer templates: ``[lclstream] consumer_templates``, else the Variable."""
+    from airflow_provider_lclstream.config.consumers import ConsumerTemplates
+
+    text = get_optional("consumer_templates")
+    if text is not None:
+        return ConsumerTemplates.parse(text, f"[{SECTION}] consumer_templates")
+    return ConsumerTemplates.parse(
+        _variable(CONSUMER_TEMPLATES_VARIABLE), f"Variable {CONSUMER_TEMPLATES_VARIABLE}"
+    )
+
+
+def _variable(key: str) -> str | None:
+    """An Airflow Variable: through the task SDK inside a task, the metadata DB elsewhere."""
+    import sys
+
+    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    if hasattr(runner, "SUPERVISOR_COMMS"):
+        from airflow.sdk import Variable
+
+        value = Variable.get(key, default=None)
+    else:
+        from airflow.models import Variable as ModelVariable
+
+        value = ModelVariable.get(key, default_var=None)
+    return None if value is None else str(value)

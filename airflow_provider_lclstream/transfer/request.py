@@ -6,14 +6,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from airflow_provider_lclstream.config.consumers import (
+    ConsumerTemplateError,
+    ConsumerTemplates,
+    check_raw_command,
+)
 from airflow_provider_lclstream.config.transfer import TransferRequest
 from airflow_provider_lclstream.exceptions import LCLStreamError
 
 # Params of the manual-trigger form that map 1:1 onto TransferRequest fields.
 FORM_FIELDS = (
     "exp", "run", "detector_name", "mode", "access_mode", "events", "img_per_file",
-    "compression", "library", "ranks", "consumers", "consumer_command", "output_dir",
-    "buffer_host",
+    "compression", "library", "ranks", "consumers", "consumer_command", "consumer_template",
+    "consumer_params", "output_dir", "buffer_host",
 )  # fmt: skip
 BACKEND_PARAMS = {
     "streamer": "streamer_backend",
@@ -36,12 +41,22 @@ def backend_choices(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def request_from(
-    conf: dict[str, Any] | None, params: dict[str, Any], xtc_dir: str | None = None
+    conf: dict[str, Any] | None,
+    params: dict[str, Any],
+    xtc_dir: str | None = None,
+    *,
+    templates: ConsumerTemplates | None = None,
+    admin: bool = False,
+    caller: str | None = None,
 ) -> dict[str, Any]:
     """``conf["request"]`` (API), ``conf["config"]`` (a streamer config), or the form's params.
 
     ``xtc_dir`` (the DAG passes ``[lclstream] xtc_dir``) is psana's ``dir=`` for a run from
     ``lclstream-arp-launch``.
+
+    A ``consumer_template`` is rendered from ``templates`` into the request's
+    ``consumer_command``; a raw ``consumer_command`` is refused unless ``admin`` (``caller``
+    names who asked, in the error).
 
     The buffer's ports are chosen here when the request names none, so that the transfer's
     jobs can all start at once.
@@ -77,6 +92,37 @@ def request_from(
             f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in err.errors()
         )
         raise InvalidTransferRequest(f"invalid transfer request: {problems}") from None
+    request = with_consumer(request, templates, admin=admin, caller=caller)
     from airflow_provider_lclstream.transfer.jobs import with_buffer_ports
 
     return with_buffer_ports(request).model_dump(mode="json")
+
+
+def with_consumer(
+    request: TransferRequest,
+    templates: ConsumerTemplates | None,
+    *,
+    admin: bool,
+    caller: str | None = None,
+) -> TransferRequest:
+    """The request with its consumer template rendered into ``consumer_command``.
+
+    Raw commands pass only for admins; a template and a raw command together are refused.
+    """
+    try:
+        check_raw_command(request.consumer_command, admin=admin, who=caller)
+    except PermissionError as err:
+        raise InvalidTransferRequest(str(err)) from None
+    if request.consumer_template is None:
+        if request.consumer_params:
+            raise InvalidTransferRequest("consumer_params given without a consumer_template")
+        return request
+    if request.consumer_command:
+        raise InvalidTransferRequest("give consumer_template or consumer_command, not both")
+    try:
+        line = (templates or ConsumerTemplates()).command_line(
+            request.consumer_template, dict(request.consumer_params)
+        )
+    except ConsumerTemplateError as err:
+        raise InvalidTransferRequest(str(err)) from None
+    return request.model_copy(update={"consumer_command": line})

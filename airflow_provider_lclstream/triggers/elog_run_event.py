@@ -59,7 +59,7 @@ class ElogRunEventTrigger(BaseEventTrigger):
     def __init__(
         self,
         *,
-        bootstrap_servers: str | list[str],
+        bootstrap_servers: str | list[str] | None = None,
         group_id: str,
         experiment_pattern: str | None = None,
         run_types: list[str] | None = None,
@@ -71,9 +71,17 @@ class ElogRunEventTrigger(BaseEventTrigger):
         max_records: int = 100,
         max_reconnects: int = 5,
         consumer_config: dict[str, Any] | None = None,
+        kafka_conn_id: str | None = None,
     ) -> None:
-        """``consumer_config``: extra ``KafkaConsumer`` settings (plain JSON, no secrets)."""
+        """``consumer_config``: extra ``KafkaConsumer`` settings (plain JSON, no secrets).
+
+        ``kafka_conn_id`` names a ``lclstream_kafka`` connection: its bootstrap servers and
+        SASL/TLS settings (secrets included) are read when the consumer connects, so only the
+        connection id is serialized. ``bootstrap_servers`` is then not needed.
+        """
         super().__init__()
+        if not bootstrap_servers and not kafka_conn_id:
+            raise ValueError("give bootstrap_servers or kafka_conn_id (a lclstream_kafka conn)")
         if not group_id:
             raise ValueError("group_id must be a non-empty consumer group id")
         if auto_offset_reset not in ("latest", "earliest"):
@@ -93,6 +101,7 @@ class ElogRunEventTrigger(BaseEventTrigger):
         self.max_records = max_records
         self.max_reconnects = max_reconnects
         self.consumer_config = dict(consumer_config or {})
+        self.kafka_conn_id = kafka_conn_id
         self._consumer: KafkaConsumer | None = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -112,6 +121,7 @@ class ElogRunEventTrigger(BaseEventTrigger):
                 "max_records": self.max_records,
                 "max_reconnects": self.max_reconnects,
                 "consumer_config": self.consumer_config,
+                "kafka_conn_id": self.kafka_conn_id,
             },
         )
 
@@ -140,7 +150,7 @@ class ElogRunEventTrigger(BaseEventTrigger):
                     if failures > self.max_reconnects:
                         raise ElogTriggerError(
                             f"Kafka consumer of group {self.group_id!r} at "
-                            f"{self.bootstrap_servers} failed {failures} times in a row: {err}; "
+                            f"{self._where()} failed {failures} times in a row: {err}; "
                             "check that the brokers are reachable and the topics readable"
                         ) from err
                     delay = min(2.0**failures, _MAX_BACKOFF_S)
@@ -169,18 +179,49 @@ class ElogRunEventTrigger(BaseEventTrigger):
     async def cleanup(self) -> None:
         await self._close()
 
+    def _where(self) -> str:
+        if self.kafka_conn_id:
+            return f"connection {self.kafka_conn_id!r}"
+        return str(self.bootstrap_servers)
+
     def _connect(self) -> KafkaConsumer:
-        """Open the consumer and subscribe (the seam tests replace)."""
-        consumer = KafkaConsumer(
-            **{
-                "client_id": f"lclstream-elog-{self.group_id}",
-                **self.consumer_config,
-                "bootstrap_servers": self.bootstrap_servers,
-                "group_id": self.group_id,
-                "enable_auto_commit": False,
-                "auto_offset_reset": self.auto_offset_reset,
-            }
+        """Open the consumer and subscribe (the seam tests replace).
+
+        With ``kafka_conn_id`` the connection is read here, on the trigger's Kafka thread; a
+        broker that takes the TCP connection but drops the SASL session raises
+        :class:`KafkaLoginRefused`, naming the user and connection, never the password.
+        """
+        from airflow_provider_lclstream.hooks.kafka import (
+            KafkaHook,
+            KafkaLoginRefused,
+            describe_auth_failure,
+            reachable,
         )
+
+        settings = None
+        connection: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers}
+        if self.kafka_conn_id:
+            settings = KafkaHook(self.kafka_conn_id).get_settings()
+            connection = settings.kafka_config()
+        try:
+            consumer = KafkaConsumer(
+                **{
+                    "client_id": f"lclstream-elog-{self.group_id}",
+                    **connection,
+                    **self.consumer_config,
+                    "bootstrap_servers": connection["bootstrap_servers"],
+                    "group_id": self.group_id,
+                    "enable_auto_commit": False,
+                    "auto_offset_reset": self.auto_offset_reset,
+                }
+            )
+        except KafkaError as err:
+            sasl = settings is not None and settings.security_protocol.startswith("SASL")
+            if settings is not None and sasl and reachable(settings.bootstrap_servers):
+                raise KafkaLoginRefused(
+                    describe_auth_failure(settings, str(self.kafka_conn_id), err)
+                ) from None
+            raise
         consumer.subscribe(self.topics)
         return consumer
 

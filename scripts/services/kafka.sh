@@ -11,6 +11,10 @@
 #   LCLSTREAM_SERVICES_DIR        state root (default <repo>/.services)
 #   LCLSTREAM_KAFKA_PORT          PLAINTEXT listener on 127.0.0.1 (default 19092)
 #   LCLSTREAM_KAFKA_CONTROLLER_PORT  KRaft controller listener (default PORT+1)
+#   LCLSTREAM_KAFKA_SASL_PORT     SASL_PLAINTEXT (mechanism PLAIN) listener (default PORT+2)
+#   LCLSTREAM_KAFKA_SASL_USER     its one user (default lclstream)
+#   LCLSTREAM_KAFKA_SASL_PASSWORD its password (default: a random one made on first start and
+#                                 kept, mode 0600, in <state>/kafka/broker-PORT/sasl-password)
 #   LCLSTREAM_KAFKA_VERSION       org.apache.kafka:kafka_2.13 release (default 4.1.1)
 #   LCLSTREAM_KAFKA_START_TIMEOUT seconds to wait for the broker to answer (default 90)
 #   LCLSTREAM_KAFKA_HEAP          JVM heap options (default "-Xms128m -Xmx512m")
@@ -21,6 +25,8 @@ POM="$REPO/scripts/services/kafka/pom.xml"
 BASE="${LCLSTREAM_SERVICES_DIR:-$REPO/.services}/kafka"
 PORT="${LCLSTREAM_KAFKA_PORT:-19092}"
 CPORT="${LCLSTREAM_KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
+SASL_PORT="${LCLSTREAM_KAFKA_SASL_PORT:-$((PORT + 2))}"
+SASL_USER="${LCLSTREAM_KAFKA_SASL_USER:-lclstream}"
 VERSION="${LCLSTREAM_KAFKA_VERSION:-4.1.1}"
 TIMEOUT="${LCLSTREAM_KAFKA_START_TIMEOUT:-90}"
 HEAP="${LCLSTREAM_KAFKA_HEAP:--Xms128m -Xmx512m}"
@@ -117,18 +123,38 @@ fetch_libs() {
     mv "$tmp" "$LIBS"
 }
 
+# The SASL user's password: $LCLSTREAM_KAFKA_SASL_PASSWORD, else one kept in $INST (0600).
+sasl_password() {
+    if [[ -n "${LCLSTREAM_KAFKA_SASL_PASSWORD:-}" ]]; then
+        printf '%s' "$LCLSTREAM_KAFKA_SASL_PASSWORD"
+        return
+    fi
+    mkdir -p "$INST"
+    if [[ ! -s "$INST/sasl-password" ]]; then
+        (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$INST/sasl-password")
+    fi
+    cat "$INST/sasl-password"
+}
+
 write_config() {
     mkdir -p "$INST/data"
+    local password
+    password="$(sasl_password)"
+    rm -f "$INST/server.properties"
+    (umask 077; : >"$INST/server.properties")  # holds the SASL password: owner only
     cat >"$INST/server.properties" <<EOF
 # Written by scripts/services/kafka.sh; rewritten on every start.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CPORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$SASL_USER" password="$password" user_$SASL_USER="$password";
 log.dirs=$INST/data
 num.partitions=1
 default.replication.factor=1
@@ -196,10 +222,18 @@ wait_ready() {
     return 1
 }
 
+sasl_listening() {
+    (echo >"/dev/tcp/127.0.0.1/$SASL_PORT") 2>/dev/null
+}
+
 start() {
     if probe "$PORT" 2>/dev/null; then
-        log "already running on $BOOTSTRAP"
-        return 0
+        if sasl_listening; then
+            log "already running on $BOOTSTRAP (SASL_PLAINTEXT on 127.0.0.1:$SASL_PORT)"
+            return 0
+        fi
+        log "running without the SASL listener (an older config): restarting to add it"
+        stop
     fi
     local pid
     if pid="$(running_pid)"; then
@@ -222,7 +256,8 @@ start() {
     echo $! >"$PIDFILE"
     pid="$(cat "$PIDFILE")"
     wait_ready "$pid" || { stop; return 1; }
-    log "ready after ${SECONDS}s (pid $pid)"
+    for _ in $(seq 1 40); do sasl_listening && break; sleep 0.25; done
+    log "ready after ${SECONDS}s (pid $pid); SASL_PLAINTEXT/PLAIN on 127.0.0.1:$SASL_PORT"
     echo "$BOOTSTRAP"
 }
 
@@ -250,6 +285,11 @@ status() {
     local why
     if why="$(probe "$PORT" 2>&1)"; then
         echo "kafka: running on $BOOTSTRAP (pid $(running_pid || echo '?'))"
+        if ! sasl_listening; then
+            echo "kafka: no SASL listener on 127.0.0.1:$SASL_PORT (start restarts it with one)"
+            return 1
+        fi
+        echo "kafka: SASL_PLAINTEXT/PLAIN on 127.0.0.1:$SASL_PORT, user $SASL_USER"
         return 0
     fi
     echo "kafka: not answering on $BOOTSTRAP (${why:-no answer})"
@@ -269,5 +309,6 @@ case "${1:-}" in
     restart) lock; stop; start ;;
     status) status ;;
     logs) tail -n "${2:-100}" "$LOG" ;;
-    *) echo "usage: $0 start|stop|status|restart|logs [N]" >&2; exit 2 ;;
+    sasl-password) lock; sasl_password; echo ;;
+    *) echo "usage: $0 start|stop|status|restart|logs [N]|sasl-password" >&2; exit 2 ;;
 esac

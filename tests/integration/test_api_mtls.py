@@ -1,7 +1,8 @@
 """The standalone ``lclstream-api`` server over certified mutual TLS (real TLS 1.3 sockets).
 
 Certificates are made with certified's own API in temporary directories: a server identity,
-users alice and bob (their CAs trusted by the server) and mallory (an unknown CA).
+users alice, bob and "Carol Tester" (their CAs trusted by the server, Carol's added under a name
+with a space) and mallory (an unknown CA). The caller is the name their CA was added under.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ import httpx
 import pytest
 
 from airflow_provider_lclstream.api import client as cli
-from airflow_provider_lclstream.api.server import create_standalone_app, make_server
+from airflow_provider_lclstream.api.server import (
+    ClientAuthorities,
+    create_standalone_app,
+    known_clients_dir,
+    make_server,
+)
 from airflow_provider_lclstream.protocol import EndOfStream
 from airflow_provider_lclstream.transports import open_sender
 from tests.unit.api.fakes import SYNTHETIC, MemoryTransferStore
@@ -49,8 +55,8 @@ def trust_server(user: Any, server: Any) -> None:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("pki")
     server = identity(root, "lclstream-api", hosts=["127.0.0.1", "localhost"])
-    users = {n: identity(root, n) for n in ("alice", "bob", "mallory", "root")}
-    for name in ("alice", "bob", "root"):  # mallory's CA is never introduced to the server
+    users = {n: identity(root, n) for n in ("alice", "bob", "mallory", "root", "Carol Tester")}
+    for name in ("alice", "bob", "root", "Carol Tester"):  # mallory's CA is never introduced
         server.add_client(name, users[name].signer().certificate)
     for user in users.values():
         trust_server(user, server)
@@ -61,9 +67,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def api(pki: dict[str, Any]) -> Any:
     store = MemoryTransferStore()
     port = free_port()
-    server = make_server(
-        create_standalone_app(store, admins=["root"]), "127.0.0.1", port, pki["server"].config
-    )
+    authorities = ClientAuthorities.load(known_clients_dir(pki["server"].config))
+    app = create_standalone_app(store, authorities, admins=["root"])
+    server = make_server(app, "127.0.0.1", port, pki["server"].config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -170,3 +176,113 @@ def test_cli_get_pulls_the_data(
     ]
     rc = cli.main(["--server", api.url, "--certified-config", str(pki["alice"].config), "list"])
     assert rc == 0 and '"user": "alice"' in capsys.readouterr().out
+
+
+def forged_client(pki: dict[str, Any], signer: str, name: str, url: str) -> httpx.Client:
+    """A client presenting a certificate for ``name`` signed with ``signer``'s own CA key."""
+    import certified.encode as encode
+    from certified.serial import cert_to_pem
+    from certified.wrappers import ssl_context
+
+    leaf = (
+        pki[signer]
+        .signer()
+        .leaf_cert(encode.person_name(name), encode.SAN([f"{name}@example.org"], [], []))
+    )
+    ctx = ssl_context(is_client=True)
+    leaf.configure_cert(ctx)
+    ctx.load_verify_locations(cadata=cert_to_pem(pki["server"].signer().certificate))
+    return httpx.Client(base_url=url, verify=ctx)
+
+
+def test_forged_certificate_cannot_act_as_another_user(pki: dict[str, Any], api: Any) -> None:
+    """Alice signs a certificate named bob with her own CA: refused (403), never 200."""
+    with pki["bob"].Client(api.url) as bob:
+        tid = bob.post("/v1/transfers", json=SYNTHETIC).json()["id"]
+    count = len(api.store.records)
+    with forged_client(pki, "alice", "bob", api.url) as forged:
+        for method, path in [
+            ("GET", "/v1/transfers"),
+            ("GET", f"/v1/transfers/{tid}"),
+            ("DELETE", f"/v1/transfers/{tid}"),
+            ("POST", "/v1/transfers"),
+        ]:
+            r = forged.request(method, path, json=SYNTHETIC if method == "POST" else None)
+            assert r.status_code == 403, (method, path, r.status_code, r.text)
+            assert "signed by the CA added as 'alice'" in r.json()["detail"]
+    assert api.store.records[tid].state == "queued"
+    assert len(api.store.records) == count  # the forged POST created nothing
+
+
+def test_a_subject_is_not_an_identity(pki: dict[str, Any], api: Any) -> None:
+    """A certificate from alice's CA naming someone unknown still acts as alice."""
+    with forged_client(pki, "alice", "Somebody Else", api.url) as http:
+        r = http.post("/v1/transfers", json=SYNTHETIC)
+        assert r.status_code == 201, r.text
+        assert r.json()["user"] == "alice"
+
+
+def test_a_name_with_spaces_works(pki: dict[str, Any], api: Any) -> None:
+    """`certified init "Carol Tester"`, added under that name: POST succeeds as that user."""
+    with pki["Carol Tester"].Client(api.url) as carol:
+        r = carol.post("/v1/transfers", json=SYNTHETIC)
+        assert r.status_code == 201, r.text
+        assert r.json()["user"] == "Carol Tester"
+        listed = carol.get("/v1/transfers").json()["data"]
+        assert {t["user"] for t in listed} == {"Carol Tester"}
+
+
+def test_org_ca_names_its_users(pki: dict[str, Any]) -> None:
+    """A CA listed with ``--org-ca`` (the server's own, ``self``, by default) names by subject."""
+    import certified.encode as encode
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    leaf = (
+        pki["server"]
+        .signer()
+        .leaf_cert(encode.person_name("Dana Org"), encode.SAN(["dana@example.org"], [], []))
+    )
+    der = leaf.certificate.public_bytes(Encoding.DER)
+    known = known_clients_dir(pki["server"].config)
+    assert ClientAuthorities.load(known).identity(der) == "Dana Org"
+    assert ClientAuthorities.load(known, org_cas=()).identity(der) == "self"
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return rc, err
+
+
+def test_cli_errors_are_one_line_of_advice(
+    pki: dict[str, Any], api: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Unreachable server, wrong certified folder, untrusted certificate: exit 3, 5, 4."""
+    alice = str(pki["alice"].config)
+    rc, err = _cli(
+        ["--server", f"https://127.0.0.1:{free_port()}", "--certified-config", alice, "list"],
+        capsys,
+    )
+    assert rc == cli.EXIT_UNREACHABLE and "cannot reach" in err
+    rc, err = _cli(["--server", api.url, "--certified-config", str(tmp_path / "nope"), "list"],
+                   capsys)  # fmt: skip
+    assert rc == cli.EXIT_CONFIG and "--certified-config" in err
+    mallory = str(pki["mallory"].config)
+    rc, err = _cli(["--server", api.url, "--certified-config", mallory, "list"], capsys)
+    assert rc == cli.EXIT_TLS and "certified add-client" in err
+    rc, err = _cli(["--server", api.url, "--certified-config", alice, "status", "nope"], capsys)
+    assert rc == cli.EXIT_FAILED and "HTTP 404" in err
+    rc, err = _cli(
+        ["--server", api.url, "--certified-config", alice, "get", str(tmp_path / "missing.yaml")],
+        capsys,
+    )
+    assert rc == cli.EXIT_USAGE and "missing.yaml" in err
+
+
+def test_cli_help_documents_the_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "exit status:" in out and "examples:" in out
+    assert all(f"  {code}" in out for code in cli.EXIT_CODES)

@@ -148,3 +148,98 @@ async def test_restart_with_same_group_does_not_refire(
 
     # Everything was committed: a third start has nothing to report.
     await nothing_within(make_trigger(kafka_service, topics, group), 5)
+
+
+# ------------------------------------------------------------------ SASL through a connection
+
+
+@pytest.fixture
+def sasl_conn(kafka_service: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A ``lclstream_kafka`` connection to the broker's SASL_PLAINTEXT/PLAIN listener
+    (scripts/services/kafka.sh: port PLAINTEXT+2, password kept by the script)."""
+    import subprocess
+
+    from tests.conftest import REPO
+
+    password = subprocess.run(
+        ["bash", str(REPO / "scripts/services/kafka.sh"), "sasl-password"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    host, _, port = kafka_service.rpartition(":")
+    conn = {
+        "conn_type": "lclstream_kafka",
+        "host": f"{host}:{int(port) + 2}",
+        "login": "lclstream",
+        "password": password,
+        "extra": {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_LCLS_KAFKA_SASL", json.dumps(conn))
+    wrong = {**conn, "password": f"wrong-{uuid.uuid4().hex}"}
+    monkeypatch.setenv("AIRFLOW_CONN_LCLS_KAFKA_WRONG", json.dumps(wrong))
+    return {"password": password, "wrong": wrong["password"]}
+
+
+@pytest.mark.kafka
+@pytest.mark.airflow
+async def test_run_start_through_a_sasl_connection(
+    kafka_service: str,
+    topics: tuple[str, str],
+    sasl_conn: dict[str, Any],
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only the connection id is serialized; the SASL login works and a run start fires."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    trigger = ElogRunEventTrigger(
+        kafka_conn_id="lcls_kafka_sasl",
+        group_id=f"g-{uuid.uuid4().hex}",
+        runs_topic=topics[0],
+        files_topic=topics[1],
+        auto_offset_reset="earliest",
+        poll_timeout=0.5,
+    )
+    _, kwargs = trigger.serialize()
+    assert sasl_conn["password"] not in json.dumps(kwargs)
+    produce(kafka_service, topics[0], run_message("Create", num=7, type="DATA"))
+    [event] = await take(ElogRunEventTrigger(**kwargs), 1)
+    assert (event["kind"], event["run"]) == ("run_start", 7)
+    out, err = capfd.readouterr()
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    assert sasl_conn["password"] not in out + err + logs
+
+
+@pytest.mark.kafka
+@pytest.mark.airflow
+async def test_wrong_sasl_password_is_a_clear_error_without_the_secret(
+    kafka_service: str,
+    topics: tuple[str, str],
+    sasl_conn: dict[str, Any],
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from airflow_provider_lclstream.triggers.elog_run_event import ElogTriggerError
+
+    caplog.set_level(logging.DEBUG)
+    trigger = ElogRunEventTrigger(
+        kafka_conn_id="lcls_kafka_wrong",
+        group_id=f"g-{uuid.uuid4().hex}",
+        runs_topic=topics[0],
+        files_topic=topics[1],
+        max_reconnects=0,
+        consumer_config={"bootstrap_timeout_ms": 5000},
+    )
+    events = trigger.run()
+    with pytest.raises(ElogTriggerError) as info:
+        await asyncio.wait_for(anext(events), TIMEOUT_S)
+    await trigger.cleanup()
+    message = str(info.value)
+    assert "did not accept the PLAIN login of user 'lclstream'" in message
+    assert "connection 'lcls_kafka_wrong'" in message and "password" in message
+    out, err = capfd.readouterr()
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in (sasl_conn["wrong"], sasl_conn["password"]):
+        assert secret not in message + out + err + logs

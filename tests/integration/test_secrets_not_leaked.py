@@ -1,15 +1,23 @@
-"""A SLURM JWT held in the Airflow connection never shows in task logs, XCom or job files.
+"""Secrets never show on a command line, in logs, XCom or job files.
 
-Real slurmrestd: the token is minted with ``scontrol token`` and put in the connection's
-password; the deferrable operator submits a job with it through ``dag.test()``.
+* A SLURM JWT held in the Airflow connection (real slurmrestd: minted with ``scontrol token``,
+  put in the connection's password; the deferrable operator submits a job through
+  ``dag.test()``).
+* The buffer's callback secret (a real ``lclstream-buffer`` process): given by file or
+  environment, it signs the callbacks yet never appears in ``ps``, the log or the report.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
+import sys
+import threading
+import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,9 +25,9 @@ import pytest
 from tests.dags.dag_runner import register
 from tests.standalone import slurm_environment
 
-pytestmark = [pytest.mark.slurm, pytest.mark.airflow]
 
-
+@pytest.mark.slurm
+@pytest.mark.airflow
 def test_token_is_nowhere_to_be_seen(
     slurm_service: None,
     airflow_db: Path,
@@ -76,3 +84,77 @@ def test_token_is_nowhere_to_be_seen(
     for path in [*tmp_path.rglob("*"), *(airflow_db / "logs").rglob("*")]:
         if path.is_file():
             assert token not in path.read_text(errors="replace"), path
+
+
+class _Callbacks(BaseHTTPRequestHandler):
+    received: list[tuple[bytes, str | None]] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["content-length"]))
+        self.received.append((body, self.headers.get("x-hub-signature-256")))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("how", ["file", "env"])
+def test_callback_secret_is_never_on_a_command_line(how: str, tmp_path: Path) -> None:
+    from airflow_provider_lclstream.buffer.callbacks import verify
+
+    secret = f"cb-secret-{uuid.uuid4().hex}"
+    _Callbacks.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Callbacks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    report = tmp_path / "report.json"
+    args = [
+        sys.executable, "-m", "airflow_provider_lclstream.buffer.cli",
+        "--input", f"tcp://127.0.0.1:{_free_port()}",
+        "--output", f"tcp://127.0.0.1:{_free_port()}",
+        "--expect-producers", "1", "--idle-timeout", "2", "--drain-timeout", "1",
+        "--callback", f"http://127.0.0.1:{server.server_address[1]}/cb", "--jobid", "j1",
+        "--report", str(report), "-v",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "LCLSTREAM_CALLBACK_SECRET"}
+    if how == "file":
+        (tmp_path / "secret").write_text(secret + "\n")
+        (tmp_path / "secret").chmod(0o600)
+        args += ["--callback-secret-file", str(tmp_path / "secret")]
+    else:
+        env["LCLSTREAM_CALLBACK_SECRET"] = secret
+    log = tmp_path / "buffer.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        seen_ps = []
+        while proc.poll() is None:  # the whole life of the buffer, as any user would see it
+            seen_ps.append(subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                                          text=True, check=True).stdout)  # fmt: skip
+            time.sleep(0.2)
+    server.shutdown()
+    assert proc.returncode == 1  # no producer came: the stream failed, and said so
+    assert any("buffer.cli" in t for t in seen_ps)
+    assert all(secret not in text for text in seen_ps)
+    assert secret not in log.read_text() and secret not in report.read_text()
+    assert _Callbacks.received, "no callback arrived"
+    for body, signature in _Callbacks.received:
+        assert secret.encode() not in body
+        assert verify(body, secret, signature)  # the secret was used, from the file or env
+
+
+def test_callback_secret_argument_is_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_lclstream.buffer.cli", "--input", "tcp://h:1",
+         "--output", "tcp://h:2", "--callback", "http://h/cb", "--callback-secret", "S"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--callback-secret-file" in done.stderr and "Traceback" not in done.stderr

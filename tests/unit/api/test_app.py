@@ -151,7 +151,7 @@ def test_secrets_are_never_echoed_or_logged(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    body = {**SYNTHETIC, "streamer": {"backend": "psik", "attributes": {"token": SECRET}}}
+    body = {**SYNTHETIC, "streamer": {"backend": "psik", "attributes": {"account": SECRET}}}
     r = client.post("/v1/transfers", json=body, headers=as_user("alice"))
     assert r.status_code == 201
     tid = r.json()["id"]

@@ -60,7 +60,8 @@ def test_bad_config_names_the_path() -> None:
 
 def test_user_names() -> None:
     assert check_user("alice.b@slac") == "alice.b@slac"
-    for bad in ("", "a b", "x;y", "$(id)", "-rf"):
+    assert check_user("Alice Tester") == "Alice Tester"  # as `certified init "Alice Tester"`
+    for bad in ("", " a", "a ", "a  b", "x;y", "$(id)", "-rf", "a`id`", "a\nb"):
         with pytest.raises(SubmissionError):
             check_user(bad)
 
