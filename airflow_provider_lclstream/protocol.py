@@ -47,10 +47,35 @@ class EndOfStream:
             raise ProtocolError("not an end-of-stream record (missing magic prefix)")
         try:
             payload = json.loads(raw[len(EOS_MAGIC) :])
-            known = {k: payload[k] for k in cls.__dataclass_fields__ if k in payload}
-            return cls(**known)
-        except (ValueError, TypeError) as err:
+        except ValueError as err:
             raise ProtocolError(f"corrupt end-of-stream record: {err}") from err
+        if not isinstance(payload, dict):
+            raise ProtocolError("corrupt end-of-stream record: not a JSON object")
+        problems = [
+            f"{name} is {type(payload[name]).__name__}, expected {kind.__name__}"
+            for name, kind in _FIELD_TYPES.items()
+            if name in payload
+            and (not isinstance(payload[name], kind) or isinstance(payload[name], bool))
+        ]
+        if "producer" not in payload:
+            problems.append("producer is missing")
+        if problems:
+            raise ProtocolError(f"corrupt end-of-stream record: {'; '.join(problems)}")
+        return cls(**{k: payload[k] for k in cls.__dataclass_fields__ if k in payload})
+
+
+_FIELD_TYPES: dict[str, type] = {
+    "producer": str,
+    "rank": int,
+    "events": int,
+    "batches": int,
+    "messages": int,
+    "bytes": int,
+    "skipped": int,
+    "version": int,
+    "extra": dict,
+}
+"""What each field of a record must be: a record that breaks this is corrupt, never counted."""
 
 
 def is_end_of_stream(message: bytes | memoryview) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,11 +21,32 @@ def slurm_environment(state_dir: Path) -> dict[str, str]:
     return env
 
 
+KAFKA_CONN_ID = "lclstream_kafka_sasl"
+
+
+def kafka_sasl_connection(kafka: str) -> dict[str, object]:
+    """A ``lclstream_kafka`` connection to the broker's SASL_PLAINTEXT/PLAIN listener
+    (scripts/services/kafka.sh: PLAINTEXT port + 2, password from ``kafka.sh sasl-password``)."""
+    password = subprocess.run(
+        ["bash", str(REPO / "scripts/services/kafka.sh"), "sasl-password"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    host, _, port = kafka.rpartition(":")
+    return {
+        "conn_type": "lclstream_kafka",
+        "host": f"{host}:{int(port) + 2}",
+        "login": "lclstream",
+        "password": password,
+        "extra": {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN"},
+    }
+
+
 def standalone_env(
     state_dir: Path, dags: Path, output: Path, xtc_dir: Path, kafka: str
 ) -> dict[str, str]:
     """Environment for scripts/services/airflow-standalone.sh: our DAGs (copied into ``dags``
-    with the ARP smoke DAG), a SLURM connection, the Kafka broker, psana2 offline."""
+    with the ARP smoke DAG), a SLURM connection, the Kafka broker (run starts read through its
+    SASL listener, ``[lclstream] kafka_conn_id``), psana2 offline."""
     for path in [*(REPO / "dags").glob("*.py"), REPO / "tests/integration/arp_dags/arp_smoke.py"]:
         shutil.copy(path, dags / path.name)
     slurm = slurm_environment(state_dir)
@@ -41,6 +63,8 @@ def standalone_env(
         "SLURM_CONF": slurm["SLURM_CONF"],
         "AIRFLOW_CONN_LCLSTREAM_SLURM": json.dumps(connection),
         "AIRFLOW__LCLSTREAM__KAFKA_BOOTSTRAP": kafka,
+        "AIRFLOW__LCLSTREAM__KAFKA_CONN_ID": KAFKA_CONN_ID,
+        f"AIRFLOW_CONN_{KAFKA_CONN_ID.upper()}": json.dumps(kafka_sasl_connection(kafka)),
         "AIRFLOW__LCLSTREAM__EXPERIMENTS": "^xpptut15$",
         "AIRFLOW__LCLSTREAM__XTC_DIR": str(xtc_dir),
         "LCLSTREAM_PSANA_OFFLINE": "1",

@@ -121,6 +121,43 @@ def _problems_response(
     return JSONResponse({"kind": kind, "detail": detail}, status_code=422)
 
 
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    """A pydantic JSON schema with its ``$defs`` references written out in place."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline_refs(defs[ref.rsplit("/", 1)[1]], defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+def _submission_body() -> dict[str, Any]:
+    """The POST body in the OpenAPI: a TransferRequest, or a streamer config (any object)."""
+    request = TransferRequest.model_json_schema()
+    config = {"type": "object", "title": "Streamer config", "additionalProperties": True}
+    schema = {"anyOf": [_inline_refs(request, request.get("$defs", {})), config]}
+    example = {"synthetic": True, "events": 100}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": schema, "example": example},
+                "application/yaml": {"schema": schema, "example": example},
+            },
+        }
+    }
+
+
+_ERROR = {"content": {"application/json": {"schema": {"type": "object"}}}}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no credentials", **_ERROR},
+    403: {"description": "not allowed", **_ERROR},
+    422: {"description": "invalid request; each bad field is named", **_ERROR},
+}
+
+
 def _status(record: TransferRecord) -> TransferStatus:
     return TransferStatus(
         id=record.id,
@@ -180,7 +217,13 @@ def build_app(
             raise HTTPException(404, "no such transfer") from None
         return _owned(record, caller)
 
-    @app.post("/v1/transfers", status_code=201, response_model=TransferStatus)
+    @app.post(
+        "/v1/transfers",
+        status_code=201,
+        response_model=TransferStatus,
+        openapi_extra=_submission_body(),
+        responses={**_ERRORS, 413: {"description": "body too large", **_ERROR}},
+    )
     async def create_transfer(request: Request, caller: Principal = Depends(principal)) -> Any:
         """Start a transfer: body is a streamer config (JSON or YAML) or a TransferRequest."""
         body = await _read_body(request)
@@ -205,7 +248,7 @@ def build_app(
         record = await anyio.to_thread.run_sync(store.create, submission, user)
         return _status(record)
 
-    @app.get("/v1/transfers", response_model=TransfersPublic)
+    @app.get("/v1/transfers", response_model=TransfersPublic, responses=_ERRORS)
     async def list_transfers(
         caller: Principal = Depends(principal),
         state: TransferState | None = None,
@@ -220,7 +263,11 @@ def build_app(
         data = [_status(r) for r in records]
         return TransfersPublic(count=len(data), data=data)
 
-    @app.get("/v1/transfers/{transfer_id}", response_model=TransferDetail)
+    @app.get(
+        "/v1/transfers/{transfer_id}",
+        response_model=TransferDetail,
+        responses={**_ERRORS, 404: {"description": "no such transfer", **_ERROR}},
+    )
     async def get_transfer(
         transfer_id: TransferId, caller: Principal = Depends(principal)
     ) -> TransferDetail:
@@ -242,7 +289,15 @@ def build_app(
             airflow_url=link,
         )
 
-    @app.delete("/v1/transfers/{transfer_id}", response_model=Message)
+    @app.delete(
+        "/v1/transfers/{transfer_id}",
+        response_model=Message,
+        responses={
+            **_ERRORS,
+            404: {"description": "no such transfer", **_ERROR},
+            409: {"description": "the transfer already ended", **_ERROR},
+        },
+    )
     async def cancel_transfer(
         transfer_id: TransferId, caller: Principal = Depends(principal)
     ) -> Any:

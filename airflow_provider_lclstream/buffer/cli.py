@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from airflow_provider_lclstream.buffer.config import TRANSPORTS, BufferConfig, parse_size
 from airflow_provider_lclstream.exceptions import BufferConfigError, TransportError
+from airflow_provider_lclstream.transports.base import DEFAULT_MAX_MESSAGE_MB, max_message_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -76,11 +77,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dial-output", action="store_true", help="dial --output instead of listening")
     p.add_argument("--socket-queue", type=int, default=2, help="messages queued per socket pipe")
     p.add_argument(
+        "--max-message-mb",
+        type=float,
+        default=DEFAULT_MAX_MESSAGE_MB,
+        metavar="MB",
+        help=f"refuse input messages over MB megabytes (10**6 bytes) before buffering them: the "
+        f"connection carrying one is dropped and its producer counted as not ended; 0: no "
+        f"limit (default {DEFAULT_MAX_MESSAGE_MB:g})",
+    )
+    p.add_argument(
         "--log-interval", type=float, default=5.0, metavar="S", help="progress log period"
     )
     p.add_argument("--report", metavar="PATH", help="write the final stats as JSON here")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
+
+
+def _max_bytes(mb: float) -> int:
+    try:
+        return max_message_bytes(mb)
+    except TransportError as err:
+        raise BufferConfigError(f"--max-message-mb: {err}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> BufferConfig:
@@ -104,6 +121,7 @@ def config_from_args(args: argparse.Namespace) -> BufferConfig:
         socket_queue=args.socket_queue,
         log_interval_s=args.log_interval,
         report=args.report,
+        max_message_bytes=_max_bytes(args.max_message_mb),
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from airflow_provider_lclstream.exceptions import BufferConfigError
+from airflow_provider_lclstream.transports.base import DEFAULT_MAX_MESSAGE_MB
 
 TRANSPORTS = ("nng", "zmq")
 SCHEMES = {
@@ -106,6 +107,7 @@ class BufferConfig:
     socket_queue: int = 2
     log_interval_s: float = 5.0
     report: str | None = None
+    max_message_bytes: int = int(DEFAULT_MAX_MESSAGE_MB * 10**6)
     extra_labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -116,6 +118,10 @@ class BufferConfig:
         check_endpoint(self.output, self.output_transport, "output")
         if self.input == self.output and not (self.dial_input or self.dial_output):
             raise BufferConfigError(f"--input and --output are the same URL {self.input!r}")
+        if self.max_message_bytes < 0:
+            raise BufferConfigError(
+                f"bad --max-message-mb {self.max_message_bytes / 1e6!r}: must be >= 0 (0: none)"
+            )
         for name in ("capacity_bytes", "capacity_messages", "socket_queue"):
             if int(getattr(self, name)) <= 0:
                 raise BufferConfigError(f"bad {name} {getattr(self, name)!r}: must be > 0")

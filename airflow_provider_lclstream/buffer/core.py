@@ -156,6 +156,7 @@ class Buffer:
         self.inp = open_endpoint(
             cfg.input_transport, cfg.input, "input", dial=cfg.dial_input,
             queue=cfg.socket_queue, linger_s=0, context=self.context,
+            max_message_bytes=cfg.max_message_bytes,
         )  # fmt: skip
         try:
             self.out = open_endpoint(

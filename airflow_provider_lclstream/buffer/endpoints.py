@@ -63,11 +63,13 @@ class Endpoint:
 class NngEndpoint(Endpoint):
     library = "nng"
 
-    def __init__(self, url: str, role: str, dial: bool, queue: int) -> None:
+    def __init__(
+        self, url: str, role: str, dial: bool, queue: int, max_message_bytes: int = 0
+    ) -> None:
         super().__init__()
         self.url, self.role = url, role
         if role == "input":
-            self.socket: pynng.Socket = pynng.Pull0(recv_max_size=0)
+            self.socket: pynng.Socket = pynng.Pull0(recv_max_size=max(0, max_message_bytes))
             self.socket.recv_buffer_size = queue
         else:
             self.socket = pynng.Push0()
@@ -142,7 +144,14 @@ class ZmqEndpoint(Endpoint):
     library = "zmq"
 
     def __init__(
-        self, context: zmq.Context, url: str, role: str, dial: bool, queue: int, linger_s: float
+        self,
+        context: zmq.Context,
+        url: str,
+        role: str,
+        dial: bool,
+        queue: int,
+        linger_s: float,
+        max_message_bytes: int = 0,
     ) -> None:
         super().__init__()
         self.url, self.role = url, role
@@ -150,6 +159,8 @@ class ZmqEndpoint(Endpoint):
         if role == "input":
             self.socket.setsockopt(zmq.RCVHWM, queue)
             self.socket.setsockopt(zmq.LINGER, 0)
+            if max_message_bytes > 0:  # a larger message drops its connection, unbuffered
+                self.socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         else:
             self.socket.setsockopt(zmq.SNDHWM, queue)
             self.socket.setsockopt(zmq.IMMEDIATE, 1)
@@ -240,8 +251,14 @@ def open_endpoint(
     queue: int,
     linger_s: float,
     context: zmq.Context | None = None,
+    max_message_bytes: int = 0,
 ) -> NngEndpoint | ZmqEndpoint:
-    """Open the ``input`` (PULL) or ``output`` (PUSH) side on ``library``."""
+    """Open the ``input`` (PULL) or ``output`` (PUSH) side on ``library``.
+
+    ``max_message_bytes`` > 0 (input side) makes the transport refuse larger messages.
+    """
     if library == "nng":
-        return NngEndpoint(url, role, dial, queue)
-    return ZmqEndpoint(context or zmq.Context.instance(), url, role, dial, queue, linger_s)
+        return NngEndpoint(url, role, dial, queue, max_message_bytes)
+    return ZmqEndpoint(
+        context or zmq.Context.instance(), url, role, dial, queue, linger_s, max_message_bytes
+    )

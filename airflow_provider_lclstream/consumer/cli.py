@@ -21,6 +21,7 @@ from airflow_provider_lclstream.consumer.receiver import ReceiveReport, receive_
 from airflow_provider_lclstream.consumer.records import MessageRecord, records_path
 from airflow_provider_lclstream.exceptions import LCLStreamError
 from airflow_provider_lclstream.protocol import is_hdf5
+from airflow_provider_lclstream.transports.base import DEFAULT_MAX_MESSAGE_MB, max_message_bytes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--expect-producers", type=int, default=1, help="end-of-stream records to wait for"
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="longest wait for a message, s")
+    parser.add_argument(
+        "--max-message-mb",
+        type=float,
+        default=DEFAULT_MAX_MESSAGE_MB,
+        metavar="MB",
+        help="refuse messages over MB megabytes (10**6 bytes) before buffering them: the "
+        "connection carrying one is dropped and what it carried counts as missing; 0: no limit "
+        f"(default {DEFAULT_MAX_MESSAGE_MB:g})",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
@@ -59,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.timeout <= 0:
         print("lclstream-receive: --timeout must be > 0", file=sys.stderr)
+        return 2
+    if args.max_message_mb < 0:
+        print("lclstream-receive: --max-message-mb must be >= 0 (0: no limit)", file=sys.stderr)
         return 2
     records = None
     if args.out is not None:
@@ -74,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             expect_producers=args.expect_producers,
             timeout_s=args.timeout,
             report=report,
+            max_message_bytes=max_message_bytes(args.max_message_mb),
         ):
             if args.out is not None and records is not None:
                 suffix = "h5" if is_hdf5(message.raw) else "bin"

@@ -3,7 +3,9 @@
 Producers are counted by their end-of-stream records; each HDF5 message from our streamer also
 carries ``lclstream_producer``/``lclstream_seq`` attributes, which give per-producer counts and
 gaps. Messages that are neither HDF5 nor end-of-stream (e.g. Simplon) are passed through raw.
-A corrupt message is reported with its index and the receiver goes on.
+A corrupt message is reported with its index and the receiver goes on. A message over
+``max_message_bytes`` is refused by the transport before it is buffered (its connection is
+dropped), so it shows as missing against its producer's end-of-stream count.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from airflow_provider_lclstream.exceptions import ProtocolError
 from airflow_provider_lclstream.protocol import EndOfStream, is_end_of_stream, is_hdf5
 from airflow_provider_lclstream.transports import open_receiver
+from airflow_provider_lclstream.transports.base import DEFAULT_MAX_MESSAGE_MB
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -78,22 +81,30 @@ class ReceiveReport:
     timed_out: bool = False
     started: float = field(default_factory=time.monotonic)
     first_message_s: float | None = None
+    unattributed: int = 0  # data messages that name no producer (raw, or HDF5 without attrs)
 
     @property
     def missing_messages(self) -> int:
         """Messages the producers say they sent on this link that never arrived.
 
         A buffer's record counts what it sent to all its consumers together, so a consumer
-        behind a buffer cannot check a share: only direct producer links are checked.
+        behind a buffer cannot check a share: only direct producer links are checked. A
+        producer that names itself in its messages is checked against its own; only producers
+        that do not share the unattributed messages, so a stray message can never stand in for
+        a lost one. Corrupt messages arrived (and fail the report), so they are not missing.
         """
         direct = [e for e in self.ended if not is_shared(e)]
         if not direct:
             return 0
-        announced = sum(e.messages for e in direct)
-        received = self.messages - sum(
-            c.received for c in self.producers.values() if c.ended is None
-        )
-        return max(0, announced - received - len(self.corrupt))
+        named = 0
+        anonymous = 0
+        for record in direct:
+            counts = self.producers.get(record.producer)
+            if counts is not None and counts.received:
+                named += max(0, record.messages - counts.received)
+            else:
+                anonymous += record.messages
+        return max(0, named + max(0, anonymous - self.unattributed) - len(self.corrupt))
 
     def gaps(self) -> dict[str, int]:
         """Per producer that announced more messages on this link than arrived: how many."""
@@ -136,6 +147,7 @@ class ReceiveReport:
             "missing_messages": self.missing_messages,
             "gaps": self.gaps(),
             "corrupt": self.corrupt,
+            "unattributed": self.unattributed,
             "timed_out": self.timed_out,
         }
 
@@ -166,16 +178,18 @@ def receive_messages(
     expect_producers: int = 1,
     timeout_s: float | None = 60.0,
     report: ReceiveReport | None = None,
+    max_message_bytes: int = int(DEFAULT_MAX_MESSAGE_MB * 10**6),
 ) -> Iterator[Message]:
     """Yield data messages until ``expect_producers`` end-of-stream records arrived.
 
     ``timeout_s`` is the longest wait for the next message; on timeout the iteration stops with
     ``report.timed_out`` set. Pass a ``ReceiveReport`` to read the totals afterwards.
+    ``max_message_bytes`` bounds one message (0: no limit); see the module docstring.
     """
     report = report if report is not None else ReceiveReport(expect_producers)
     index = 0
     seen_records: set[tuple[str, object]] = set()
-    with open_receiver(url, library, bind=bind) as receiver:
+    with open_receiver(url, library, bind=bind, max_message_bytes=max_message_bytes) as receiver:
         while len(report.ended) < expect_producers:
             raw = receiver.recv(timeout_s)
             received_at = time.time()
@@ -223,5 +237,7 @@ def receive_messages(
                 seq = message.attrs.get("lclstream_seq")
                 if isinstance(seq, int):
                     counts.seqs.add(seq)
+            else:
+                report.unattributed += 1
             index += 1
             yield message

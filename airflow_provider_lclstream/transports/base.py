@@ -14,6 +14,20 @@ Payload = bytes | bytearray | memoryview
 
 DEFAULT_SEND_TIMEOUT_S = 60.0
 DEFAULT_LINGER_S = 60.0
+DEFAULT_MAX_MESSAGE_MB = 1024.0
+"""Largest message a receiving socket takes, in MB (10**6 bytes); 0 means no limit.
+
+The transport refuses a larger message before buffering it: ZeroMQ (``MAXMSGSIZE``) and NNG
+(``recv_max_size``) drop the connection that carries it, so it and whatever that connection had
+queued behind it never arrive, and show as missing in the end-of-stream accounting.
+"""
+
+
+def max_message_bytes(mb: float) -> int:
+    """``--max-message-mb`` as bytes (0: no limit); a negative value is refused."""
+    if mb < 0:
+        raise TransportError(f"bad maximum message size {mb!r} MB: must be >= 0 (0: no limit)")
+    return int(mb * 10**6)
 
 
 class Sender(ABC):
@@ -104,13 +118,18 @@ def open_receiver(
     *,
     bind: bool = True,
     queue_messages: int = 0,
+    max_message_bytes: int = 0,
 ) -> Receiver:
-    """Open a pulling socket that listens on ``url`` (``bind=True``) or dials it."""
+    """Open a pulling socket that listens on ``url`` (``bind=True``) or dials it.
+
+    ``max_message_bytes`` > 0 makes the transport refuse larger messages (see
+    :data:`DEFAULT_MAX_MESSAGE_MB`); 0 takes any size.
+    """
     check_url(url)
     if check_library(library) == "zmq":
         from airflow_provider_lclstream.transports.zmq_transport import ZmqReceiver
 
-        return ZmqReceiver(url, bind, queue_messages)
+        return ZmqReceiver(url, bind, queue_messages, max_message_bytes)
     from airflow_provider_lclstream.transports.nng_transport import NngReceiver
 
-    return NngReceiver(url, bind, queue_messages)
+    return NngReceiver(url, bind, queue_messages, max_message_bytes)

@@ -1,6 +1,7 @@
 """NNG Push0/Pull0 (pynng).
 
-Receivers set ``recv_max_size=0``: NNG's 1 MB default silently drops larger messages. NNG has
+Receivers set ``recv_max_size`` to the caller's maximum (0: no limit): NNG's own 1 MB default
+would silently drop larger messages. NNG has
 no LINGER, so a sender waits ``linger_s`` (bounded, short) for its pipes to drain before closing.
 """
 
@@ -74,9 +75,11 @@ class NngSender(Sender):
 class NngReceiver(Receiver):
     library = "nng"
 
-    def __init__(self, url: str, bind: bool, queue_messages: int) -> None:
+    def __init__(
+        self, url: str, bind: bool, queue_messages: int, max_message_bytes: int = 0
+    ) -> None:
         self.url = url
-        self.socket = pynng.Pull0(recv_max_size=0)
+        self.socket = pynng.Pull0(recv_max_size=max(0, max_message_bytes))
         if queue_messages > 0:
             self.socket.recv_buffer_size = queue_messages
         try:

@@ -91,11 +91,15 @@ class ZmqSender(Sender):
 class ZmqReceiver(Receiver):
     library = "zmq"
 
-    def __init__(self, url: str, bind: bool, queue_messages: int) -> None:
+    def __init__(
+        self, url: str, bind: bool, queue_messages: int, max_message_bytes: int = 0
+    ) -> None:
         self.url = url
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.PULL)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if max_message_bytes > 0:  # a larger message drops its connection, unbuffered
+            self.socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         if queue_messages > 0:
             self.socket.setsockopt(zmq.RCVHWM, queue_messages)
         try:

@@ -33,8 +33,10 @@
 #   LCLSTREAM_AIRFLOW_START_TIMEOUT     seconds to wait for health (default 120)
 #   LCLSTREAM_AIRFLOW_PARALLELISM       [core] parallelism (default 8)
 #   LCLSTREAM_PYTHON                    interpreter whose `airflow` to run (default .venv)
-# AIRFLOW__* variables of the caller are ignored (the tests export some for dag.test()); the
-# configuration lives in <home>/airflow.cfg. <home>/env.sh exports the URL, the credentials,
+# AIRFLOW__* variables of the caller are ignored (the tests export some for dag.test()), except
+# the provider's own AIRFLOW__LCLSTREAM__* and AIRFLOW_CONN_* (connections), which reach every
+# component (a change of them restarts the stack); the rest of the configuration lives in
+# <home>/airflow.cfg. <home>/env.sh exports the URL, the credentials,
 # AIRFLOW_HOME and AIRFLOW_CONFIG for clients (`source` it).
 set -euo pipefail
 
@@ -58,7 +60,7 @@ LOGS="$HOME_DIR/logs"
 DB="$HOME_DIR/airflow.db"
 
 # Forget the caller's Airflow settings: only this home's airflow.cfg counts.
-while IFS= read -r var; do unset "$var"; done < <(compgen -e | grep -E '^AIRFLOW__|^_AIRFLOW' || true)
+while IFS= read -r var; do unset "$var"; done < <(compgen -e | grep -E '^AIRFLOW__|^_AIRFLOW' | grep -v '^AIRFLOW__LCLSTREAM__' || true)
 export AIRFLOW_HOME="$HOME_DIR" AIRFLOW_CONFIG="$HOME_DIR/airflow.cfg"
 export PYTHONUNBUFFERED=1
 
@@ -72,6 +74,8 @@ settings() {
     printf 'port=%s\ndags=%s\nplugins=%s\nuser=%s\npassword_sha=%s\nparallelism=%s\npython=%s\n' \
         "$PORT" "$(realpath -m "$DAGS")" "$(realpath -m "$PLUGINS")" "$AF_USER" \
         "$(printf '%s' "$AF_PASSWORD" | sha256sum | cut -c1-16)" "$PARALLELISM" "$PY"
+    # provider settings and connections (hashed: connections may hold secrets)
+    printf 'env_sha=%s\n' "$(env | grep -E '^(AIRFLOW__LCLSTREAM__|AIRFLOW_CONN_)' | sort | sha256sum | cut -c1-16)"
 }
 
 # Exit 0 when the health endpoint reports every component healthy; prints the JSON otherwise.

@@ -158,3 +158,51 @@ def test_callback_secret_argument_is_refused() -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "--callback-secret-file" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slurm
+@pytest.mark.kafka
+@pytest.mark.airflow
+@pytest.mark.psana
+@pytest.mark.mpi
+def test_kafka_password_is_nowhere_after_a_run_start(airflow_standalone: dict) -> None:
+    """A run start read through the SASL listener (tests/standalone.py) makes a transfer; the
+    Kafka password is then in no process's arguments, no Airflow log (components and tasks), no
+    XCom of the transfer and no file the transfer wrote."""
+    from tests.airflow_api import AirflowApi
+    from tests.conftest import STATE_DIR
+    from tests.integration.test_transfer_e2e import (
+        GROUP,
+        ensure_topics,
+        produce_run_start,
+        wait_for_group_member,
+    )
+    from tests.standalone import kafka_sasl_connection
+
+    password = str(kafka_sasl_connection(airflow_standalone["kafka"])["password"])
+    api = AirflowApi(
+        airflow_standalone["url"], airflow_standalone["user"], airflow_standalone["password"]
+    )
+    bootstrap = airflow_standalone["kafka"]
+    ensure_topics(bootstrap)
+    api.unpause("lclstream_transfer")
+    api.unpause("lclstream_on_run_start")
+    wait_for_group_member(bootstrap, GROUP)
+    known = {r["dag_run_id"] for r in api.runs("lclstream_transfer")}
+    produce_run_start(bootstrap, "xpptut15", 14)
+    run_id = api.wait_for_new_run("lclstream_transfer", known, timeout=120)
+    assert api.wait_for_run("lclstream_transfer", run_id, timeout=300) == "success"
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert password not in ps
+    xcoms = json.dumps(
+        {t: api.xcom("lclstream_transfer", run_id, t) for t in ("start_buffer", "watch_transfer")}
+    )
+    assert password not in xcoms
+    scanned = 0
+    for root in (STATE_DIR / "airflow-standalone" / "logs", airflow_standalone["output"]):
+        for path in root.rglob("*"):
+            if path.is_file() and path.stat().st_size < 50 * 2**20:
+                assert password.encode() not in path.read_bytes(), path
+                scanned += 1
+    assert scanned > 0
+    print(f"Kafka password absent from ps, 2 XComs and {scanned} log/job/output files")
