@@ -6,6 +6,12 @@ posts to: the ARP job counters URL that ARP hands a batch job as ``JID_UPDATE_CO
 each post replaces the job's counters) and the logbook's run parameters service
 (``POST .../lgbk/<experiment>/ws/add_run_params?run_num=<run>`` with a JSON object). It records
 every request and can require an ``Authorization`` value or answer with given errors first.
+
+For psana2 it also answers the logbook's run file list, as the logbook does for live mode
+(``GET .../lgbk/<experiment>/ws/<run>/current_files_for_live_mode`` ->
+``{"success": true, "value": [paths of the run's xtc2 files]}``) from
+:meth:`FakeElog.add_run_files`; an unknown run lists no files. Point psana at it with
+``LCLSTREAM_LOGBOOK_URL`` = ``fake.url`` (streamer/sources/psana_logbook.py).
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ class FakeElog:
     #: status codes answered (in order) before the next requests succeed
     fail_next: list[int] = field(default_factory=list)
     posts: list[Post] = field(default_factory=list)
+    #: (experiment, run) -> the paths ``current_files_for_live_mode`` lists
+    run_files: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    #: paths of every GET, in order
+    gets: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -53,6 +63,11 @@ class FakeElog:
         posts = self.counters()
         return {c["key"]: c["value"] for c in posts[-1]} if posts else {}
 
+    def add_run_files(self, experiment: str, run: int, paths: list[str]) -> None:
+        """What the logbook lists for a run (the DAQ registers each stream's files)."""
+        with self._lock:
+            self.run_files[(experiment, int(run))] = list(paths)
+
     def start(self) -> FakeElog:
         fake = self
 
@@ -67,6 +82,19 @@ class FakeElog:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                parts = urlsplit(self.path).path.strip("/").split("/")
+                with fake._lock:
+                    fake.gets.append(self.path)
+                # .../lgbk/<experiment>/ws/<run>/current_files_for_live_mode
+                if len(parts) >= 5 and parts[-1] == "current_files_for_live_mode":
+                    experiment, run = parts[-4], parts[-2]
+                    with fake._lock:
+                        files = fake.run_files.get((experiment, int(run)), [])
+                    self._reply(200, {"success": True, "value": files})
+                    return
+                self._reply(404, {"success": False, "errormsg": f"no endpoint {self.path}"})
 
             def do_POST(self) -> None:  # noqa: N802 - http.server API
                 length = int(self.headers.get("Content-Length") or 0)

@@ -122,6 +122,12 @@ class InternalEventSource(StrictModel):
 
     type: Literal["InternalEventSource"] = "InternalEventSource"
     number_of_events_to_generate: int = Field(ge=0)
+    events_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description="at most this many events per second and rank (None: as fast as possible); "
+        "the fault tests use it to keep a small transfer running while a service restarts",
+    )
 
 
 class Psana1EventSource(StrictModel):
@@ -130,10 +136,56 @@ class Psana1EventSource(StrictModel):
     type: Literal["Psana1EventSource"] = "Psana1EventSource"
 
 
+class PsanaKnobs(StrictModel):
+    """psana2's own knobs for ``exp=..,run=..`` (smd and live modes); None: the default below.
+
+    Defaults are chosen for low latency in live mode and are psana's own otherwise (see
+    ``docs/live.md`` for the measurement behind them).
+    """
+
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="events an event builder sends a big-data rank at once "
+        "(DataSource batch_size); default 10 live, psana's 1000 otherwise",
+    )
+    smd_n_events: int | None = Field(
+        default=None,
+        ge=1,
+        description="events smd0 hands an event builder at once "
+        "(PS_SMD_N_EVENTS); default 10 live, psana's 20000 otherwise",
+    )
+    smd_chunksize: int | None = Field(
+        default=None,
+        ge=4096,
+        description="bytes of smalldata smd0 reads at once per stream "
+        "(PS_SMD_CHUNKSIZE); default psana's 256 MiB",
+    )
+    file_list_stable_polls: int | None = Field(
+        default=None,
+        ge=1,
+        description="live: equal logbook file lists (2 s apart) before "
+        "reading (PS_LIVE_FILE_LIST_STABLE_POLLS); default 1, psana's 3",
+    )
+    max_retries: int | None = Field(
+        default=None,
+        ge=1,
+        description="live: seconds to wait for a growing file or a missing "
+        "one before giving up (PS_R_MAX_RETRIES); default psana's 60",
+    )
+
+
 class Psana2EventSource(StrictModel):
-    """Reads LCLS-II events with psana2; ``source_identifier`` is the psana data source."""
+    """Reads LCLS-II events with psana2; ``source_identifier`` is the psana data source.
+
+    ``calibration: skip`` streams without calibration constants (psana's defaults for
+    ``raw.calib``/``raw.image``) and says so in every message's metadata; with ``load`` a
+    constant that cannot be loaded fails the stream.
+    """
 
     type: Literal["Psana2EventSource"] = "Psana2EventSource"
+    knobs: PsanaKnobs = Field(default_factory=PsanaKnobs)
+    calibration: Literal["load", "skip"] = "load"
 
 
 class Hdf5EventSource(StrictModel):

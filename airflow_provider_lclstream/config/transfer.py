@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from airflow_provider_lclstream.config.streamer import StreamerConfig
-from airflow_provider_lclstream.config.streamer_components import Compression
+from airflow_provider_lclstream.config.streamer_components import Compression, PsanaKnobs
 
 EXPERIMENT = re.compile(r"[a-z][a-z0-9]{2,31}")
 SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]*")
@@ -29,6 +29,18 @@ REQUEST_ATTRIBUTES = frozenset(
 )  # fmt: skip
 ATTRIBUTE_VALUE = re.compile(r"[A-Za-z0-9_.:+,=@/-]{0,256}")
 Backend = Literal["local", "slurm", "slurm_cli", "psik", "sfapi", "s3m"]
+#: Experiment-name prefixes (the instrument) read with psana1: the LCLS-I hutches. Every other
+#: instrument (tmo, rix, txi, ued, ...) is LCLS-II, read with psana2. docs/live.md has the table.
+PSANA1_INSTRUMENTS = ("amo", "sxr", "xpp", "xcs", "cxi", "mec", "mfx", "det", "dia")
+#: Experiments of LCLS-I instruments that psana2 test data uses (xpptut15 is psana2's tutorial).
+PSANA2_EXCEPTIONS = ("xpptut15",)
+
+
+def psana_of(experiment: str) -> Literal[1, 2]:
+    """``psana: auto``: 1 for an LCLS-I hutch's experiment, 2 otherwise (see the docs' table)."""
+    if experiment in PSANA2_EXCEPTIONS:
+        return 2
+    return 1 if experiment[:3] in PSANA1_INSTRUMENTS else 2
 
 
 class BackendChoice(BaseModel):
@@ -76,7 +88,20 @@ class TransferRequest(BaseModel):
         default=None, description="a full LCLStreamer config (flat or sectioned) to stream with"
     )
     access_mode: Literal["smd", "idx", "live"] = Field(
-        default="smd", description="psana access: smd and idx read files, live follows a run"
+        default="smd",
+        description="smd: psana's parallel smalldata mode over the run's files; live: psana2 "
+        "follows a run being written until EndRun; idx: psana1's indexed mode (psana2 refuses)",
+    )
+    psana: Literal[1, 2, "auto"] = Field(
+        default="auto", description="psana1 (LCLS-I) or psana2 (LCLS-II); auto: by instrument"
+    )
+    calibration: Literal["load", "skip"] = Field(
+        default="load",
+        description="skip: stream calib/image without calibration constants, marked in the "
+        "output's metadata; load: fail when they cannot be loaded",
+    )
+    psana_knobs: PsanaKnobs = Field(
+        default_factory=PsanaKnobs, description="psana2's batch sizes and live-mode waits"
     )
     detector_name: str = "epix10k2M"
     mode: Literal["raw", "calib", "image"] = "raw"
@@ -172,7 +197,27 @@ class TransferRequest(BaseModel):
             raise ValueError("give exactly one of: exp and run, files, synthetic: true, or config")
         if self.exp is not None and self.run is None:
             raise ValueError("run is required with exp")
+        if self.exp is None and self.access_mode != "smd":
+            raise ValueError(
+                f"access_mode {self.access_mode!r} needs exp and run (files= are read as given)"
+            )
+        if self.exp is not None:
+            version = self.psana_version
+            if version == 2 and self.access_mode == "idx":
+                raise ValueError(
+                    "access_mode 'idx' is psana1's indexed mode; psana2 has no idx mode: use "
+                    "'smd' (parallel smalldata) or 'live', or psana: 1 for an LCLS-I experiment"
+                )
+            if version == 1 and self.access_mode == "live":
+                raise ValueError("access_mode 'live' is psana2's live mode: set psana: 2")
         return self
+
+    @property
+    def psana_version(self) -> Literal[1, 2]:
+        """The psana that reads ``exp``: the request's ``psana``, or by instrument (auto)."""
+        if self.psana != "auto":
+            return self.psana
+        return psana_of(self.exp or "")
 
     @property
     def source_identifier(self) -> str:
@@ -182,6 +227,10 @@ class TransferRequest(BaseModel):
             return f"synthetic:{self.detector_name}"
         if self.files:
             return "files=" + ";".join(self.files)
+        if self.psana_version == 1:  # psana1's own syntax
+            return f"exp={self.exp}:run={self.run}:{self.access_mode}" + (
+                f":dir={self.xtc_dir}" if self.xtc_dir else ""
+            )
         ident = f"exp={self.exp},run={self.run}"
         ident += f",dir={self.xtc_dir}" if self.xtc_dir else ""
         return ident + (",live=1" if self.access_mode == "live" else "")
@@ -216,8 +265,23 @@ class TransferRequest(BaseModel):
             }
             data_sources = {"detector_data": synthetic, "run_info": {"type": "SourceIdentifier"}}
             fields = {"detector_data": "/data/data"}
+        elif self.exp is not None and self.psana_version == 1:
+            event_source = {"type": "Psana1EventSource"}
+            data_sources = {
+                "timestamp": {"type": "Psana1Timestamp"},
+                "detector_data": {
+                    "type": "Psana1DetectorInterface",
+                    "psana_name": self.detector_name,
+                    "psana_fields": self.mode,  # psana1: det.raw(evt), det.calib(evt), ...
+                },
+            }
+            fields = {"detector_data": "/data/data", "timestamp": "/data/timestamp"}
         else:
-            event_source = {"type": "Psana2EventSource"}
+            event_source = {
+                "type": "Psana2EventSource",
+                "calibration": self.calibration,
+                "knobs": self.psana_knobs.model_dump(exclude_none=True),
+            }
             data_sources = {
                 "timestamp": {"type": "Psana2Timestamp"},
                 "detector_data": {

@@ -166,6 +166,16 @@ OPTIONS: dict[str, Option] = {
             example="/sdf/data/lcls/ds/xpp/xpptut15/xtc",
             old_env="LCLSTREAM_XTC_DIR",
         ),
+        Option(
+            "logbook_url",
+            "string",
+            "https://pswww.slac.stanford.edu/ws/lgbk",
+            "Base URL of the LCLS logbook web service that psana2 asks for a run's files "
+            "(``{base}/lgbk/<exp>/ws/<run>/current_files_for_live_mode``); passed to streamer "
+            "jobs as ``LCLSTREAM_LOGBOOK_URL``. Unreachable, a non-live run scans ``xtc_dir``; "
+            "live mode needs it. Read by the workers.",
+            example="http://127.0.0.1:8080/ws/lgbk",
+        ),
     )
 }
 
@@ -173,6 +183,8 @@ OPTIONS: dict[str, Option] = {
 JOB_ENVIRONMENT: dict[str, str] = {
     "LCLSTREAM_PSANA_OFFLINE": "`1`: psana2 skips the calibration constants (no calibration web "
     "services); passed from the worker's environment into the streamer job",
+    "LCLSTREAM_LOGBOOK_URL": "set in streamer jobs from `[lclstream] logbook_url`: the logbook "
+    "psana2 asks for a run's files (streamer/sources/psana_logbook.py)",
     "LCLSTREAM_URL": "set in consumer jobs: the buffer output URL to dial",
     "LCLSTREAM_TRANSPORT": "set in consumer jobs: the transport library (`zmq` or `nng`)",
     "LCLSTREAM_JOBID": "read by `lclstream-buffer`: the job id in its callbacks",

@@ -29,6 +29,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_lclstream.config.job import JobSpec, job_name_for
 from airflow_provider_lclstream.config.transfer import TransferRequest
 from airflow_provider_lclstream.exceptions import JobBackendError
+from airflow_provider_lclstream.hooks import settings
 from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
 from airflow_provider_lclstream.operators.buffer_wait import BufferWaitMixin
 from airflow_provider_lclstream.operators.links import TransferLink
@@ -296,7 +297,10 @@ class LCLStreamerOperator(SubmitJobOperator):
             context, request, "input_url", self.buffer_task, self.url_timeout
         )
         config = request.to_streamer_config(str(url))
-        return named(streamer_job(request, config, launcher=self.launcher), context)
+        job = streamer_job(
+            request, config, launcher=self.launcher, logbook_url=settings.get("logbook_url")
+        )
+        return named(job, context)
 
 
 def pull_ids(context: Context, task_id: str, key: str) -> list[str]:

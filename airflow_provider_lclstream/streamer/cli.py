@@ -130,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = streamer.counters.summary()
     summary["error"] = error
     print(json.dumps(summary), flush=True)
+    if error and comm is not None and size > 1 and streamer.coupled:
+        # psana2's ranks wait on each other: the others would wait forever for this one.
+        print(f"lclstreamer: rank {rank} failed: {error}; ending all ranks", file=sys.stderr)
+        sys.stderr.flush()
+        comm.Abort(1)
     all_summaries = comm.gather(summary, root=0) if comm is not None else [summary]
     if rank == 0 and all_summaries:
         print("TOTAL " + json.dumps(totals(all_summaries)), flush=True)

@@ -145,6 +145,7 @@ class Counters:
 
     rank: int
     producer: str
+    role: str = "reader"
     events: int = 0
     batches: int = 0
     messages: int = 0
@@ -198,6 +199,7 @@ class Streamer:
         self.progress = progress
         self.progress_every_s = progress_every_s
         self.counters = Counters(self.partition.rank, producer_name(self.partition.rank))
+        self.coupled = False  # set from the event source: do the ranks wait on each other?
 
     def run(self, max_events: int | None = None) -> dict[str, Any]:
         source = build_event_source(self.config, self.partition)
@@ -205,6 +207,9 @@ class Streamer:
         serializer = build_serializer(self.config)
         handlers = build_handlers(self.config, self.partition, self.send_timeout_s)
         counters = self.counters
+        counters.role = source.role
+        self.coupled = source.coupled
+        extra_meta = source.metadata
         last_report = time.monotonic()
         try:
             for message in serializer.start():
@@ -217,6 +222,7 @@ class Streamer:
                     "producer": counters.producer,
                     "rank": counters.rank,
                     "seq": counters.batches,
+                    **extra_meta,
                 }
                 self._deliver(handlers, serializer.serialize(batch, meta))
                 counters.batches += 1
@@ -234,7 +240,7 @@ class Streamer:
                 messages=counters.messages,
                 bytes=counters.bytes,
                 skipped=counters.skipped,
-                extra={"filtered": counters.filtered},
+                extra={"filtered": counters.filtered, "role": counters.role},
             )
             for handler in handlers:
                 handler.end(record)

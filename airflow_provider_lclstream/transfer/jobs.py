@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 CONFIG_END = "LCLSTREAM_CONFIG_END"
 # Settings of the worker's environment that the streamer job needs too (a SLURM job gets only
 # the spec's environment).
-PASSED_ENVIRONMENT = ("LCLSTREAM_PSANA_OFFLINE",)
+PASSED_ENVIRONMENT = ("LCLSTREAM_PSANA_OFFLINE", "LCLSTREAM_LOGBOOK_URL")
 
 
 def tool(name: str, bin_dir: str | None = None) -> str:
@@ -140,8 +140,12 @@ def streamer_job(
     launcher: str = "mpiexec",
     bin_dir: str | None = None,
     duration_min: int = 60,
+    logbook_url: str | None = None,
 ) -> JobSpec:
-    """``mpiexec -n RANKS lclstreamer -c CONFIG`` (or ``srun``), the config inlined."""
+    """``mpiexec -n RANKS lclstreamer -c CONFIG`` (or ``srun``), the config inlined.
+
+    ``logbook_url`` (the caller passes ``[lclstream] logbook_url``) reaches psana2 in the job as
+    ``LCLSTREAM_LOGBOOK_URL``."""
     text = render_config(config)
     if CONFIG_END in text:
         raise ValueError("the streamer config contains the here-document terminator")
@@ -161,7 +165,10 @@ def streamer_job(
     return JobSpec(
         name=f"streamer-{request.label}",
         script=script,
-        environment={k: os.environ[k] for k in PASSED_ENVIRONMENT if k in os.environ},
+        environment={
+            **{k: os.environ[k] for k in PASSED_ENVIRONMENT if k in os.environ},
+            **({"LCLSTREAM_LOGBOOK_URL": logbook_url} if logbook_url else {}),
+        },
         resources=ResourceSpec(
             duration=duration_min, process_count=request.ranks, exclusive_node_use=False
         ),

@@ -109,7 +109,7 @@ def test_psana2_xtc2_two_ranks(mpiexec: str, tmp_path: Path, xtc2_file: Path) ->
     config = {
         "source_identifier": f"files={xtc2_file}",
         "skip_incomplete_events": True,
-        "event_source": {"type": "Psana2EventSource"},
+        "event_source": {"type": "Psana2EventSource", "calibration": "skip"},
         "data_sources": {
             "timestamp": {"type": "Psana2Timestamp"},
             "detector_data": {
@@ -136,7 +136,12 @@ def test_psana2_xtc2_two_ranks(mpiexec: str, tmp_path: Path, xtc2_file: Path) ->
     assert report.ok, report.summary()
     assert total_line(result.stdout)["events"] == 10  # every event of the file, once
     assert sum(receiver.events_per_message) == 10
-    assert "calibration constants are not loaded" in result.stderr
+    assert "calibration: skip: constants are not loaded" in result.stderr
+    # without calibration: skip, raw.image with no constants is refused, not silently skipped
+    config["event_source"] = {"type": "Psana2EventSource"}
+    refused = run_streamer(mpiexec, 2, write_config(tmp_path / "q.yaml", config), timeout=60)
+    assert refused.returncode != 0
+    assert "calibration constants cannot be loaded" in refused.stderr
 
 
 def test_receive_cli_writes_files_and_reports(mpiexec: str, tmp_path: Path) -> None:

@@ -38,7 +38,19 @@ class Partition:
 
 
 class EventSource(ABC):
-    """Yields events as ``(event_id, {name: ndarray | None})`` for this rank only."""
+    """Yields events as ``(event_id, {name: ndarray | None})`` for this rank only.
+
+    ``role`` is this rank's part in reading (psana2's parallel mode has smd0, eb, bd ranks);
+    ``metadata`` goes into every message's attributes (e.g. ``calibration: skip``).
+    """
+
+    role: str = "reader"
+    #: True when the ranks read together (psana2's parallel mode): a failed rank ends them all.
+    coupled: bool = False
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {}
 
     @abstractmethod
     def events(self, max_events: int | None) -> Iterator[tuple[str, RawEvent]]:

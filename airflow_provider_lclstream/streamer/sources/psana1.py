@@ -15,7 +15,7 @@ from airflow_provider_lclstream.config.streamer_components import (
     Psana1DetectorInterface,
     Psana1Timestamp,
 )
-from airflow_provider_lclstream.exceptions import MissingDependencyError
+from airflow_provider_lclstream.exceptions import LCLStreamError, MissingDependencyError
 from airflow_provider_lclstream.streamer.sources.base import (
     EventSource,
     Partition,
@@ -32,16 +32,29 @@ if TYPE_CHECKING:
     from airflow_provider_lclstream.config.streamer import StreamerConfig
 
 
+PSANA1_HOWTO = (
+    "psana1 is not on PyPI (the 'psana' there is psana2): run the streamer in an LCLS-I "
+    "analysis environment (at SLAC: `source /sdf/group/lcls/ds/ana/sw/conda1/manage/bin/"
+    "psconda.sh`); for an LCLS-II experiment set psana: 2"
+)
+
+
+class Psana1MissingError(MissingDependencyError):
+    """psana1 cannot be imported (or the installed psana is psana2); says how to get it."""
+
+    def __init__(self, detail: str) -> None:
+        self.package, self.extra = "psana1", "psana"
+        LCLStreamError.__init__(self, f"{detail}: {PSANA1_HOWTO}")
+
+
 def import_psana1() -> Any:
     """psana1's module; psana2 (which shares the name) is refused with the same clear error."""
     try:
         import psana
     except ImportError as err:
-        raise MissingDependencyError("psana1", "psana", "Psana1EventSource") from err
+        raise Psana1MissingError("psana1 is not installed (needed for Psana1EventSource)") from err
     if not hasattr(psana, "Detector") or hasattr(psana, "psexp"):
-        raise MissingDependencyError(
-            "psana1 (the installed psana is psana2)", "psana", "Psana1EventSource"
-        )
+        raise Psana1MissingError("the installed psana is psana2, not psana1")
     return psana
 
 
