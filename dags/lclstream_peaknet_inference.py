@@ -1,6 +1,18 @@
-"""lclstream_peaknet_inference: stream calibrated frames to a GPU job that batches them for
-PeakNet. The consumer runs on a GPU partition through SLURM (connection ``lclstream_slurm``);
-the streamer and buffer run on the facility cluster.
+"""lclstream_peaknet_inference: stream frames through a buffer to PeakNet inference on Ray.
+
+The consumer is one ``lclstream-infer`` job (``--readers`` connections to the buffer, PeakNet on
+the node's GPUs or CPU workers, CXI peak lists out); ``report`` checks its summary against the
+buffer's count. Trigger it by hand (the form), or with conf ``{"request": {...}}`` (a transfer
+request as for ``lclstream_transfer``, e.g. ``{"config": {...}}`` for a full streamer config)
+plus the inference params at the top level of the conf (they override the form's)::
+
+    {"request": {"synthetic": true, "events": 50, "consumer": {"backend": "slurm",
+                 "conn_id": "lclstream_slurm"}},
+     "checkpoint": "/sdf/models/peaknet.safetensors", "model_config": "/sdf/models/peaknet.yaml",
+     "ray": "slurm", "nodes": 2, "gpu_partition": "ampere", "gpus_per_node": 4}
+
+``ray``: ``local`` starts Ray in the consumer job; ``slurm`` starts a Ray head and workers with
+``srun`` inside the consumer's SLURM allocation; ``address`` joins ``ray_address``.
 """
 
 from __future__ import annotations
@@ -9,52 +21,99 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param, get_current_context, task
 
+from airflow_provider_lclstream.hooks import settings
 from airflow_provider_lclstream.task_groups.transfer import transfer_task_group
 
-CONSUMER = (
-    'python -m airflow_provider_lclstream.consumer.peaknet --url "$LCLSTREAM_URL" '
-    '--transport "$LCLSTREAM_TRANSPORT" --batch 32 --height 512 --width 512'
-)
+BACKENDS = ["local", "slurm", "slurm_cli", "psik", "sfapi", "s3m"]
+BACKEND = settings.get("backend")
+OUTPUT_DIR = settings.get("output_dir")
+DETECTOR = settings.get_optional("detector") or "epix10k2M"
+OPTIONAL_INT = ["null", "integer"]
 
 with DAG(
     dag_id="lclstream_peaknet_inference",
-    description="Stream a run's calibrated frames to PeakNet inference on GPUs",
+    description="Stream a run's frames to PeakNet inference on Ray (lclstream-infer)",
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    max_active_runs=2,
     tags=["lclstream", "example"],
     params={
-        "exp": Param("mfxl1027522", type="string", pattern="^[a-z][a-z0-9]{2,31}$"),
-        "run": Param(1, type="integer", minimum=0),
-        "detector_name": Param("jungfrau", type="string"),
-        "gpu_partition": Param("ampere", type="string"),
+        # what to stream (as lclstream_transfer; conf {"request": {...}} replaces these)
+        "source": Param("synthetic", enum=["synthetic", "run"], description="what to stream"),
+        "exp": Param("", type="string", pattern="^([a-z][a-z0-9]{2,31})?$"),
+        "run": Param(None, type=OPTIONAL_INT, minimum=0),
+        "detector_name": Param(DETECTOR, type="string", pattern="^[A-Za-z0-9][A-Za-z0-9_.:+-]*$"),
+        "mode": Param("calib", enum=["raw", "calib", "image"]),
+        "events": Param(100, type=OPTIONAL_INT, minimum=1, description="events per rank"),
+        "img_per_file": Param(16, type="integer", minimum=1, maximum=10000),
+        "library": Param("zmq", enum=["zmq", "nng"]),
+        "ranks": Param(2, type="integer", minimum=1, maximum=4096),
+        "output_dir": Param(OUTPUT_DIR, type="string", description="CXI files go under here"),
+        "buffer_host": Param("127.0.0.1", type="string"),
+        "streamer_backend": Param(BACKEND, enum=BACKENDS),
+        "buffer_backend": Param(BACKEND, enum=BACKENDS),
+        "consumer_backend": Param(BACKEND, enum=BACKENDS),
+        # the lclstream-infer consumer
+        "checkpoint": Param("", type="string", description="PeakNet weights (.safetensors/.pt)"),
+        "model_config": Param(None, type=["null", "string"], description="PeakNet config file"),
+        "height": Param(512, type="integer", minimum=1, description="model input height"),
+        "width": Param(512, type="integer", minimum=1, description="model input width"),
+        "batch_size": Param(8, type="integer", minimum=1),
+        "readers": Param(2, type="integer", minimum=1, maximum=256, description="S actors"),
+        "p_actors": Param(None, type=OPTIONAL_INT, minimum=1, description="default: per GPU"),
+        "device": Param("auto", enum=["auto", "cpu", "cuda"]),
+        "min_peaks": Param(10, type="integer", minimum=0, description="a hit has this many"),
+        "events_per_file": Param(1000, type="integer", minimum=1),
+        "save_frames": Param(False, type="boolean"),
+        "all_events": Param(False, type="boolean", description="write misses too"),
+        "keep_logits": Param(False, type="boolean", description="debugging; large"),
+        "timeout_s": Param(600, type="number", minimum=1, description="buffer silence limit"),
+        "max_restarts": Param(2, type="integer", minimum=0, description="P actor restarts"),
+        "ray": Param("local", enum=["local", "address", "slurm"], description="where Ray runs"),
+        "ray_address": Param(None, type=["null", "string"], description="with ray: address"),
+        "gpu_partition": Param(
+            "", type="string", pattern="^[A-Za-z0-9_.,-]*$", description="consumer's partition"
+        ),
+        "gpus_per_node": Param(None, type=OPTIONAL_INT, minimum=1),
+        "nodes": Param(None, type=OPTIONAL_INT, minimum=1, description="with ray: slurm"),
     },
 ) as dag:
 
     @task
-    def peaknet_request() -> dict:
+    def build_request() -> dict:
+        """The transfer request with the lclstream-infer consumer (errors name the field)."""
+        from airflow_provider_lclstream.transfer.inference import inference_request
+        from airflow_provider_lclstream.transfer.request import request_from
+
+        context = get_current_context()
+        params = dict(context["params"])
+        request = request_from(context["dag_run"].conf, params, settings.get_optional("xtc_dir"))
+        return inference_request(request, params, context["run_id"])
+
+    request = build_request()
+    group = transfer_task_group(request)
+
+    @task
+    def report(request: dict, stats: dict) -> dict:
+        """Read lclstream-infer's summary; fail unless every delivered frame was inferred."""
         from airflow_provider_lclstream.config.transfer import TransferRequest
+        from airflow_provider_lclstream.transfer.inference import (
+            check_summary,
+            output_directory,
+            read_summary,
+        )
 
-        params = get_current_context()["params"]
-        return TransferRequest(
-            exp=params["exp"],
-            run=params["run"],
-            detector_name=params["detector_name"],
-            mode="calib",
-            img_per_file=16,
-            compression="bitshuffle_with_lz4",
-            ranks=8,
-            consumers=2,
-            consumer_command=CONSUMER,
-            buffer_host="sdfdtn003",
-            buffer_ports=(5000, 5001, 5002),
-            streamer={"backend": "slurm", "conn_id": "lclstream_slurm"},
-            buffer={"backend": "slurm", "conn_id": "lclstream_slurm"},
-            consumer={
-                "backend": "slurm",
-                "conn_id": "lclstream_slurm",
-                "attributes": {"partition": params["gpu_partition"], "gpus": "1"},
-            },
-        ).model_dump(mode="json")
+        context = get_current_context()
+        out = output_directory(TransferRequest.model_validate(request), context["run_id"])
+        summary = read_summary(out)
+        check_summary(summary, stats.get("events"), out)
+        print(
+            f"{summary['frames_inferred']} frames inferred, {summary['hits']} hits, "
+            f"{summary['peaks']} peaks in {len(summary['files'])} CXI files under {out}"
+        )
+        return summary
 
-    transfer_task_group(peaknet_request(), launcher="srun")
+    summary = report(request, group.children["watch_transfer"].output)  # type: ignore[arg-type,attr-defined]
+    group.children["wait_consumers"] >> summary  # type: ignore[attr-defined]
+    request >> group

@@ -84,6 +84,7 @@ def run_pipeline(
 
     from airflow_provider_lclstream.inference.checkpoint import check_checkpoint
     from airflow_provider_lclstream.inference.stages import (
+        CRASH_ENV,
         Inferencer,
         MemoryFeeder,
         Reader,
@@ -104,6 +105,8 @@ def run_pipeline(
         actors.append(q1.actor)
         p_options: dict[str, Any] = {"max_restarts": settings.max_restarts,
                                      "max_task_retries": settings.max_task_retries}  # fmt: skip
+        if os.environ.get(CRASH_ENV):  # test-only: forwarded to the P actors (stages.py)
+            p_options["runtime_env"] = {"env_vars": {CRASH_ENV: os.environ[CRASH_ENV]}}
         if device == "cuda":
             p_options.update(num_gpus=1, num_cpus=0, max_concurrency=2)
         else:
@@ -206,7 +209,9 @@ def _drive(
                 try:
                     results.append(ray.get(ref))
                 except Exception as err:
-                    lost.append(f"batch {meta['batch_id']} ({meta['frames']} frames): {err}")
+                    cause = (str(err).strip().splitlines() or [""])[0][:300]
+                    lost.append(f"batch {meta['batch_id']} ({meta['frames']} frames, P actor "
+                                f"{meta['actor']}): {type(err).__name__}: {cause}")  # fmt: skip
         if ended == len(runs) and not pending:
             break
     for ref in waiting_runs:

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from airflow_provider_lclstream.inference.frames import Batch
 
 log = logging.getLogger(__name__)
+#: Test-only hook: ``N`` makes the first incarnation of every P actor exit (``os._exit(1)``, as a
+#: killed or crashed process would) at the start of its N-th batch; a restarted actor does not.
+#: The driver forwards it from its own environment to the P actors.
+CRASH_ENV = "LCLSTREAM_INFER_TEST_CRASH"
 
 
 class Reader:
@@ -158,6 +162,8 @@ class Inferencer:
         self.lock = threading.Lock()
         self.compute_s = 0.0
         self.batches = 0
+        self.calls = 0
+        self.crash_at = _crash_at()
         if self.device.type == "cuda":
             self.h2d = torch.cuda.Stream(self.device)
             self.compute = torch.cuda.Stream(self.device)
@@ -178,6 +184,11 @@ class Inferencer:
         return {"index": self.index, "device": str(self.device), "pid": os.getpid()}
 
     def infer(self, batch: Batch) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls == self.crash_at:
+            log.warning("P actor %d: %s: exiting on batch %s", self.index, CRASH_ENV,
+                        batch["batch_id"])  # fmt: skip
+            os._exit(1)
         started = time.perf_counter()
         segmentation, logits = self._forward(batch["frames"])
         elapsed = time.perf_counter() - started
@@ -289,6 +300,18 @@ class Inferencer:
             return seg, out
         finally:
             self.free.put(index)
+
+
+def _crash_at() -> int | None:
+    """The batch number :data:`CRASH_ENV` asks this P actor to die on (None: never)."""
+    import ray
+
+    value = os.environ.get(CRASH_ENV)
+    if not value or ray.get_runtime_context().was_current_actor_reconstructed:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{CRASH_ENV}={value!r}: expected a batch number >= 1")
+    return int(value)
 
 
 class Writer:

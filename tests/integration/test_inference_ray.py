@@ -130,6 +130,40 @@ def test_memory_feed_bounded_q1_and_hits_only(
     assert 0 <= summary.q1.mean <= 2 and summary.q1.capacity == 2
 
 
+def test_p_actor_that_dies_is_restarted_and_its_batch_retried(
+    model_files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_lclstream.inference.stages import CRASH_ENV
+
+    monkeypatch.setenv(CRASH_ENV, "2")  # the P actor's process exits on its 2nd batch
+    frames = np.random.default_rng(2).normal(100, 5, (4, 2, 64, 64)).astype(np.float32)
+    s = settings(model_files, tmp_path / "cxi", all_events=True, max_restarts=1)
+    summary = run_pipeline(s, memory=(frames, 5))
+    assert summary.ok, summary.model_dump_json(indent=1)
+    assert summary.p_restarts == 1 and summary.lost == []
+    assert summary.frames_in == summary.frames_inferred == summary.frames_written == 20
+    events = [e for f in summary.files for e in read_peaks(f)["event_id"]]
+    assert len(events) == len(set(events)) == 20  # the retried batch was written once
+
+
+def test_p_actor_out_of_restarts_fails_naming_what_was_lost(
+    model_files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_lclstream.inference.stages import CRASH_ENV
+
+    monkeypatch.setenv(CRASH_ENV, "2")
+    frames = np.random.default_rng(3).normal(100, 5, (4, 2, 64, 64)).astype(np.float32)
+    s = settings(model_files, tmp_path / "cxi", max_restarts=0)
+    summary = run_pipeline(s, memory=(frames, 3))
+    assert not summary.ok and summary.error_kind == "InferenceError"
+    assert summary.frames_in == 12 and summary.frames_inferred == 4  # only batch 1 got through
+    assert len(summary.lost) == 2, summary.lost
+    for lost, batch in zip(sorted(summary.lost), ("m0-b1", "m0-b2"), strict=True):
+        assert lost.startswith(f"batch {batch} (4 frames, P actor 0): "), lost
+        assert "ActorDiedError" in lost or "actor died" in lost.lower(), lost
+    assert "2 batches lost" in (summary.error or "")
+
+
 def test_buffer_that_never_answers_fails_naming_the_url(
     model_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
