@@ -4,8 +4,14 @@ Data messages are the serializer's bytes, unchanged (for HDF5 an HDF5 file image
 receivers open with ``h5py.File(io.BytesIO(blob))``). Each producer rank ends its stream with one
 end-of-stream record: the magic prefix ``EOS_MAGIC`` followed by UTF-8 JSON of its counts. The
 prefix starts with a NUL byte, so it can never be mistaken for an HDF5 file image (which starts
-with ``\\x89HDF``) or a Simplon/CBOR message; an upstream receiver that fails to open it as HDF5
-can skip it.
+with ``\\x89HDF``) or a Simplon/CBOR message. The prefix and JSON sit in the user block of an HDF5
+file image whose datasets have 0 rows (``EndOfStream.encode``), so an upstream consumer that opens
+every message with h5py and reads its first dataset reads the record as empty data and goes on.
+
+A Simplon stream (upstream LCLStreamer's form) carries the same record in Simplon's own shape, so
+that upstream's Simplon consumers read it as one more message: ``c`` then a CBOR map whose first
+key is ``lclstream_eos`` (the record's fields), then ``type: "stop"``, ``run`` and ``timestamp``
+(``SIMPLON_EOS_PREFIX`` identifies it).
 """
 
 from __future__ import annotations
@@ -14,13 +20,26 @@ import builtins
 import json
 import os
 import socket
+import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from airflow_provider_lclstream.exceptions import ProtocolError
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 EOS_MAGIC = b"\x00LCLSTREAM-EOS\x00"
+SIMPLON_EOS_KEY = "lclstream_eos"
+SIMPLON_EOS_PREFIX = b"c\xa4" + bytes([0x60 + len(SIMPLON_EOS_KEY)]) + SIMPLON_EOS_KEY.encode()
+"""``c``, a CBOR map of 4 entries, and its first key: the start of a Simplon-shaped record."""
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 PROTOCOL_VERSION = 1
+EXIT_ENDED_BY_IDLE = 3
+"""Exit status of a receiver or buffer whose stream was ended by ``--end-after-idle``: what came
+was fine, but some producer sent no end-of-stream record, so completeness is unknown."""
 
 
 @dataclass
@@ -37,18 +56,69 @@ class EndOfStream:
     version: int = PROTOCOL_VERSION
     extra: dict[str, object] = field(default_factory=dict)
 
-    def encode(self) -> builtins.bytes:
+    def encode_json(self) -> builtins.bytes:
+        """``EOS_MAGIC`` + JSON: the record alone (what every shape starts with but Simplon's)."""
         return EOS_MAGIC + json.dumps(asdict(self), sort_keys=True).encode()
+
+    def encode(
+        self, datasets: Mapping[str, tuple[tuple[int, ...], str]] | None = None
+    ) -> builtins.bytes:
+        """The record as an HDF5 file image that upstream HDF5 consumers read as empty data.
+
+        ``EOS_MAGIC`` + JSON fill the file's user block (a power of two, at least 512 bytes,
+        zero-padded); the HDF5 superblock follows it, where HDF5 looks for it. ``datasets``
+        (path -> (shape after the first axis, dtype)) are created with 0 rows, so a consumer
+        that reads the first top-level dataset of every message counts 0 events; by default one
+        float64 dataset ``data``. The root attributes hold the counts (``lclstream_eos_*``).
+        """
+        import io
+
+        import h5py
+
+        head = self.encode_json()
+        userblock = 512
+        while userblock <= len(head):
+            userblock *= 2
+        out = io.BytesIO()
+        with h5py.File(out, "w", userblock_size=userblock) as h5:
+            for path, (shape, dtype) in (datasets or {"data": ((), "float64")}).items():
+                kind = np.dtype(dtype)
+                stored = h5py.string_dtype() if kind.kind in "OUS" else kind
+                h5.create_dataset(path, shape=(0, *shape), dtype=stored)
+            for name, value in asdict(self).items():
+                if name != "extra":
+                    h5.attrs[f"lclstream_eos_{name}"] = value
+            h5.attrs["lclstream_eos"] = head[len(EOS_MAGIC) :].decode()
+        image = bytearray(out.getvalue())
+        image[: len(head)] = head
+        return builtins.bytes(image)
+
+    def encode_simplon(self, run: str = "", timestamp: float | None = None) -> builtins.bytes:
+        """The record as a Simplon ``c`` stop message (see the module docstring)."""
+        import cbor2
+
+        message = {
+            SIMPLON_EOS_KEY: asdict(self),
+            "type": "stop",
+            "run": run,
+            "timestamp": time.time() if timestamp is None else timestamp,
+        }
+        return b"c" + cbor2.dumps(message)
 
     @classmethod
     def decode(cls, message: builtins.bytes | memoryview) -> EndOfStream:
         raw = builtins.bytes(message)
-        if not raw.startswith(EOS_MAGIC):
+        if raw.startswith(SIMPLON_EOS_PREFIX):
+            payload = _simplon_payload(raw)
+        elif not raw.startswith(EOS_MAGIC):
             raise ProtocolError("not an end-of-stream record (missing magic prefix)")
-        try:
-            payload = json.loads(raw[len(EOS_MAGIC) :])
-        except ValueError as err:
-            raise ProtocolError(f"corrupt end-of-stream record: {err}") from err
+        else:
+            body = raw[len(EOS_MAGIC) :]
+            end = body.find(b"\x00")  # JSON never holds a raw NUL: the user block's padding
+            try:
+                payload = json.loads(body if end < 0 else body[:end])
+            except ValueError as err:
+                raise ProtocolError(f"corrupt end-of-stream record: {err}") from err
         if not isinstance(payload, dict):
             raise ProtocolError("corrupt end-of-stream record: not a JSON object")
         problems = [
@@ -78,8 +148,21 @@ _FIELD_TYPES: dict[str, type] = {
 """What each field of a record must be: a record that breaks this is corrupt, never counted."""
 
 
+def _simplon_payload(raw: bytes) -> object:
+    import cbor2
+
+    try:
+        decoded = cbor2.loads(raw[1:])
+    except Exception as err:  # cbor2 raises several kinds on malformed input
+        raise ProtocolError(f"corrupt end-of-stream record: {err}") from err
+    if not isinstance(decoded, dict):
+        raise ProtocolError("corrupt end-of-stream record: not a CBOR map")
+    return decoded.get(SIMPLON_EOS_KEY)
+
+
 def is_end_of_stream(message: bytes | memoryview) -> bool:
-    return bytes(message[: len(EOS_MAGIC)]) == EOS_MAGIC
+    head = bytes(message[: max(len(EOS_MAGIC), len(SIMPLON_EOS_PREFIX))])
+    return head.startswith(EOS_MAGIC) or head.startswith(SIMPLON_EOS_PREFIX)
 
 
 def is_hdf5(message: bytes | memoryview) -> bool:

@@ -1,7 +1,9 @@
 """``lclstream-buffer``: a thin argparse shell over ``Buffer``.
 
 Exit codes: 0 every stream complete and delivered; 1 a producer never ended, data was left or
-no consumer got the end-of-stream record; 2 bad options or a socket that cannot be opened.
+no consumer got the end-of-stream record; 2 bad options or a socket that cannot be opened; 3
+(``EXIT_ENDED_BY_IDLE``) a stream ended by ``--end-after-idle`` and delivered, its completeness
+unknown because some producer sent no end-of-stream record.
 
 The callback secret never travels on the command line (where ``ps`` shows it): it is read from
 ``--callback-secret-file`` or the environment variable :data:`SECRET_ENV`.
@@ -62,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expect-producers", type=int, help="end the stream after N producers end")
     p.add_argument("--metrics", metavar="HOST:PORT", help="serve /metrics and /stats over HTTP")
     p.add_argument("--idle-timeout", type=float, metavar="S", help="give up after S s of no input")
+    p.add_argument(
+        "--end-after-idle",
+        type=float,
+        metavar="S",
+        help="for producers that send no end-of-stream record (upstream's): once data came, S s "
+        "of no input end the stream; it is delivered with '\"eos\": false', exit status 3",
+    )
     p.add_argument("--drain-timeout", type=float, default=30.0, metavar="S",
                    help="time to drain after a stop or the end (default 30)")  # fmt: skip
     p.add_argument("--callback", metavar="URL", help="POST psik-style state changes here")
@@ -111,6 +120,7 @@ def config_from_args(args: argparse.Namespace) -> BufferConfig:
         expect_producers=args.expect_producers,
         metrics=args.metrics,
         idle_timeout_s=args.idle_timeout,
+        end_after_idle_s=args.end_after_idle,
         drain_timeout_s=args.drain_timeout,
         callback=args.callback,
         callback_secret=read_secret(args.callback_secret_file),

@@ -97,6 +97,9 @@ class BufferConfig:
     expect_producers: int | None = None
     metrics: str | None = None
     idle_timeout_s: float | None = None
+    end_after_idle_s: float | None = None
+    """For producers without end-of-stream records: once data came, this long without input
+    ends the stream as complete-unknown (exit status ``EXIT_ENDED_BY_IDLE``), not as a failure."""
     drain_timeout_s: float = 30.0
     callback: str | None = None
     callback_secret: str | None = None
@@ -133,6 +136,10 @@ class BufferConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise BufferConfigError(f"bad {name} {value!r}: must be >= 0 seconds")
+        if self.end_after_idle_s is not None and self.end_after_idle_s <= 0:
+            raise BufferConfigError(
+                f"bad --end-after-idle {self.end_after_idle_s!r}: must be > 0 seconds"
+            )
         if self.metrics is not None:
             parse_hostport(self.metrics, "--metrics address")
         if self.callback is not None and not self.callback.startswith(("http://", "https://")):

@@ -35,7 +35,7 @@ from airflow_provider_lclstream.buffer.fifo import BoundedFifo, payload_size
 from airflow_provider_lclstream.buffer.metrics import MetricsServer
 from airflow_provider_lclstream.buffer.stats import RateMeter, build_stats, progress_line
 from airflow_provider_lclstream.exceptions import ProtocolError
-from airflow_provider_lclstream.protocol import EOS_MAGIC, EndOfStream
+from airflow_provider_lclstream.protocol import EXIT_ENDED_BY_IDLE, EndOfStream, is_end_of_stream
 
 if TYPE_CHECKING:
     from airflow_provider_lclstream.buffer.config import BufferConfig
@@ -46,11 +46,13 @@ POLL_S = 0.05
 BATCH = 512
 EOS_RESEND_S = 1.0
 RUNNING, DRAINING, FANOUT = "running", "draining", "fanout"
+ENDED_BY_IDLE = "ended by idleness"
+"""The stream's ``reason`` when ``end_after_idle_s`` ended it."""
 
 
 def _is_eos(payload: Any) -> bool:
     view = payload if isinstance(payload, bytes) else payload.buffer
-    return bytes(view[: len(EOS_MAGIC)]) == EOS_MAGIC
+    return is_end_of_stream(view)  # either shape: NUL-prefixed JSON or a Simplon stop
 
 
 class Buffer:
@@ -336,10 +338,17 @@ class Buffer:
             return self._finish("second stop request: stopping without draining")
         if self.phase == RUNNING:
             idle = cfg.idle_timeout_s is not None and now - self.last_input > cfg.idle_timeout_s
+            quiet = (
+                cfg.end_after_idle_s is not None
+                and self.acct.started
+                and now - self.last_input > cfg.end_after_idle_s
+            )
             if self._stops:
                 self._enter_draining("stopped", now + cfg.drain_timeout_s)
             elif self.acct.complete():
                 self._enter_draining("complete", None)
+            elif quiet:
+                self._enter_draining(ENDED_BY_IDLE, now + cfg.drain_timeout_s)
             elif idle and (self.acct.started or not cfg.persistent):
                 self._enter_draining("idle", now + cfg.drain_timeout_s)
             elif idle:
@@ -397,6 +406,7 @@ class Buffer:
             "copies": copies,
             "round": self.eos_rounds + 1,
             "complete": self.acct.complete(),
+            "eos": self.acct.complete(),  # false: ended by idleness, completeness unknown
             "reason": self.reason,
             "producers_expected": self.config.expect_producers,
             "producers_ended": sorted(self.acct.ended),
@@ -428,16 +438,29 @@ class Buffer:
                 problems.append("no consumer received the end-of-stream record")
             ok = self.acct.complete() and not self.acct.unended() and not left[0]
             ok = ok and self.eos_sent > 0
-        self.state = "done" if ok else "failed"
+        idle_end = (
+            self.reason == ENDED_BY_IDLE and self.acct.started and not left[0] and self.eos_sent > 0
+        )
+        if idle_end and not ok:
+            problems.append(
+                f"ended after {self.config.end_after_idle_s} s without input: some producer "
+                "sent no end-of-stream record, completeness unknown"
+            )
+        self.state = "done" if ok or idle_end else "failed"
         self.stream_finished_at = time.time()
         self.streams_finished += int(self.acct.started)
-        self.last_report = {**build_stats(self), "problems": problems, "reason": self.reason}
+        self.last_report = {
+            **build_stats(self),
+            "problems": problems,
+            "reason": self.reason,
+            "eos": self.acct.complete(),  # false: ended by idleness or failed, no full account
+        }
         level = logging.INFO if ok else logging.ERROR
         log.log(level, "stream %d %s (%s): %s", self.jobndx, self.state, self.reason,
                 "; ".join(problems) or "all producers ended, everything delivered")  # fmt: skip
-        code = 0 if ok else 1
+        code = 0 if ok else EXIT_ENDED_BY_IDLE if idle_end else 1
         if self.callbacks is not None:
-            self.callbacks.post("completed" if ok else "failed", self.jobndx, code)
+            self.callbacks.post("completed" if ok or idle_end else "failed", self.jobndx, code)
         return code
 
     def _log_progress(self) -> None:

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Annotated, Any
 
+import numpy as np
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from airflow_provider_lclstream.config.streamer_components import (
     DETECTOR_SHAPES,
+    SIMPLON_IMAGE_KINDS,
     SIMPLON_REQUIRED_SOURCES,
     STEP_KINDS,
     BatchProcessingPipeline,
@@ -55,6 +57,7 @@ __all__ = [
     "CLASS_NAMES",
     "COMPONENTS",
     "DETECTOR_SHAPES",
+    "SIMPLON_IMAGE_KINDS",
     "SIMPLON_REQUIRED_SOURCES",
     "STEP_KINDS",
     "BatchProcessingPipeline",
@@ -325,7 +328,32 @@ class StreamerConfig(StrictModel):
                 if name not in self.data_sources:
                     _fail(f"event_source.datasets.{name}", f"not a data source; known: {known}")
         if isinstance(self.data_serializer, SimplonBinarySerializer):
-            missing = [n for n in SIMPLON_REQUIRED_SOURCES if n not in self.data_sources]
-            if missing:
-                _fail("data_sources", f"SimplonBinarySerializer needs data sources {missing}")
+            self._check_simplon(self.data_serializer)
         return self
+
+    def simplon_image_source(self) -> str:
+        """The data source a Simplon serializer sends: ``data_source_to_serialize`` when it
+        names one, else ``detector_data`` (upstream names the psana field there)."""
+        wanted = getattr(self.data_serializer, "data_source_to_serialize", "")
+        return wanted if wanted in self.data_sources else "detector_data"
+
+    def _check_simplon(self, serializer: SimplonBinarySerializer) -> None:
+        image = self.simplon_image_source()
+        needed = [image]
+        if serializer.flavor == "lclstreamer":
+            needed += [n for n in SIMPLON_REQUIRED_SOURCES if n != "detector_data"]
+        missing = [n for n in needed if n not in self.data_sources]
+        if missing:
+            _fail(
+                "data_sources",
+                f"SimplonBinarySerializer (flavor {serializer.flavor}) needs data sources "
+                f"{missing}; the image source is {image!r}",
+            )
+        source = self.data_sources[image]
+        dtype = getattr(source, "dtype", None) or getattr(source, "array_dtype", None)
+        if dtype is not None and np.dtype(dtype).kind not in SIMPLON_IMAGE_KINDS:
+            _fail(
+                f"data_sources.{image}.dtype",
+                f"{dtype!r}: the Simplon image source {image!r} must be an integer or float "
+                "type (e.g. uint16, int32, float32)",
+            )

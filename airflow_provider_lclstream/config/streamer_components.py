@@ -399,14 +399,26 @@ class BatchProcessingPipeline(_Pipeline):
     batch_size: int = Field(ge=1)
 
 
+PadStyle = Literal["bottom-right", "center"]
+"""Where a padded image sits: ``center`` splits the padding (the extra row/column goes to the
+bottom/right), ``bottom-right`` keeps the image in the top-left corner."""
+
+
 class PeaknetPreprocessingPipeline(_Pipeline):
-    """Pad 2-d images to ``target_height`` x ``target_width``, batch, add a channel axis."""
+    """Upstream's PeakNet preprocessing: pad each 2-D value, batch, add a channel axis.
+
+    Every data source whose value is 2-D in an event is an image: it is zero-padded up to
+    ``target_height`` x ``target_width`` (a side already longer is kept, as upstream does), the
+    events are stacked into batches of ``batch_size``, and each ``(B, H, W)`` image batch becomes
+    ``(B, num_channels, H, W)`` (the image repeated) when ``add_channel_dim`` is true. Values of
+    any other rank pass through unchanged.
+    """
 
     type: Literal["PeaknetPreprocessingPipeline"] = "PeaknetPreprocessingPipeline"
     batch_size: int = Field(ge=1)
     target_height: int = Field(ge=1)
     target_width: int = Field(ge=1)
-    pad_style: Literal["center", "bottom-right"] = "center"
+    pad_style: PadStyle = "center"
     add_channel_dim: bool = True
     num_channels: int = Field(default=1, ge=1)
 
@@ -438,8 +450,18 @@ class HDF5BinarySerializer(StrictModel):
         return value
 
 
+SimplonFlavor = Literal["lclstreamer", "dectris-stream-v2"]
+
+
 class SimplonBinarySerializer(StrictModel):
-    """Dectris Simplon 1.8 messages (for CCTBX and other Eiger-stream consumers)."""
+    """Dectris Simplon 1.8 messages (for CCTBX and other Eiger-stream consumers).
+
+    ``flavor: lclstreamer`` (default) is upstream LCLStreamer's wire form: ``c`` start, one ``m``
+    image per event with the frame compressed by bitshuffle-LZ4, ``c`` stop, each a CBOR map.
+    ``dectris-stream-v2`` is the DECTRIS stream-v2 style (``S`` header, uncompressed CBOR typed
+    arrays). ``data_source_to_serialize`` names the image data source; upstream's psana field
+    name (``jungfrau.raw.calib``) means ``detector_data``.
+    """
 
     type: Literal["SimplonBinarySerializer"] = "SimplonBinarySerializer"
     data_source_to_serialize: str
@@ -448,6 +470,7 @@ class SimplonBinarySerializer(StrictModel):
     data_collection_rate: str
     detector_name: str
     detector_type: str
+    flavor: SimplonFlavor = "lclstreamer"
 
 
 SIMPLON_REQUIRED_SOURCES: tuple[str, ...] = (
@@ -456,18 +479,31 @@ SIMPLON_REQUIRED_SOURCES: tuple[str, ...] = (
     "detector_geometry",
     "run_info",
 )
-"""Data sources the Simplon serializer reads by name (as upstream requires)."""
+"""Data sources the Simplon serializer (``flavor: lclstreamer``) reads by name, as upstream
+does; ``detector_data`` stands for the image source when ``data_source_to_serialize`` is not a
+data source's name. Optional: ``beam_data`` and ``photon_wavelength``."""
+
+SIMPLON_IMAGE_KINDS = "iuf"
+"""dtype kinds a Simplon image may have: signed and unsigned integers, floats."""
 
 # --------------------------------------------------------------------------- handlers
 
 
+HANDLER_QUEUE_DEFAULT = 8
+
+
 class BinaryFileWritingDataHandler(StrictModel):
-    """Write every serialized batch to its own file in ``write_directory``."""
+    """Write every serialized batch to its own file in ``write_directory``.
+
+    Every handler runs on its own thread behind a queue of at most ``queue`` messages, so a slow
+    file system does not hold up a stream until that queue is full.
+    """
 
     type: Literal["BinaryFileWritingDataHandler"] = "BinaryFileWritingDataHandler"
     write_directory: str = "."
     file_prefix: str = ""
     file_suffix: str = "h5"
+    queue: int = Field(default=HANDLER_QUEUE_DEFAULT, ge=1)
 
 
 class BinaryDataStreamingDataHandler(StrictModel):
@@ -486,3 +522,5 @@ class BinaryDataStreamingDataHandler(StrictModel):
     socket_type: Literal["push"] = "push"
     distribute: bool = False
     buffer: int = Field(default=0, ge=0)
+    queue: int = Field(default=HANDLER_QUEUE_DEFAULT, ge=1)
+    """Messages waiting for this handler's thread at most (see the file handler)."""

@@ -4,8 +4,10 @@ With ``--out DIR`` each message becomes ``DIR/<prefix>_<index>.h5`` and one line
 to ``DIR/<prefix>_messages.jsonl`` (arrival time, producer rank, sequence, bytes, events; see
 ``consumer/records.py``), written as messages arrive.
 
-Exit status: 0 when every expected producer ended and nothing is missing; 1 on a timeout, a
-gap or a corrupt message; 2 on bad arguments.
+Exit status: 0 when every expected producer ended and nothing is missing; 3 when the stream was
+ended by ``--end-after-idle`` (no end-of-stream record from some producer: completeness unknown,
+``"eos": false`` in the summary) with nothing wrong in what arrived; 1 on a timeout, a gap or a
+corrupt message; 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from airflow_provider_lclstream.consumer.receiver import ReceiveReport, receive_messages
 from airflow_provider_lclstream.consumer.records import MessageRecord, records_path
 from airflow_provider_lclstream.exceptions import LCLStreamError
-from airflow_provider_lclstream.protocol import is_hdf5
+from airflow_provider_lclstream.protocol import EXIT_ENDED_BY_IDLE, is_hdf5
 from airflow_provider_lclstream.transports.base import DEFAULT_MAX_MESSAGE_MB, max_message_bytes
 
 
@@ -49,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="longest wait for a message, s")
     parser.add_argument(
+        "--end-after-idle",
+        type=float,
+        metavar="S",
+        help="for producers that send no end-of-stream record (upstream's): once data came, S s "
+        "without a message end the stream; exit status 3, '\"eos\": false' in the summary",
+    )
+    parser.add_argument(
         "--max-message-mb",
         type=float,
         default=DEFAULT_MAX_MESSAGE_MB,
@@ -70,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeout <= 0:
         print("lclstream-receive: --timeout must be > 0", file=sys.stderr)
         return 2
+    if args.end_after_idle is not None and args.end_after_idle <= 0:
+        print("lclstream-receive: --end-after-idle must be > 0", file=sys.stderr)
+        return 2
     if args.max_message_mb < 0:
         print("lclstream-receive: --max-message-mb must be >= 0 (0: no limit)", file=sys.stderr)
         return 2
@@ -88,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout_s=args.timeout,
             report=report,
             max_message_bytes=max_message_bytes(args.max_message_mb),
+            end_after_idle_s=args.end_after_idle,
         ):
             if args.out is not None and records is not None:
                 suffix = "h5" if is_hdf5(message.raw) else "bin"
@@ -115,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     summary["files"] = files
     summary["out"] = str(args.out) if args.out else None
     print(json.dumps(summary), flush=True)
-    return 0 if report.ok else 1
+    if report.ok:
+        return 0
+    return EXIT_ENDED_BY_IDLE if report.idle_ok else 1
 
 
 if __name__ == "__main__":

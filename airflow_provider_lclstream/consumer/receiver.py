@@ -82,6 +82,17 @@ class ReceiveReport:
     started: float = field(default_factory=time.monotonic)
     first_message_s: float | None = None
     unattributed: int = 0  # data messages that name no producer (raw, or HDF5 without attrs)
+    ended_by_idle: bool = False  # end_after_idle_s: the link went quiet before every record came
+
+    @property
+    def eos(self) -> bool:
+        """Every expected producer's end-of-stream record arrived: completeness is known."""
+        return len(self.ended) >= self.expect_producers
+
+    @property
+    def idle_ok(self) -> bool:
+        """Ended by idleness with nothing wrong in what came: complete or not, nobody can say."""
+        return self.ended_by_idle and not self.corrupt and self.missing_messages == 0
 
     @property
     def missing_messages(self) -> int:
@@ -127,6 +138,8 @@ class ReceiveReport:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         return {
             "ok": self.ok,
+            "eos": self.eos,
+            "ended_by_idle": self.ended_by_idle,
             "messages": self.messages,
             "events": self.events,
             "bytes": self.bytes,
@@ -179,20 +192,34 @@ def receive_messages(
     timeout_s: float | None = 60.0,
     report: ReceiveReport | None = None,
     max_message_bytes: int = int(DEFAULT_MAX_MESSAGE_MB * 10**6),
+    end_after_idle_s: float | None = None,
 ) -> Iterator[Message]:
     """Yield data messages until ``expect_producers`` end-of-stream records arrived.
 
     ``timeout_s`` is the longest wait for the next message; on timeout the iteration stops with
     ``report.timed_out`` set. Pass a ``ReceiveReport`` to read the totals afterwards.
     ``max_message_bytes`` bounds one message (0: no limit); see the module docstring.
+    ``end_after_idle_s`` is for producers that send no end-of-stream record (upstream's): once
+    something arrived, that long without a message ends the stream with ``report.ended_by_idle``
+    set (``report.eos`` false unless every record came), not as a timeout.
     """
     report = report if report is not None else ReceiveReport(expect_producers)
     index = 0
     seen_records: set[tuple[str, object]] = set()
     with open_receiver(url, library, bind=bind, max_message_bytes=max_message_bytes) as receiver:
         while len(report.ended) < expect_producers:
-            raw = receiver.recv(timeout_s)
+            quiet = end_after_idle_s is not None and (report.messages or report.ended)
+            raw = receiver.recv(end_after_idle_s if quiet else timeout_s)
             received_at = time.time()
+            if raw is None and quiet:
+                report.ended_by_idle = True
+                log.info(
+                    "no message for %s s: ended by idleness, %d of %d end-of-stream records",
+                    end_after_idle_s,
+                    len(report.ended),
+                    expect_producers,
+                )
+                return
             if raw is None:
                 report.timed_out = True
                 log.warning(

@@ -42,6 +42,23 @@ def load_config(path: str, settings: dict[str, str]) -> Any:
     return parse_streamer_config(text, values, patch=patch)
 
 
+DEFAULT_CONFIG = "lclstreamer.yaml"
+"""The file read when ``--config`` is not given, in the working directory (upstream's default)."""
+
+
+def config_path(given: str | None) -> str:
+    """``given``, or ``./lclstreamer.yaml`` when it exists; a clear error when it does not."""
+    if given is not None:
+        return given
+    default = Path.cwd() / DEFAULT_CONFIG
+    if not default.is_file():
+        raise LCLStreamError(
+            f"no --config given and no {DEFAULT_CONFIG} in the working directory {Path.cwd()}; "
+            f"create {DEFAULT_CONFIG} there or pass --config FILE"
+        )
+    return DEFAULT_CONFIG
+
+
 def mpi_partition() -> tuple[Any, int, int]:
     """(communicator or None, rank, size); without mpi4py a single rank."""
     try:
@@ -52,6 +69,24 @@ def mpi_partition() -> tuple[Any, int, int]:
     return comm, comm.Get_rank(), comm.Get_size()
 
 
+class RankBarrier:
+    """An MPI barrier each rank passes exactly once per run, whether the engine used it or not.
+
+    The engine calls it (Simplon) after a rank's last image; ``main`` calls it again after the
+    run, which does nothing the second time, so a rank that failed early still meets the others.
+    """
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+        self.passed = False
+
+    def __call__(self) -> None:
+        if not self.passed:
+            self.passed = True
+            if self.comm is not None:
+                self.comm.Barrier()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lclstreamer",
@@ -59,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         "pipeline and serializer to files or NNG/ZeroMQ sockets. Reads upstream LCLStreamer "
         "config files, flat or sectioned. Run under 'mpiexec -n N' for N producer ranks.",
     )
-    parser.add_argument("--config", "-c", required=True, help="LCLStreamer YAML config file")
+    parser.add_argument(
+        "--config",
+        "-c",
+        default=None,
+        help=f"LCLStreamer YAML config file (default: ./{DEFAULT_CONFIG}, as upstream)",
+    )
     parser.add_argument(
         "--num-events", "-n", type=int, default=None, help="stop after N events on each rank"
     )
@@ -93,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         print("lclstreamer: --num-events must be >= 0", file=sys.stderr)
         return 2
     try:
+        args.config = config_path(args.config)
+    except LCLStreamError as err:
+        print(f"lclstreamer: {err}", file=sys.stderr)
+        return 2
+    try:
         config = load_config(args.config, parse_settings(args.set))
     except (LCLStreamError, ValueError) as err:
         print(f"lclstreamer: invalid configuration {args.config}: {err}", file=sys.stderr)
@@ -117,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
+    barrier = RankBarrier(comm if size > 1 else None)
     streamer = Streamer(
-        config, Partition(rank, size), args.send_timeout, progress, args.progress_every
+        config, Partition(rank, size), args.send_timeout, progress, args.progress_every, barrier
     )
     error: str | None = None
     try:
@@ -130,11 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         summary = streamer.counters.summary()
     summary["error"] = error
     print(json.dumps(summary), flush=True)
-    if error and comm is not None and size > 1 and streamer.coupled:
+    if error and comm is not None and size > 1 and streamer.coupled and not streamer.stream_ended:
         # psana2's ranks wait on each other: the others would wait forever for this one.
+        # (A rank whose stream ended, e.g. a stalled live run, fails after the gather instead:
+        # the others end too, and every rank's messages and counts get out.)
         print(f"lclstreamer: rank {rank} failed: {error}; ending all ranks", file=sys.stderr)
         sys.stderr.flush()
         comm.Abort(1)
+    barrier()
     all_summaries = comm.gather(summary, root=0) if comm is not None else [summary]
     if rank == 0 and all_summaries:
         print("TOTAL " + json.dumps(totals(all_summaries)), flush=True)

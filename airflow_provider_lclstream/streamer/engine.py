@@ -7,9 +7,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from airflow_provider_lclstream.config import streamer_components as cfg
 from airflow_provider_lclstream.exceptions import LCLStreamError
 from airflow_provider_lclstream.protocol import EndOfStream, producer_name
+from airflow_provider_lclstream.streamer.handlers.concurrent import QueuedHandler
 from airflow_provider_lclstream.streamer.handlers.handlers import (
     BinaryDataStreamingDataHandler,
     BinaryFileWritingDataHandler,
@@ -21,13 +24,14 @@ from airflow_provider_lclstream.streamer.pipelines.pipelines import (
 )
 from airflow_provider_lclstream.streamer.pipelines.steps import STEP_KINDS
 from airflow_provider_lclstream.streamer.serializers.hdf5 import HDF5BinarySerializer
-from airflow_provider_lclstream.streamer.serializers.simplon import SimplonBinarySerializer
+from airflow_provider_lclstream.streamer.serializers.simplon import (
+    SimplonBinarySerializer,
+    SimplonStreamV2Serializer,
+)
 from airflow_provider_lclstream.streamer.sources.base import EventSource, Partition, RawEvent
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-
-    import numpy as np
 
     from airflow_provider_lclstream.config.streamer import StreamerConfig
     from airflow_provider_lclstream.streamer.serializers.base import Serializer
@@ -67,42 +71,38 @@ def build_pipeline(config: StreamerConfig) -> ProcessingPipeline:
         STEP_KINDS[step.kind](**step.model_dump(exclude={"kind"})) for step in pipeline.steps
     ]
     if isinstance(pipeline, cfg.PeaknetPreprocessingPipeline):
-        field_name = next(
-            (n for n, s in config.data_sources.items() if _is_detector(s)),
-            next(iter(config.data_sources)),
-        )
         steps.append(
-            PeaknetPreprocessing(field_name, pipeline.target_height, pipeline.target_width)
+            PeaknetPreprocessing(
+                pipeline.target_height,
+                pipeline.target_width,
+                pipeline.pad_style,
+                pipeline.add_channel_dim,
+                pipeline.num_channels,
+            )
         )
     if isinstance(pipeline, cfg.NoOpProcessingPipeline):
         return ProcessingPipeline(steps, batch_size=1, stack=False)
     return ProcessingPipeline(steps, batch_size=pipeline.batch_size)
 
 
-def _is_detector(source: Any) -> bool:
-    return isinstance(
-        source, cfg.SyntheticDetector | cfg.Psana2DetectorInterface | cfg.Psana1DetectorInterface
-    )
-
-
-def build_serializer(config: StreamerConfig) -> Serializer:
+def build_serializer(config: StreamerConfig, rank: int = 0) -> Serializer:
     serializer = config.data_serializer
     if isinstance(serializer, cfg.HDF5BinarySerializer):
         fields = serializer.fields or {name: f"/{name}" for name in config.data_sources}
         return HDF5BinarySerializer(fields, serializer.compression, serializer.compression_level)
     if not isinstance(serializer, cfg.SimplonBinarySerializer):
         raise LCLStreamError(f"data_serializer: no engine for {type(serializer).__name__}")
-    source = serializer.data_source_to_serialize
-    if source not in config.data_sources:
-        source = "detector_data"  # upstream names the psana field; the data source is this one
-    return SimplonBinarySerializer(
-        source,
+    args = (
+        config.simplon_image_source(),
         serializer.detector_name,
         serializer.detector_type,
         serializer.polarization_fraction,
         serializer.polarization_axis,
         serializer.data_collection_rate,
     )
+    if serializer.flavor == "dectris-stream-v2":
+        return SimplonStreamV2Serializer(*args)
+    return SimplonBinarySerializer(*args, rank=rank)
 
 
 def build_handlers(
@@ -154,6 +154,8 @@ class Counters:
     filtered: int = 0
     started: float = field(default_factory=time.monotonic)
     first_message_s: float | None = None
+    handlers: list[dict[str, Any]] = field(default_factory=list)
+    """Per data handler: queue size, max and final backlog, busy and blocked seconds."""
 
     def summary(self) -> dict[str, Any]:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -192,39 +194,58 @@ class Streamer:
         send_timeout_s: float | None = 60.0,
         progress: Callable[[dict[str, Any]], None] | None = None,
         progress_every_s: float = 5.0,
+        barrier: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self.barrier = barrier  # returns once every rank called it (MPI); None: one rank
         self.partition = partition or Partition()
         self.send_timeout_s = send_timeout_s
         self.progress = progress
         self.progress_every_s = progress_every_s
         self.counters = Counters(self.partition.rank, producer_name(self.partition.rank))
         self.coupled = False  # set from the event source: do the ranks wait on each other?
+        self.stream_ended = False  # this rank's end records went out (its counts are known)
 
     def run(self, max_events: int | None = None) -> dict[str, Any]:
         source = build_event_source(self.config, self.partition)
         pipeline = build_pipeline(self.config)
-        serializer = build_serializer(self.config)
-        handlers = build_handlers(self.config, self.partition, self.send_timeout_s)
+        serializer = build_serializer(self.config, self.partition.rank)
+        handlers = [
+            QueuedHandler(handler, spec.queue, f"{i}:{spec.type}")
+            for i, (handler, spec) in enumerate(
+                zip(
+                    build_handlers(self.config, self.partition, self.send_timeout_s),
+                    self.config.data_handlers,
+                    strict=True,
+                )
+            )
+        ]
         counters = self.counters
         counters.role = source.role
         self.coupled = source.coupled
         extra_meta = source.metadata
         last_report = time.monotonic()
+        completed = False
         try:
             for message in serializer.start():
-                self._deliver(handlers, message)
+                self._deliver(handlers, message, broadcast=True)
             events = complete_events(
                 source.events(max_events), self.config.skip_incomplete_events, counters
             )
             for batch, _size in pipeline.batches(events):
+                if serializer.batch_axis and not pipeline.stack:  # one event: add the axis
+                    batch = {name: np.asarray(v)[np.newaxis] for name, v in batch.items()}
                 meta = {
                     "producer": counters.producer,
                     "rank": counters.rank,
                     "seq": counters.batches,
                     **extra_meta,
                 }
-                self._deliver(handlers, serializer.serialize(batch, meta))
+                if counters.batches == 0:
+                    for header in serializer.header(batch):
+                        self._deliver(handlers, header, broadcast=True)
+                for data in serializer.messages(batch, meta):
+                    self._deliver(handlers, data)
                 counters.batches += 1
                 if self.progress and time.monotonic() - last_report >= self.progress_every_s:
                     last_report = time.monotonic()
@@ -242,18 +263,39 @@ class Streamer:
                 skipped=counters.skipped,
                 extra={"filtered": counters.filtered, "role": counters.role},
             )
+            if serializer.end_after_all_ranks and self.barrier is not None:
+                for handler in handlers:
+                    handler.flush()
+                self.barrier()  # every rank's last message is out: the end records follow
             for handler in handlers:
-                handler.end(record)
+                handler.end(record, serializer.encode_end)
+            self.stream_ended = True
+            completed = True
+            if source.end_error is not None:
+                raise source.end_error
         finally:
-            for handler in handlers:
-                handler.close()
+            failure: BaseException | None = None
+            for handler in handlers:  # each drains its queue; all are closed, first error wins
+                try:
+                    handler.close()
+                except BaseException as err:
+                    failure = failure or err
+            counters.handlers = [handler.stats() for handler in handlers]
             source.close()
+            if failure is not None and completed:  # else the run's own error is raised
+                raise failure
         return counters.summary()
 
-    def _deliver(self, handlers: list[DataHandler], message: Payload) -> None:
+    def _deliver(
+        self, handlers: list[QueuedHandler], message: Payload, broadcast: bool = False
+    ) -> None:
+        """Hand one message to every handler (``broadcast``: on every link of a stream)."""
         if self.counters.first_message_s is None:
             self.counters.first_message_s = round(time.monotonic() - self.counters.started, 3)
         for handler in handlers:
-            handler.handle(message)
+            if broadcast:
+                handler.broadcast(message)
+            else:
+                handler.handle(message)
         self.counters.messages += 1
         self.counters.bytes += len(message)

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from airflow_provider_lclstream.transports import Sender, open_sender
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow_provider_lclstream.protocol import EndOfStream
     from airflow_provider_lclstream.transports.base import Payload
 
@@ -20,8 +22,15 @@ class DataHandler(ABC):
     def handle(self, message: Payload) -> None:
         """Deliver one data message."""
 
-    def end(self, end_of_stream: EndOfStream) -> None:  # noqa: B027 - optional hook
-        """Deliver this producer's end-of-stream record (streams only)."""
+    def broadcast(self, message: Payload) -> None:
+        """Deliver a message every receiver must see (a stream sends it on every link)."""
+        self.handle(message)
+
+    def end(  # noqa: B027 - optional hook
+        self, end_of_stream: EndOfStream, encode: Callable[[EndOfStream], bytes] | None = None
+    ) -> None:
+        """Deliver this producer's end-of-stream record (streams only), ``encode``d (default:
+        the record's own ``encode``)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources; nothing queued is dropped."""
@@ -89,11 +98,19 @@ class BinaryDataStreamingDataHandler(DataHandler):
         self.sent[index] += 1
         self.sent_bytes[index] += len(message)
 
-    def end(self, end_of_stream: EndOfStream) -> None:
+    def broadcast(self, message: Payload) -> None:
+        for index, sender in enumerate(self.senders):
+            sender.send(message)
+            self.sent[index] += 1
+            self.sent_bytes[index] += len(message)
+
+    def end(
+        self, end_of_stream: EndOfStream, encode: Callable[[EndOfStream], bytes] | None = None
+    ) -> None:
         """Send the record on every link, with the messages and bytes sent on that link."""
         for index, sender in enumerate(self.senders):
             record = replace(end_of_stream, messages=self.sent[index], bytes=self.sent_bytes[index])
-            sender.send(record.encode())
+            sender.send(encode(record) if encode is not None else record.encode())
 
     def close(self) -> None:
         for sender in self.senders:

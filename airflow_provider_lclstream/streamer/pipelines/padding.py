@@ -3,17 +3,24 @@
 The streamer's ``PeaknetPreprocessing`` step and the inference consumer (``inference/``) both fit
 panels with ``pad_crop``; ``fit_window`` says where a source panel lands in the target, so a
 consumer can map positions found in the model's frame back to detector pixels.
+
+Padding follows upstream LCLStreamer's PeakNet preprocessing: ``center`` puts ``d // 2`` rows
+(columns) of the ``d`` missing before the image and the rest after it; ``bottom-right`` puts them
+all after. With ``crop=False`` (the streamer, as upstream) a side longer than the target is kept;
+the inference consumer crops it (``crop=True``), the middle for ``center``, the start otherwise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 
-PadStyle = Literal["bottom-right", "center"]
-PAD_STYLES: tuple[str, ...] = ("bottom-right", "center")
+from airflow_provider_lclstream.config.streamer_components import PadStyle
+
+PAD_STYLES: tuple[str, ...] = get_args(PadStyle)
+__all__ = ["PAD_STYLES", "FitWindow", "PadStyle", "fit_window", "pad_crop"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ def fit_window(height: int, width: int, target_height: int, target_width: int,
                style: str = "bottom-right") -> FitWindow:  # fmt: skip
     """Where an ``height`` x ``width`` panel goes in the target (``style`` as in ``pad_crop``)."""
     if style not in PAD_STYLES:
-        raise ValueError(f"pad style {style!r} is not one of {list(PAD_STYLES)}")
+        raise ValueError(f"pad_style {style!r} is not one of {list(PAD_STYLES)}")
     sy, dy, h = _fit_axis(height, target_height, style)
     sx, dx, w = _fit_axis(width, target_width, style)
     return FitWindow(sy, sx, dy, dx, h, w)
@@ -66,16 +73,21 @@ def pad_crop(
     pad_value: float = 0,
     dtype: np.dtype | type | None = None,
     out: np.ndarray | None = None,
+    crop: bool = True,
 ) -> np.ndarray:
     """Fit the last two axes of ``data`` to ``target_height`` x ``target_width``.
 
     ``bottom-right`` keeps the top-left corner (pads or crops at the end); ``center`` keeps the
     middle. Leading axes are kept. ``out`` (shape ``(*lead, target_height, target_width)``) is
-    filled in place instead of allocating, with ``dtype`` converting on the way.
+    filled in place instead of allocating, with ``dtype`` converting on the way. ``crop=False``
+    only pads: a side already longer than its target keeps its length.
     """
     data = np.asarray(data)
     if data.ndim < 2:
         raise ValueError(f"pad_crop needs at least 2 dimensions, got shape {data.shape}")
+    if not crop:
+        target_height = max(target_height, data.shape[-2])
+        target_width = max(target_width, data.shape[-1])
     lead = data.shape[:-2]
     window = fit_window(data.shape[-2], data.shape[-1], target_height, target_width, style)
     shape = (*lead, target_height, target_width)

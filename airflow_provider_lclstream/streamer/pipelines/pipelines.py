@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from airflow_provider_lclstream.streamer.pipelines.padding import pad_crop
+from airflow_provider_lclstream.streamer.pipelines.padding import PAD_STYLES, pad_crop
 from airflow_provider_lclstream.streamer.pipelines.steps import Event
 
 Step = Callable[[Event], Event | None]
@@ -126,22 +126,55 @@ class BatchStacker:
 
 
 class PeaknetPreprocessing:
-    """Pad or crop the detector frames to ``target_height`` x ``target_width`` with a channel axis.
+    """Upstream LCLStreamer's PeakNet preprocessing, as a step on each event before batching.
 
-    Frames of shape ``(panels, H, W)`` become ``(panels, 1, target_H, target_W)`` (one channel),
-    which is the layout PeakNet inference takes.
+    Every value that is 2-D in the event is an image: it is zero-padded to ``target_height`` x
+    ``target_width`` (``pad_style`` ``center`` or ``bottom-right``; a longer side is kept, as
+    upstream does). With ``add_channel_dim`` the image becomes ``(num_channels, H, W)`` (repeated),
+    so the stacked batch is ``(B, C, H, W)``: the same array upstream makes by adding the channel
+    axis to each ``(B, H, W)`` batch. Values of any other rank pass through unchanged.
     """
 
-    def __init__(self, field: str, target_height: int, target_width: int, pad_value: float = 0):
-        self.field = field
+    def __init__(
+        self,
+        target_height: int,
+        target_width: int,
+        pad_style: str = "center",
+        add_channel_dim: bool = True,
+        num_channels: int = 1,
+    ) -> None:
+        if pad_style not in PAD_STYLES:
+            raise ValueError(
+                f"processing_pipeline.pad_style: {pad_style!r} is not one of {list(PAD_STYLES)}"
+            )
+        for key, value in (
+            ("target_height", target_height),
+            ("target_width", target_width),
+            ("num_channels", num_channels),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"processing_pipeline.{key}: {value!r} is not allowed; "
+                    "it must be an integer >= 1"
+                )
+        if not isinstance(add_channel_dim, bool):
+            raise ValueError(
+                f"processing_pipeline.add_channel_dim: {add_channel_dim!r} "
+                "is not one of [True, False]"
+            )
         self.height = target_height
         self.width = target_width
-        self.pad_value = pad_value
+        self.pad_style = pad_style
+        self.add_channel_dim = add_channel_dim
+        self.num_channels = num_channels
 
     def __call__(self, event: Event) -> Event | None:
-        data = np.asarray(event[self.field])
-        if data.ndim == 2:
-            data = data[np.newaxis]
-        data = pad_crop(data, self.height, self.width, pad_value=self.pad_value)
-        event[self.field] = data[:, np.newaxis]
+        for name, value in event.items():
+            data = np.asarray(value)
+            if data.ndim != 2:
+                continue
+            image = pad_crop(data, self.height, self.width, style=self.pad_style, crop=False)
+            if self.add_channel_dim:
+                image = np.repeat(image[np.newaxis], self.num_channels, axis=0)
+            event[name] = image
         return event

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from airflow_provider_lclstream.exceptions import LCLStreamError
+from airflow_provider_lclstream.streamer.pipelines.pipelines import PendingBatch
 from airflow_provider_lclstream.streamer.serializers.base import Serializer
 from airflow_provider_lclstream.streamer.serializers.hdf5_template import (
     Hdf5Template,
@@ -25,6 +26,7 @@ from airflow_provider_lclstream.streamer.serializers.hdf5_template import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from airflow_provider_lclstream.protocol import EndOfStream
     from airflow_provider_lclstream.transports.base import Payload
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,27 @@ class HDF5BinarySerializer(Serializer):
         self.compression_level = compression_level
         self._warned: set[str] = set()
         self._templates: dict[tuple, Hdf5Template | None] = {}
+        self.end_layout: dict[str, tuple[tuple[int, ...], str]] | None = None
+        """The first message's datasets (path -> shape after axis 0, dtype), for the end record."""
+
+    def _remember_layout(self, batch: Mapping[str, np.ndarray]) -> None:
+        layout: dict[str, tuple[tuple[int, ...], str]] = {}
+        for name, path in self.fields.items():
+            if name not in batch:
+                continue
+            if isinstance(batch, PendingBatch):
+                shape, dtype = batch.layout(name)
+            else:
+                value = np.asarray(batch[name])
+                shape, dtype = value.shape, value.dtype
+            layout[path] = (tuple(shape[1:]), np.dtype(dtype).str)
+        self.end_layout = layout
+
+    def encode_end(self, record: EndOfStream) -> bytes:
+        """The end record as an HDF5 image with the data messages' datasets, 0 rows each."""
+        if self.end_layout is None:  # nothing sent: the configured paths, shape unknown
+            return record.encode({path: ((), "float64") for path in self.fields.values()})
+        return record.encode(self.end_layout)
 
     def _options(self, name: str, value: np.ndarray) -> dict[str, Any]:
         if value.ndim == 0 or value.nbytes < 1024:
@@ -93,6 +116,8 @@ class HDF5BinarySerializer(Serializer):
         return options
 
     def serialize(self, batch: Mapping[str, np.ndarray], meta: dict[str, object]) -> Payload:
+        if self.end_layout is None:
+            self._remember_layout(batch)
         if self.compression in (None, "none", "None"):
             key = template_key(self.fields, batch, meta)
             if key not in self._templates:

@@ -18,7 +18,7 @@ from airflow_provider_lclstream.streamer.serializers.hdf5 import (
 )
 from airflow_provider_lclstream.streamer.serializers.simplon import (
     SIMPLON_HEADER,
-    SimplonBinarySerializer,
+    SimplonStreamV2Serializer,
     decode_cbor_array,
 )
 
@@ -61,7 +61,7 @@ def test_strings_are_stored() -> None:
 
 
 def test_simplon_start_image_end() -> None:
-    serializer = SimplonBinarySerializer("detector_data", detector_name="jungfrau")
+    serializer = SimplonStreamV2Serializer("detector_data", detector_name="jungfrau")
     start = serializer.start()[0]
     image = serializer.serialize({"detector_data": FRAMES[0]}, {"seq": 0})
     end = serializer.finish()[0]
@@ -76,7 +76,7 @@ def test_simplon_start_image_end() -> None:
 
 def test_simplon_missing_source_is_clear() -> None:
     with pytest.raises(LCLStreamError, match="not in the event"):
-        SimplonBinarySerializer("detector_data").serialize({"other": FRAMES}, {})
+        SimplonStreamV2Serializer("detector_data").serialize({"other": FRAMES}, {})
 
 
 def test_uncompressed_fast_path_matches_h5py_path_for_every_message() -> None:
