@@ -164,6 +164,7 @@ def airflow_standalone(
             "output": output,
             "kafka": kafka_service,
             "slurm": slurm,
+            "env": env,  # for restart_component (tests/standalone.py)
         }
     finally:
         subprocess.run(["bash", str(script), "stop"], env=env, timeout=120)

@@ -6,7 +6,9 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,3 +75,17 @@ def standalone_env(
         "AIRFLOW__LCLSTREAM__OUTPUT_DIR": str(output),
         "AIRFLOW__LCLSTREAM__TRIGGER_SETTLE_SECONDS": "10",
     }
+
+
+def restart_component(standalone: dict[str, Any], component: str, timeout: float = 240) -> float:
+    """Restart one component of the running standalone Airflow (fixture ``airflow_standalone``)
+    with ``airflow-standalone.sh restart-component``, which returns once the stack is healthy
+    with a heartbeat of the new process; returns the seconds it took."""
+    started = time.monotonic()
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts/services/airflow-standalone.sh"), "restart-component",
+         component],
+        capture_output=True, text=True, timeout=timeout, env=standalone["env"],
+    )  # fmt: skip
+    assert done.returncode == 0, f"restart of {component} failed:\n{done.stdout}{done.stderr}"
+    return time.monotonic() - started

@@ -172,6 +172,9 @@ class ConsumerOperator(BufferWaitMixin, BaseOperator):
     ``buffer_ready_timeout`` it then waits until the buffer of ``buffer_task`` answers (and fails
     with the buffer's log if its job ended), deferring after ``ready_grace_s`` when
     ``deferrable``.
+
+    A request with ``addr`` (the user's own receiver; the buffer dials it) submits no consumer
+    job and returns ``[]``.
     """
 
     template_fields = ("request", "output_url")
@@ -200,6 +203,15 @@ class ConsumerOperator(BufferWaitMixin, BaseOperator):
 
     def execute(self, context: Context) -> list[str]:
         request = TransferRequest.model_validate(self.request)
+        if request.addr:
+            self.log.info(
+                "addr %s: the buffer pushes to your own receiver there; no consumer job",
+                request.addr,
+            )
+            context["ti"].xcom_push(key="job_ids", value=[])
+            if self.buffer_ready_timeout is not None:
+                self._check_buffer(context, request)
+            return []
         backend = JobBackendHook(role_conn_id(request, "consumer")).get_conn()
         url = self.output_url or buffer_url(
             context, request, "output_url", self.buffer_task, self.url_timeout
@@ -288,11 +300,26 @@ class LCLStreamerOperator(SubmitJobOperator):
             for job_id in pull_ids(self._context, self.buffer_task, "job_id")
         ]
 
-    def job_spec(self, context: Context) -> JobSpec:
-        request = TransferRequest.model_validate(self.request)
+    def _use_streamer_conn(self, request: TransferRequest) -> None:
+        """Without ``conn_id``, the streamer role's connection. Every entry point sets it: a
+        resumed task (``execute_complete``) or a killed one is a new operator object, and the
+        local backend would not know the job (a buffer killed mid-stream left the streamer job
+        running: the guard's cancel asked the local backend and failed)."""
         if self.conn_id is None:
             self.conn_id = role_conn_id(request, "streamer")
             self.__dict__.pop("hook", None)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
+        self._use_streamer_conn(TransferRequest.model_validate(self.request))
+        return super().execute_complete(context, event)
+
+    def on_kill(self) -> None:
+        self._use_streamer_conn(TransferRequest.model_validate(self.request))
+        super().on_kill()
+
+    def job_spec(self, context: Context) -> JobSpec:
+        request = TransferRequest.model_validate(self.request)
+        self._use_streamer_conn(request)
         url = self.input_url or buffer_url(
             context, request, "input_url", self.buffer_task, self.url_timeout
         )

@@ -2,7 +2,7 @@
 # A real, running Airflow 3.3 for end-to-end tests: api-server, scheduler, dag-processor and
 # triggerer on 127.0.0.1, LocalExecutor on SQLite, SimpleAuthManager with a known admin.
 #
-#   scripts/services/airflow-standalone.sh start|stop|status|restart|logs|clean
+#   scripts/services/airflow-standalone.sh start|stop|status|restart|restart-component C|logs|clean
 #
 # <home>/config/airflow_local_settings.py (from scripts/services/airflow_home/) makes SQLite's
 # now() exact to the millisecond: Airflow starts a DAG run once run_after <= now(), and SQLite's
@@ -79,9 +79,13 @@ settings() {
 }
 
 # Exit 0 when the health endpoint reports every component healthy; prints the JSON otherwise.
+# With a component ($1: scheduler, triggerer, dag_processor) and an epoch time ($2), its latest
+# heartbeat must also be later than that time (a restarted component's own, not its
+# predecessor's, which stays "healthy" for a while).
 healthy() {
-    "$PY" - "$URL" <<'PY'
+    "$PY" - "$URL" "${1:-}" "${2:-}" <<'PY'
 import json, sys, urllib.request
+from datetime import datetime
 try:
     with urllib.request.urlopen(sys.argv[1] + "/api/v2/monitor/health", timeout=5) as r:
         body = json.load(r)
@@ -93,6 +97,12 @@ bad = {p: (body.get(p) or {}).get("status") for p in parts if (body.get(p) or {}
 if bad:
     print("not healthy yet: " + json.dumps(bad))
     sys.exit(1)
+component, since = sys.argv[2], sys.argv[3]
+if component:
+    beat = (body.get(component) or {}).get(f"latest_{component}_heartbeat")
+    if not beat or datetime.fromisoformat(beat).timestamp() <= float(since):
+        print(f"no {component} heartbeat since the restart yet (latest: {beat})")
+        sys.exit(1)
 PY
 }
 
@@ -345,6 +355,61 @@ start() {
     log "up in $(($(date +%s) - t0)) s at $URL (DAGs: $DAGS; env: $HOME_DIR/env.sh)"
 }
 
+# Restart one component ($1: api-server, scheduler, dag-processor or triggerer) of the running
+# stack: end its session (SIGTERM, SIGKILL after 15 s; a scheduler's session holds the
+# LocalExecutor's workers and their task processes), start it again with the same settings and
+# database, and wait until the stack is healthy with a heartbeat of the new process (api-server:
+# a token again). The old log is kept as <component>.log.<epoch>. The fault tests use it.
+restart_component() {
+    local c=${1:-} p members waited=0 t0 launched state
+    case "$c" in
+        api-server | scheduler | dag-processor | triggerer) ;;
+        *) log "restart-component: unknown component '$c' (${COMPONENTS[*]})"; return 2 ;;
+    esac
+    if ! all_alive; then
+        log "restart-component: the stack is not running (use start)"
+        return 1
+    fi
+    t0=$(date +%s)
+    p=$(pid_of "$c")
+    kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true
+    while members=$(ps -eo pid=,sid= | awk -v s="$p" '($2 == s){print $1}') && [[ -n "$members" ]] && ((waited < 30)); do
+        sleep 0.5
+        waited=$((waited + 1))
+    done
+    if [[ -n "$members" ]]; then
+        log "killing what of $c did not exit on SIGTERM: $(echo "$members" | tr '\n' ' ')"
+        # shellcheck disable=SC2086
+        kill -KILL $members 2>/dev/null || true
+    fi
+    [[ -f "$LOGS/$c.log" ]] && mv "$LOGS/$c.log" "$LOGS/$c.log.$t0"
+    launched=$(date +%s.%N) # the old process is gone: a heartbeat after this is the new one's
+    if [[ $c == api-server ]]; then
+        local i
+        for ((i = 0; i < 50; i++)); do port_free "$PORT" && break; sleep 0.2; done
+        launch api-server --host "$HOST" --port "$PORT" --workers 1
+    else
+        launch "$c"
+    fi
+    local health_name=${c//-/_}
+    [[ $c == api-server ]] && health_name=""
+    while true; do
+        if ! alive "$(pid_of "$c")"; then
+            log "'airflow $c' exited after the restart"
+            tails 40
+            return 1
+        fi
+        if state=$(healthy "$health_name" "$launched") && token_ok > /dev/null; then break; fi
+        if (($(date +%s) - t0 >= TIMEOUT)); then
+            log "$c not healthy ${TIMEOUT} s after the restart: $state"
+            tails 40
+            return 1
+        fi
+        sleep 0.5
+    done
+    log "restarted $c in $(($(date +%s) - t0)) s (pid $(pid_of "$c"))"
+}
+
 status() {
     local c p rc=0
     for c in "${COMPONENTS[@]}"; do
@@ -363,8 +428,9 @@ case "${1:-}" in
         if any_alive || [[ -n "$(session_members)" ]]; then stop_all; log "stopped"; else log "not running"; fi
         ;;
     restart) stop_all; start ;;
+    restart-component) restart_component "${2:-}" ;;
     status) status ;;
     logs) tails "${2:-50}" 2>&1 ;;
     clean) stop_all; rm -rf "$HOME_DIR" "$ROOT/airflow-standalone-template"; log "removed $HOME_DIR" ;;
-    *) echo "usage: $0 start|stop|status|restart|logs [N]|clean" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|status|restart|restart-component COMPONENT|logs [N]|clean" >&2; exit 2 ;;
 esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Single-node SLURM test cluster: munged, slurmctld, slurmd (node "localhost"), slurmrestd.
 #
-#   scripts/services/slurm.sh start|stop|restart|status|token|env|purge
+#   scripts/services/slurm.sh start|stop|restart|restart-ctld|status|token|env|purge
 #
 # Idempotent. Everything is found at ${LCLSTREAM_SERVICES_DIR:-<repo>/.services}/slurm: the
 # generated slurm.conf, the JWT key, spool and state dirs, logs, pid files, and env.sh, which
@@ -408,6 +408,22 @@ stop() {
     done
 }
 
+# Stop slurmctld alone and start it again from its saved state (StateSaveLocation): jobs keep
+# running under slurmd; waits until slurmctld answers, the node is usable and slurmrestd answers
+# again (the fault tests restart it while a job is watched).
+restart_ctld() {
+    ours_alive slurmctld >/dev/null || die "slurmctld is not running (use start)"
+    stop_one slurmctld
+    launch slurmctld slurmctld -D -i -f "$CONF"
+    local deadline=$((SECONDS + START_TIMEOUT))
+    until ctld_ok && node_ok && rest_ok; do
+        ours_alive slurmctld >/dev/null || die "slurmctld exited after the restart"
+        ((SECONDS < deadline)) || die "slurmctld, node or slurmrestd not back after ${START_TIMEOUT}s"
+        sleep 0.2
+    done
+    log "slurmctld restarted (pid $(ours_alive slurmctld))"
+}
+
 # Stop, then remove the state folder and the link to it (`make clean`).
 purge() {
     stop
@@ -425,11 +441,12 @@ start) start ;;
 stop) stop ;;
 purge) purge ;;
 restart) stop && start ;;
+restart-ctld) restart_ctld ;;
 status) status ;;
 token) mint_token "${2:-root}" "${3:-3600}" ;;
 env) cat "$STATE/env.sh" ;;
 *)
-    echo "usage: $0 start|stop|restart|status|token [user] [lifespan]|env|purge" >&2
+    echo "usage: $0 start|stop|restart|restart-ctld|status|token [user] [lifespan]|env|purge" >&2
     exit 2
     ;;
 esac

@@ -1,7 +1,9 @@
-"""InternalEventSource: every rank generates ``number_of_events_to_generate`` events itself."""
+"""InternalEventSource: every rank generates ``number_of_events_to_generate`` events itself,
+at most ``events_per_second`` of them per second when that is set."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from airflow_provider_lclstream.streamer.sources.base import (
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 class InternalEventSource(EventSource):
     def __init__(self, config: StreamerConfig, partition: Partition) -> None:
         self.count = config.event_source.number_of_events_to_generate  # type: ignore[union-attr]
+        self.rate = config.event_source.events_per_second  # type: ignore[union-attr]
         self.partition = partition
         self.readers = {}
         for name, source in config.data_sources.items():
@@ -31,7 +34,10 @@ class InternalEventSource(EventSource):
 
     def events(self, max_events: int | None) -> Iterator[tuple[str, RawEvent]]:
         total = self.count if max_events is None else min(self.count, max_events)
+        start = time.monotonic()
         for index in range(total):
+            if self.rate is not None:  # event i is due i / rate seconds after the first
+                time.sleep(max(0.0, start + index / self.rate - time.monotonic()))
             # Synthetic frames differ between ranks: rank r makes frames r, r+size, ...
             global_index = index * self.partition.size + self.partition.rank
             yield (

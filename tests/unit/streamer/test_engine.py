@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import types
 from pathlib import Path
 
@@ -156,6 +157,20 @@ def test_psana1_not_installed_is_clear(tmp_path: Path) -> None:
     config = validate_streamer_config(psana1_config(tmp_path))
     with pytest.raises(MissingDependencyError, match="psana1"):
         Streamer(config).run()
+
+
+def test_internal_source_rate_limit(tmp_path: Path) -> None:
+    source = {"type": "InternalEventSource", "number_of_events_to_generate": 6}
+    config = file_config(tmp_path, event_source={**source, "events_per_second": 20.0})
+    started = time.monotonic()
+    summary = Streamer(validate_streamer_config(config)).run()
+    elapsed = time.monotonic() - started
+    assert summary["events"] == 6
+    assert elapsed >= 5 / 20.0  # event i is not made before i / rate seconds
+    with pytest.raises(ValueError, match="events_per_second"):
+        validate_streamer_config(
+            file_config(tmp_path, event_source={**source, "events_per_second": 0})
+        )
 
 
 def test_incomplete_events_skipped_or_refused(tmp_path: Path) -> None:
