@@ -98,7 +98,11 @@ def run_live(
     timeout_s: float = 180.0,
     port: int,
 ) -> LiveResult:
-    """Replay ``run`` as ``as_run`` into ``dest_dir`` while ``ranks`` streamer ranks follow it."""
+    """Replay ``run`` as ``as_run`` into ``dest_dir`` while ``ranks`` streamer ranks follow it.
+
+    The replay starts ``start_delay_s`` after psana first asks the (fake) logbook for the run's
+    files, i.e. once the streamer is up, however long its start takes on a loaded machine (at
+    most ``timeout_s``): the first dgram is always written while the streamer is following."""
     fake = FakeElog().start()
     url = f"tcp://127.0.0.1:{port}"
     arrivals = Arrivals(ReceiveReport(ranks))
@@ -117,6 +121,9 @@ def run_live(
     replay_box: dict[str, Any] = {}
 
     def write() -> None:
+        deadline = time.monotonic() + timeout_s
+        while not fake.gets and time.monotonic() < deadline:
+            time.sleep(0.05)
         replay_box["stats"] = replay(
             source_dir, dest_dir, exp, run, rate_hz=rate_hz, dest_run=as_run,
             start_delay_s=start_delay_s,

@@ -18,6 +18,8 @@ from airflow_provider_lclstream.config.streamer_components import Compression, P
 EXPERIMENT = re.compile(r"[a-z][a-z0-9]{2,31}")
 SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]*")
 SAFE_PATH = re.compile(r"/?[A-Za-z0-9_.+-][A-Za-z0-9_./+-]*")
+#: ``addr``: where the user's own receiver listens (the buffer's output dials it).
+ADDR = re.compile(r"tcp://[A-Za-z0-9][A-Za-z0-9.-]*:([0-9]{1,5})")
 FIELD_OF_MODE = {"raw": "raw.raw", "calib": "raw.calib", "image": "raw.image"}
 #: backend attributes a request may set (the connection's own defaults may set any)
 REQUEST_ATTRIBUTES = frozenset(
@@ -125,6 +127,11 @@ class TransferRequest(BaseModel):
         default_factory=dict, description="values of the consumer template's parameters"
     )
     output_dir: str | None = Field(default=None, description="where the default consumer writes")
+    addr: str | None = Field(
+        default=None,
+        description="tcp://host:port where your own receiver listens (e.g. lclstream-receive "
+        "--bind): the buffer pushes there and no consumer job is submitted",
+    )
     buffer_host: str = Field(
         default="127.0.0.1", description="host name producers and consumers reach the buffer at"
     )
@@ -167,6 +174,19 @@ class TransferRequest(BaseModel):
             raise ValueError(f"{value!r} is not a consumer template name")
         return value
 
+    @field_validator("addr")
+    @classmethod
+    def _addr(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        match = ADDR.fullmatch(value)
+        if not match or not 0 < int(match.group(1)) < 65536:
+            raise ValueError(
+                f"{value!r} is not a receiver address: give tcp://host:port (port 1-65535) "
+                "where your receiver listens"
+            )
+        return value
+
     @field_validator("buffer_host")
     @classmethod
     def _host(cls, value: str) -> str:
@@ -189,6 +209,20 @@ class TransferRequest(BaseModel):
         if value is not None and not SAFE_PATH.fullmatch(value):
             raise ValueError(f"{value!r} is not a plain directory path (no spaces or shell syntax)")
         return value
+
+    @model_validator(mode="after")
+    def _addr_has_no_consumers(self) -> TransferRequest:
+        if self.addr is None:
+            return self
+        given = [k for k in ("consumer_command", "consumer_template") if getattr(self, k)]
+        if "consumers" in self.model_fields_set and self.consumers != 1:
+            given.append("consumers")
+        if given:
+            raise ValueError(
+                f"addr sends the data to your own receiver at {self.addr}: no consumer job runs, "
+                f"so {', '.join(given)} cannot be given with it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_data_source(self) -> TransferRequest:

@@ -108,11 +108,17 @@ def buffer_job(
     bin_dir: str | None = None,
 ) -> JobSpec:
     """A persistent buffer for one transfer: it stays up after the stream (so its final report
-    can be read) until the transfer's teardown stops it."""
+    can be read) until the transfer's teardown stops it.
+
+    With the request's ``addr`` the buffer's output dials that address (the user's own
+    receiver) instead of listening for consumer jobs."""
+    output = ["--output", f"tcp://0.0.0.0:{endpoints.output_port}"]
+    if request.addr:
+        output = ["--output", request.addr, "--dial-output"]
     command = [
         tool("lclstream-buffer", bin_dir),
         "--input", f"tcp://0.0.0.0:{endpoints.input_port}",
-        "--output", f"tcp://0.0.0.0:{endpoints.output_port}",
+        *output,
         "--input-transport", request.library,
         "--output-transport", request.library,
         "--expect-producers", str(request.ranks),
@@ -145,7 +151,9 @@ def streamer_job(
     """``mpiexec -n RANKS lclstreamer -c CONFIG`` (or ``srun``), the config inlined.
 
     ``logbook_url`` (the caller passes ``[lclstream] logbook_url``) reaches psana2 in the job as
-    ``LCLSTREAM_LOGBOOK_URL``."""
+    ``LCLSTREAM_LOGBOOK_URL``. For a psana2 run in ``xtc_dir``, a failed ``mpiexec`` is followed
+    by a walk of the run's files that names a corrupt dgram (file, offset) in the job's log:
+    psana dies in C on a corrupt big-data dgram and cannot say which one it was."""
     text = render_config(config)
     if CONFIG_END in text:
         raise ValueError("the streamer config contains the here-document terminator")
@@ -156,11 +164,14 @@ def streamer_job(
     command = [*launch, tool("lclstreamer", bin_dir), "-c", "lclstreamer.yaml"]
     if request.events is not None and not request.synthetic:
         command += ["--num-events", str(request.events)]
+    run_line = shell_join(command)
+    if request.exp is not None and request.xtc_dir and request.psana_version == 2:
+        check = [tool("python", bin_dir), "-m", "airflow_provider_lclstream.streamer.xtc2",
+                 request.xtc_dir, request.exp, str(request.run)]  # fmt: skip
+        run_line += f" || {{ rc=$?; {shell_join(check)} >&2 || true; exit $rc; }}"
     script = (
         "#!/bin/bash\nset -euo pipefail\n"
-        f"cat > lclstreamer.yaml <<'{CONFIG_END}'\n{text}{CONFIG_END}\n"
-        + shell_join(command)
-        + "\n"
+        f"cat > lclstreamer.yaml <<'{CONFIG_END}'\n{text}{CONFIG_END}\n" + run_line + "\n"
     )
     return JobSpec(
         name=f"streamer-{request.label}",

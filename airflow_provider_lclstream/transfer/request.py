@@ -18,7 +18,7 @@ from airflow_provider_lclstream.exceptions import LCLStreamError
 FORM_FIELDS = (
     "exp", "run", "detector_name", "mode", "access_mode", "events", "img_per_file",
     "compression", "library", "ranks", "consumers", "consumer_command", "consumer_template",
-    "consumer_params", "output_dir", "buffer_host",
+    "consumer_params", "output_dir", "buffer_host", "addr",
 )  # fmt: skip
 BACKEND_PARAMS = {
     "streamer": "streamer_backend",

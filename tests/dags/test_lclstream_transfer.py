@@ -80,3 +80,39 @@ def test_bad_request_fails_naming_the_field(airflow_db: Path, jobs_dir: Path) ->
     assert states["build_request"] == "failed"
     assert states["start_buffer"] == "upstream_failed"
     assert not jobs_dir.exists() or not any(jobs_dir.iterdir())  # nothing was submitted
+
+
+def test_addr_sends_to_the_users_receiver_and_starts_no_consumer(
+    airflow_db: Path, jobs_dir: Path, tmp_path: Path
+) -> None:
+    """``addr``: the buffer dials the user's own ``lclstream-receive --bind``; no consumer job."""
+    import subprocess
+    import sys
+
+    from tests.integration.streaming import free_port
+
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "mine"
+    receiver = subprocess.Popen(
+        [str(Path(sys.executable).parent / "lclstream-receive"), "--url", addr, "--bind",
+         "--out", str(out), "--timeout", "180", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        request = {"synthetic": True, "events": 12, "img_per_file": 5, "ranks": 2, "addr": addr}
+        run = load_dag("lclstream_transfer").test(run_conf={"request": {**request}})
+        states = task_states(run)
+        assert run.state == "success", states
+        received, errors = receiver.communicate(timeout=120)
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
+    assert receiver.returncode == 0, errors[-2000:]
+    ti = run.get_task_instance("start_consumers")
+    assert ti.xcom_pull(task_ids="start_consumers", key="job_ids") == []
+    names = list(job_states(jobs_dir))
+    assert len(names) == 2 and not [n for n in names if "consumer" in n], names  # buffer, streamer
+    files = sorted(out.glob("*.h5"))
+    assert len(files) == 6 and sum(h5py.File(f)["/data/data"].shape[0] for f in files) == 24
+    assert json.loads(received.strip().splitlines()[-1])["ok"] is True

@@ -56,7 +56,7 @@ def test_two_ranks_are_refused_clearly(mpiexec: str, run_dir: Path, tmp_path: Pa
 def test_live_mode_follows_a_replayed_run(mpiexec: str, run_dir: Path, tmp_path: Path) -> None:
     result = run_live(
         run_dir, tmp_path / "xtc", "xpptut15", 40, as_run=41, ranks=4, rate_hz=5,
-        start_delay_s=8.0, port=free_port(),
+        start_delay_s=2.0, port=free_port(),
     )  # fmt: skip
     assert result.streamer.returncode == 0, result.streamer.stderr[-3000:]
     written = [ts for ts, _ in result.replay.l1_written]
@@ -99,6 +99,60 @@ def test_a_stalled_inprogress_file_fails_with_the_count(
     assert result.returncode != 0
     assert "stopped growing: gave up after 2 s without EndRun" in result.stderr
     assert "delivered" in result.stderr
+    report = receiver.join(timeout=90)  # every rank's end record arrives: nothing is missing
+    assert report.ok, report.summary()
     delivered = sum(receiver.events_per_message)
     assert 0 < delivered < 30
-    receiver.join(timeout=90)
+    total = total_line(result.stdout)
+    assert total["events"] == delivered and len(total["errors"]) == 4  # each rank says it failed
+
+
+def test_a_corrupt_smalldata_dgram_is_named_by_file_and_offset(
+    mpiexec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_lclstream.streamer.xtc2 import scan
+
+    run = write_run(tmp_path / "xtc", "xpptut15", 43, streams=1, events=20)
+    smd = run / "smalldata" / "xpptut15-r0043-s000-c000.smd.xtc2"
+    data = bytearray(smd.read_bytes())
+    bad = scan(smd, bytes(data))[10]
+    data[bad.offset + 20 : bad.offset + 24] = (10**9).to_bytes(4, "little")  # its extent
+    smd.write_bytes(bytes(data))
+    monkeypatch.setenv("LCLSTREAM_PSANA_OFFLINE", "1")
+    path = tmp_path / "corrupt.yaml"
+    path.write_text(
+        yaml.safe_dump(live_config(f"exp=xpptut15,run=43,dir={run}", "tcp://127.0.0.1:1"))
+    )
+    result = run_streamer(mpiexec, 4, path, "--send-timeout", "2", timeout=120)
+    assert result.returncode != 0
+    assert f"CorruptDgramError: {smd}: corrupt dgram at byte offset {bad.offset}" in result.stderr
+
+
+def test_a_corrupt_bigdata_dgram_is_named_in_the_streamer_jobs_log(tmp_path: Path) -> None:
+    """psana dies in C on it (no Python error to catch); the job walks the run's files after
+    the failed ``mpiexec`` and names the dgram's file and offset."""
+    import subprocess
+    import sys
+
+    from airflow_provider_lclstream.config.transfer import TransferRequest
+    from airflow_provider_lclstream.streamer.xtc2 import scan
+    from airflow_provider_lclstream.transfer.jobs import streamer_job
+
+    run = write_run(tmp_path / "xtc", "xpptut15", 44, streams=1, events=20)
+    big = run / "xpptut15-r0044-s000-c000.xtc2"
+    data = bytearray(big.read_bytes())
+    bad = scan(big, bytes(data))[10]
+    data[bad.offset + 20 : bad.offset + 24] = (10**9).to_bytes(4, "little")  # its extent
+    big.write_bytes(bytes(data))
+    request = TransferRequest.model_validate(
+        {"exp": "xpptut15", "run": 44, "xtc_dir": str(run), "psana": 2, "ranks": 4,
+         "detector_name": "xppcspad"}
+    )  # fmt: skip
+    bin_dir = str(Path(sys.executable).parent)
+    spec = streamer_job(request, request.to_streamer_config(f"tcp://127.0.0.1:{free_port()}"),
+                        bin_dir=bin_dir)  # fmt: skip
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LCLSTREAM_PSANA_OFFLINE": "1"}
+    done = subprocess.run(["bash", "-c", spec.script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert done.returncode != 0
+    assert f"xtc2: {big}: corrupt dgram at byte offset {bad.offset}" in done.stderr

@@ -47,6 +47,9 @@ class EventSource(ABC):
     role: str = "reader"
     #: True when the ranks read together (psana2's parallel mode): a failed rank ends them all.
     coupled: bool = False
+    #: Set by ``events()`` when the stream ended cleanly but the data did not (a live run that
+    #: stopped growing): the engine sends the end records with the counts, then fails with it.
+    end_error: Exception | None = None
 
     @property
     def metadata(self) -> dict[str, str]:

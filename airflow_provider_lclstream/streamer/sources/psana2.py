@@ -396,18 +396,23 @@ class Psana2EventSource(EventSource):
         except Exception as err:
             raise self._explain(err) from err
         if self.live:
-            self._check_run_ended(produced)
+            self.end_error = self._check_run_ended(produced)
 
-    def _check_run_ended(self, produced: int) -> None:
+    def _check_run_ended(self, produced: int) -> LCLStreamError | None:
         """Live: psana stops reading when a file stops growing for ``max_retries`` seconds;
-        the run is complete only if its files were renamed (EndRun written)."""
+        the run is complete only if its files were renamed (EndRun written).
+
+        Every rank gets here (psana ends the run on all of them): the error is returned, not
+        raised, so that each rank's end record still carries what it delivered.
+        """
         stalled = [p for p in self._run_files() if p.endswith(".inprogress")]
         if stalled:
             wait = self.knobs.get("max_retries") or os.environ.get("PS_R_MAX_RETRIES", "60")
-            raise LCLStreamError(
+            return LCLStreamError(
                 f"live: {stalled[0]} stopped growing: gave up after {wait} s without EndRun; "
                 f"this rank ({self.role}) delivered {produced} events"
             )
+        return None
 
 
 def psana_ranks_error(size: int) -> str:

@@ -21,8 +21,14 @@ One more method is replaced for live mode, ``SmdReaderManager.check_transfer_com
 ends a live run as soon as its files are renamed (the DAQ's "run complete"), even when the read
 it has just made brought new dgrams; those events (up to a whole chunk) were dropped. The
 replacement says "complete" only when the files are final *and* the last read brought nothing,
-so psana reads on to EndRun (measured in docs/live.md: without it the last ~7% of a 600-event
-replay never arrived).
+so psana reads on to EndRun (docs/live.md).
+
+Live readers must also survive the DAQ's rename: psana decides a file's name (``.inprogress`` or
+final) once, on smd0, and opens it later by that name on every rank (smd0's smalldata, every
+rank's big data in ``DgramManager``). When the run ends in between, the ``.inprogress`` name is
+gone and ``DataSource`` raised ``FileNotFoundError`` ("run not found") on a loaded machine. The
+modules in :data:`PSANA_OPENERS` get an ``os`` whose ``open`` falls back to the final name (the
+same file, renamed): :func:`open_run_file`.
 
 In live mode psana needs the logbook's list (it does not scan ``dir`` for streams): there an
 unreachable logbook ends in psana's own "Timed out waiting for stable logbook file list" error,
@@ -37,6 +43,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import types
 from typing import Any
 
 from airflow_provider_lclstream.exceptions import LCLStreamError
@@ -57,7 +64,38 @@ PSANA_INTERNALS = {
 }
 #: Live-mode internals of ``SmdReaderManager`` the adapter relies on.
 SMD_INTERNALS = {"check_transfer_complete": "smd_files", "build_batch": "check_transfer_complete"}
+#: psana modules that open run files by a name decided earlier (``os.open(name)``).
+PSANA_OPENERS = (
+    "psana.dgrammanager",
+    "psana.psexp.ds_base",
+    "psana.psexp.mpi_ds",
+    "psana.psexp.serial_ds",
+    "psana.psexp.event_manager",
+)
+INPROGRESS = ".inprogress"
 _said: set[str] = set()
+
+
+def open_run_file(path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+    """``os.open``; a ``.inprogress`` name that is gone opens the final name (renamed at EndRun)."""
+    try:
+        return os.open(path, flags, mode, **kwargs)
+    except FileNotFoundError:
+        name = os.fspath(path)
+        if not isinstance(name, str) or not name.endswith(INPROGRESS):
+            raise
+        return os.open(name[: -len(INPROGRESS)], flags, mode, **kwargs)
+
+
+class _LiveOs(types.ModuleType):
+    """``os`` as psana's file-opening modules see it: only ``open`` differs."""
+
+    def __init__(self) -> None:
+        super().__init__("os", "os, with open() following a .inprogress file's rename")
+        self.open = open_run_file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
 
 
 def logbook_url() -> str:
@@ -103,6 +141,14 @@ def check_psana_internals(base: Any = None) -> None:
             problems.append(f"SmdReaderManager.{name} is gone")
         elif needle not in inspect.getsource(original):
             problems.append(f"SmdReaderManager.{name} no longer contains {needle!r}")
+    import importlib
+
+    for module_name in PSANA_OPENERS:
+        module = importlib.import_module(module_name)
+        if not isinstance(getattr(module, "os", None), types.ModuleType):
+            problems.append(f"{module_name} no longer imports os")
+        elif "os.open(" not in inspect.getsource(module):
+            problems.append(f"{module_name} no longer opens files with os.open(")
     if problems:
         raise LCLStreamError(
             "psana's DataSourceBase changed under airflow_provider_lclstream's logbook adapter "
@@ -172,4 +218,9 @@ def install() -> None:
     _file_info_url.__wrapped__ = base._file_info_url  # type: ignore[attr-defined]
     base._file_info_url = _file_info_url
     base._get_file_info_from_db = _get_file_info_from_db
+    import importlib
+
+    live_os = _LiveOs()
+    for module_name in PSANA_OPENERS:
+        importlib.import_module(module_name).os = live_os  # type: ignore[attr-defined]
     setattr(base, _PATCHED, True)

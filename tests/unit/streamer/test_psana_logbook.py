@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +78,60 @@ def test_the_logbook_url_is_a_setting_and_its_file_list_is_used(
         assert fake.gets == ["/ws/lgbk/lgbk/xpptut15/ws/32/current_files_for_live_mode"]
     finally:
         fake.stop()
+
+
+def test_a_run_renamed_between_finding_and_opening_its_files_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live race, made certain: psana finds ``.inprogress`` names, then the DAQ renames the
+    files (EndRun) before psana opens them. Real psana, real files; every event is read."""
+    from psana.psexp import ds_base
+
+    from airflow_provider_lclstream.streamer.sources import psana_logbook
+
+    write_run(tmp_path, "xpptut15", 33, streams=2, events=5)
+    finals = sorted(tmp_path.glob("*.xtc2")) + sorted(tmp_path.glob("smalldata/*.xtc2"))
+    for path in finals:
+        path.rename(path.with_name(path.name + ".inprogress"))
+    fake = FakeElog().start()
+    fake.add_run_files(
+        "xpptut15", 33, [f"/xpp/xpptut15/xtc/xpptut15-r0033-s00{s}-c000.xtc2" for s in (0, 1)]
+    )
+    monkeypatch.setenv("LCLSTREAM_LOGBOOK_URL", fake.url)
+    monkeypatch.setenv("PS_LIVE_FILE_LIST_STABLE_POLLS", "1")
+    monkeypatch.setenv("PS_R_MAX_RETRIES", "2")  # live: waits for files (psana sets 0 offline)
+    psana_logbook.install()
+    setup_run_files = ds_base.DataSourceBase._setup_run_files
+    chosen: list[str] = []
+
+    def then_the_daq_renames(self: Any, runnum: int) -> None:
+        setup_run_files(self, runnum)
+        chosen.extend(list(self.smd_files) + list(self.xtc_files))
+        for path in finals:  # EndRun: the final names, after psana chose the .inprogress ones
+            path.with_name(path.name + ".inprogress").rename(path)
+
+    monkeypatch.setattr(ds_base.DataSourceBase, "_setup_run_files", then_the_daq_renames)
+    try:
+        ds = psana.DataSource(
+            exp="xpptut15", run=33, dir=str(tmp_path), live=True, skip_calib_load="all"
+        )
+        assert len(chosen) == 4 and all(f.endswith(".inprogress") for f in chosen), chosen
+        assert sum(1 for r in ds.runs() for _ in r.events()) == 5
+    finally:
+        fake.stop()
+
+
+def test_open_run_file_falls_back_only_from_a_missing_inprogress_name(tmp_path: Path) -> None:
+    import os
+
+    from airflow_provider_lclstream.streamer.sources.psana_logbook import open_run_file
+
+    final = tmp_path / "r.xtc2"
+    final.write_bytes(b"x")
+    fd = open_run_file(str(final) + ".inprogress", os.O_RDONLY)
+    try:
+        assert os.read(fd, 1) == b"x"
+    finally:
+        os.close(fd)
+    with pytest.raises(FileNotFoundError):
+        open_run_file(str(tmp_path / "missing.xtc2"), os.O_RDONLY)
