@@ -136,7 +136,7 @@ def test_callback_secret_is_never_on_a_command_line(how: str, tmp_path: Path) ->
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
         seen_ps = []
         while proc.poll() is None:  # the whole life of the buffer, as any user would see it
-            seen_ps.append(subprocess.run(["ps", "-eo", "args"], capture_output=True,
+            seen_ps.append(subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True,
                                           text=True, check=True).stdout)  # fmt: skip
             time.sleep(0.2)
     server.shutdown()
@@ -192,7 +192,7 @@ def test_kafka_password_is_nowhere_after_a_run_start(airflow_standalone: dict) -
     produce_run_start(bootstrap, "xpptut15", 14)
     run_id = api.wait_for_new_run("lclstream_transfer", known, timeout=120)
     assert api.wait_for_run("lclstream_transfer", run_id, timeout=300) == "success"
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
     assert password not in ps
     xcoms = json.dumps(
         {t: api.xcom("lclstream_transfer", run_id, t) for t in ("start_buffer", "watch_transfer")}

@@ -94,7 +94,7 @@ def squeue_names() -> list[str]:
 
 
 def our_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True)
+    out = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True)
     names = ("bin/lclstreamer ", "bin/lclstream-buffer ", "bin/lclstream-receive ")
     return [line for line in out.stdout.splitlines() if any(n in line for n in names)]
 
