@@ -15,6 +15,7 @@ consumer's per-message records over the same window (first to last message).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -526,6 +527,12 @@ def main() -> int:
         return inner(*args.inner)
     if args.events is not None and args.events < 1:
         parser.error("--events must be >= 1")
+    if args.psana and importlib.util.find_spec("psana") is None:
+        parser.error(
+            "--psana needs psana2, which `make demo` does not install: run `make install` "
+            "(every extra; as root it adds Debian's libkrb5-dev) or "
+            "`.venv/bin/pip install -e '.[psana]'`"
+        )
     events = args.events or (PSANA_EVENTS if args.psana else default_events())
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir()
