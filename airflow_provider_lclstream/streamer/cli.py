@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def emit_line(line: str) -> None:
+    """One stdout line in one write: ``print`` writes the text and the newline apart, and the
+    ranks share mpiexec's stdout, so another rank's line could land between them."""
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured or replaced stdout
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        return
+    data = (line + "\n").encode()
+    while data:  # a pipe takes up to PIPE_BUF (4096) bytes at once, unsplit
+        data = data[os.write(fd, data) :]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -175,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         error = f"{type(err).__name__}: {err}"
         summary = streamer.counters.summary()
     summary["error"] = error
-    print(json.dumps(summary), flush=True)
+    emit_line(json.dumps(summary))
     if error and comm is not None and size > 1 and streamer.coupled and not streamer.stream_ended:
         # psana2's ranks wait on each other: the others would wait forever for this one.
         # (A rank whose stream ended, e.g. a stalled live run, fails after the gather instead:
@@ -186,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     barrier()
     all_summaries = comm.gather(summary, root=0) if comm is not None else [summary]
     if rank == 0 and all_summaries:
-        print("TOTAL " + json.dumps(totals(all_summaries)), flush=True)
+        emit_line("TOTAL " + json.dumps(totals(all_summaries)))
     if error:
         print(f"lclstreamer: rank {rank} failed: {error}", file=sys.stderr)
         return 1
