@@ -223,6 +223,7 @@ def run_case(library: str, hop: str, size: int, total_bytes: int) -> Result:
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                text=True,
             )
             time.sleep(1.0)  # it listens within this; consumers and producers redial anyway
         consumers = [_spawn("consumer", library, back, "dial", str(size)) for _ in range(2)]
