@@ -10,8 +10,8 @@ the Configure transition only, in a fixed, NUL-padded char array of ``MaxNameSiz
 ``epicsinfo`` records alike), and the events refer to their detector by ``NamesId``, never by
 name. Only the name changes: a renamed ``xppcspad`` is still of psana's ``cspad`` type, with that
 type's fields, and the BeginRun record keeps xtcwriter's ``xpptut15``, run 14 (what
-``run.expt``/``run.runnum`` say). ``smdwriter`` then makes the smalldata from the renamed file, as psana's layout
-wants.
+``run.expt``/``run.runnum`` say). ``smdwriter`` then makes the smalldata from the renamed file,
+as psana's layout wants.
 """
 
 from __future__ import annotations
