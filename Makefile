@@ -1,7 +1,7 @@
 # The two set-up commands are `make demo` and `make test` (see README.md).
 VENV := .venv
 PY := $(VENV)/bin/python
-SERVICES := airflow slurm kafka
+SERVICES := airflow slurm kafka slurm-multi
 # Real upstream configs, when a checkout has them beside it, are an extra corpus for the tests.
 ifneq ($(wildcard ../shared/upstream-configs/flat),)
 export LCLSTREAM_UPSTREAM_CONFIGS ?= $(abspath ../shared/upstream-configs)
@@ -51,6 +51,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(PY) scripts/gen_config_reference.py --check
 
 format: install
@@ -76,4 +77,5 @@ docs: install
 
 clean: services-down
 	bash scripts/services/slurm.sh purge  # its state lives outside the checkout
+	bash scripts/services/slurm-multi.sh purge
 	rm -rf $(VENV) .services site

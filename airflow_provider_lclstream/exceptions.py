@@ -78,6 +78,19 @@ class JobNotFoundError(JobBackendError, LookupError):
     """The backend does not know this job id."""
 
 
+class StopJobsError(JobBackendError):
+    """A teardown could not stop some jobs; ``failures`` names each one and why, ``cancelled``
+    maps each role to the jobs it did cancel."""
+
+    def __init__(self, failures: list[str], cancelled: dict[str, list[str]]) -> None:
+        self.failures = list(failures)
+        self.cancelled = cancelled
+        super().__init__(
+            f"could not stop {len(self.failures)} job(s) (cancel them by hand, or they run until "
+            "their walltime):\n" + "\n".join(f"  {failure}" for failure in self.failures)
+        )
+
+
 class JobFailedError(LCLStreamError):
     """A job ended in a state other than completed; carries its exit code and log tail."""
 
@@ -106,6 +119,10 @@ class JobFailedError(LCLStreamError):
         if log_tail:
             message += f"\n--- last lines of the job log ---\n{log_tail}"
         super().__init__(message)
+
+
+class StatsDocumentError(LCLStreamError, ValueError):
+    """A buffer's ``/stats`` answer does not match its schema (``buffer/stats.py``)."""
 
 
 class BufferConfigError(LCLStreamError, ValueError):

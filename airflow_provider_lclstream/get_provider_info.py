@@ -64,7 +64,7 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "extra-links": [
             f"{PACKAGE}.operators.submit_job.JobLink",
-            f"{PACKAGE}.operators.links.TransferLink",
+            f"{PACKAGE}.links.TransferLink",
         ],
         "connection-types": connection_types(PACKAGE),
         "config": config_section(),

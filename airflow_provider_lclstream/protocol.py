@@ -17,6 +17,8 @@ key is ``lclstream_eos`` (the record's fields), then ``type: "stop"``, ``run`` a
 from __future__ import annotations
 
 import builtins
+import hashlib
+import hmac
 import json
 import os
 import socket
@@ -172,3 +174,23 @@ def is_hdf5(message: bytes | memoryview) -> bool:
 def producer_name(rank: int) -> str:
     """A name that identifies one producer rank across hosts: ``host:pid/rRANK``."""
     return f"{socket.gethostname()}:{os.getpid()}/r{rank}"
+
+
+# --------------------------------------------------------------------------- callback signatures
+
+SIGNATURE_HEADER = "x-hub-signature-256"
+"""The header of a signed lifecycle callback (GitHub/psik webhook style)."""
+
+
+def sign_body(body: bytes | str, secret: str) -> str:
+    """The ``x-hub-signature-256`` value for ``body``: ``sha256=<hex HMAC-SHA256>`` of the exact
+    body bytes, keyed with ``secret``; what psik and the buffer's callbacks send."""
+    data = body.encode() if isinstance(body, str) else body
+    return "sha256=" + hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+
+
+def verify_signature(body: bytes | str, secret: str, header: str | None) -> bool:
+    """True if ``header`` is ``body``'s signature (constant-time compare; None: False)."""
+    if not header:
+        return False
+    return hmac.compare_digest(sign_body(body, secret), header.strip())

@@ -105,11 +105,13 @@ def wait_consumers(port: int, count: int, timeout_s: float = 120.0) -> None:
     """Poll the buffer's ``/stats`` until ``count`` readers are connected."""
     import httpx
 
+    from airflow_provider_lclstream.buffer.stats import parse_stats
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            stats = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()
-            if stats["consumers"]["connected"] >= count:
+            stats = parse_stats(httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json())
+            if stats.consumers.connected >= count:
                 return
         except httpx.HTTPError:
             pass  # not listening yet

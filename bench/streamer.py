@@ -6,12 +6,20 @@ Baseline: ``mpiexec -n 2`` processes pushing the same number of messages of the 
 (pre-made bytes, no framework) -> a receiver that only counts bytes. Same transport, same
 sockets. Also a table of serialize+parse MB/s per codec.
 
+The default messages (43 MB: a batch of 10 frames) are far bigger than the ~1 MiB at which raw
+ZeroMQ is fastest here, so a second pair of runs uses 1 MiB-sized messages (a smaller detector,
+one frame per batch) for ZeroMQ: ``small_ratio``. CPU seconds per GB moved (producers, under
+``mpiexec``, plus the receiver in this process) are reported for the framework and the raw
+baseline at both sizes (``cpu_s_per_gb``, ``raw_cpu_s_per_gb``, ``small_cpu_s_per_gb``,
+``small_raw_cpu_s_per_gb``).
+
 Ends with one line of ``key=value`` headline figures.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import socket
 import statistics
 import subprocess
@@ -38,6 +46,15 @@ EVENTS_PER_RANK = 600
 BATCH = 10
 ROUNDS = 3
 SHAPE = (16, 352, 384)
+SMALL_SHAPE = (4, 352, 384)  # one uint16 frame: 1.08 MB, about where raw ZeroMQ peaks here
+SMALL_EVENTS_PER_RANK = 2000
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its waited-for children so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def free_port() -> int:
@@ -58,7 +75,8 @@ def raw_sender(url: str, library: str, messages: int, size: int) -> None:
         sender.send(EndOfStream(producer=f"raw{rank}", rank=rank, messages=messages).encode())
 
 
-def run_raw(library: str, messages: int, size: int) -> float:
+def run_raw(library: str, messages: int, size: int) -> tuple[float, float]:
+    """(MB/s, CPU s per GB)."""
     url = f"tcp://127.0.0.1:{free_port()}"
     received = {"bytes": 0, "ended": 0, "first": 0.0, "last": 0.0}
 
@@ -76,6 +94,7 @@ def run_raw(library: str, messages: int, size: int) -> float:
             received["last"] = time.perf_counter()
 
     thread = threading.Thread(target=receive)
+    cpu0 = cpu_seconds()
     thread.start()
     subprocess.run(
         [
@@ -93,18 +112,27 @@ def run_raw(library: str, messages: int, size: int) -> float:
         check=True,
     )
     thread.join()
-    return received["bytes"] / (received["last"] - received["first"]) / 1e6
+    cpu = cpu_seconds() - cpu0
+    mbps = received["bytes"] / (received["last"] - received["first"]) / 1e6
+    return mbps, cpu / (received["bytes"] / 1e9)
 
 
-def run_framework(library: str, workdir: Path) -> tuple[float, int, int]:
+def run_framework(
+    library: str,
+    workdir: Path,
+    shape: tuple[int, ...] = SHAPE,
+    batch: int = BATCH,
+    events: int = EVENTS_PER_RANK,
+) -> tuple[float, int, int, float]:
+    """(MB/s, messages, bytes per message, CPU s per GB)."""
     url = f"tcp://127.0.0.1:{free_port()}"
     config = {
         "event_source": {
             "type": "InternalEventSource",
-            "number_of_events_to_generate": EVENTS_PER_RANK,
+            "number_of_events_to_generate": events,
         },
-        "data_sources": {"detector_data": {"type": "SyntheticDetector", "shape": list(SHAPE)}},
-        "processing_pipeline": {"type": "BatchProcessingPipeline", "batch_size": BATCH},
+        "data_sources": {"detector_data": {"type": "SyntheticDetector", "shape": list(shape)}},
+        "processing_pipeline": {"type": "BatchProcessingPipeline", "batch_size": batch},
         "data_serializer": {
             "type": "HDF5BinarySerializer",
             "fields": {"detector_data": "/data/data"},
@@ -124,6 +152,7 @@ def run_framework(library: str, workdir: Path) -> tuple[float, int, int]:
         stamps["last"] = time.perf_counter()
 
     thread = threading.Thread(target=receive)
+    cpu0 = cpu_seconds()
     thread.start()
     result = subprocess.run(
         [BIN / "mpiexec", "-n", "2", BIN / "lclstreamer", "-c", path],
@@ -132,9 +161,10 @@ def run_framework(library: str, workdir: Path) -> tuple[float, int, int]:
         check=True,
     )
     thread.join()
-    assert report.ok and report.events == 2 * EVENTS_PER_RANK, (report.summary(), result.stderr)
+    cpu = cpu_seconds() - cpu0
+    assert report.ok and report.events == 2 * events, (report.summary(), result.stderr)
     mbps = report.bytes / (stamps["last"] - stamps["first"]) / 1e6
-    return mbps, report.messages, report.bytes // report.messages
+    return mbps, report.messages, report.bytes // report.messages, cpu / (report.bytes / 1e9)
 
 
 def codec_table() -> list[tuple[str, float, float, float]]:
@@ -169,12 +199,17 @@ def main() -> None:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for library in ("zmq", "nng"):
-            framework_runs, raw_runs = [], []
+            framework_runs, raw_runs, cpu_runs, raw_cpu_runs = [], [], [], []
             for _ in range(ROUNDS):  # interleaved rounds, medians: this machine is noisy
-                framework, messages, size = run_framework(library, Path(tmp))
+                framework, messages, size, cpu = run_framework(library, Path(tmp))
                 framework_runs.append(framework)
-                raw_runs.append(run_raw(library, messages // 2, size))
+                cpu_runs.append(cpu)
+                raw_mbps, raw_cpu = run_raw(library, messages // 2, size)
+                raw_runs.append(raw_mbps)
+                raw_cpu_runs.append(raw_cpu)
             framework, raw = statistics.median(framework_runs), statistics.median(raw_runs)
+            figures[f"{library}_cpu_s_per_gb"] = statistics.median(cpu_runs)
+            figures[f"{library}_raw_cpu_s_per_gb"] = statistics.median(raw_cpu_runs)
             print(
                 f"{library}: framework {framework:.0f} MB/s, raw {raw:.0f} MB/s, ratio "
                 f"{framework / raw:.2f} (medians of {ROUNDS}; {messages} messages of "
@@ -184,6 +219,27 @@ def main() -> None:
             figures[f"{library}_mbps"] = framework
             figures[f"{library}_raw_mbps"] = raw
             figures[f"{library}_ratio"] = framework / raw
+        small, small_raw, small_cpu, small_raw_cpu = [], [], [], []
+        for _ in range(ROUNDS):
+            mbps, messages, size, cpu = run_framework(
+                "zmq", Path(tmp), SMALL_SHAPE, 1, SMALL_EVENTS_PER_RANK
+            )
+            small.append(mbps)
+            small_cpu.append(cpu)
+            raw_mbps, raw_cpu = run_raw("zmq", messages // 2, size)
+            small_raw.append(raw_mbps)
+            small_raw_cpu.append(raw_cpu)
+        figures["small_mbps"] = statistics.median(small)
+        figures["small_raw_mbps"] = statistics.median(small_raw)
+        figures["small_ratio"] = figures["small_mbps"] / figures["small_raw_mbps"]
+        figures["small_cpu_s_per_gb"] = statistics.median(small_cpu)
+        figures["small_raw_cpu_s_per_gb"] = statistics.median(small_raw_cpu)
+        print(
+            f"zmq at {size / 1e6:.2f} MB messages: framework {figures['small_mbps']:.0f} MB/s, "
+            f"raw {figures['small_raw_mbps']:.0f} MB/s, ratio {figures['small_ratio']:.2f}; "
+            f"CPU s/GB {figures['small_cpu_s_per_gb']:.2f} vs "
+            f"{figures['small_raw_cpu_s_per_gb']:.2f}"
+        )
     print(f"\n{'codec':<22}{'ratio':>8}{'serialize MB/s':>16}{'parse MB/s':>12}")
     for codec, ratio, ser, parse in codec_table():
         print(f"{codec:<22}{ratio:>8.2f}{ser:>16.0f}{parse:>12.0f}")
@@ -191,7 +247,12 @@ def main() -> None:
     print(
         f"ratio={figures['zmq_ratio']:.2f} mbps={figures['zmq_mbps']:.0f} "
         f"nng_ratio={figures['nng_ratio']:.2f} nng_mbps={figures['nng_mbps']:.0f} "
-        f"zmq_over_nng={figures['zmq_mbps'] / figures['nng_mbps']:.2f}"
+        f"zmq_over_nng={figures['zmq_mbps'] / figures['nng_mbps']:.2f} "
+        f"small_ratio={figures['small_ratio']:.2f} "
+        f"cpu_s_per_gb={figures['zmq_cpu_s_per_gb']:.2f} "
+        f"raw_cpu_s_per_gb={figures['zmq_raw_cpu_s_per_gb']:.2f} "
+        f"small_cpu_s_per_gb={figures['small_cpu_s_per_gb']:.2f} "
+        f"small_raw_cpu_s_per_gb={figures['small_raw_cpu_s_per_gb']:.2f}"
     )
 
 

@@ -1,17 +1,21 @@
 """lclstream_on_run_start: a transfer for every run start the Elog announces on Kafka.
 
 An ``AssetWatcher`` runs ``ElogRunEventTrigger`` in the triggerer; each run-start event updates
-the asset and schedules this DAG, which starts one ``lclstream_transfer`` run per event: the
-first from ``start_transfer`` at once, any that arrived together with it (they share a DAG run
-here, never a transfer) from the mapped ``start_more_transfers`` after it.
+the asset and schedules this DAG, which starts ``lclstream_transfer`` runs: the first from
+``start_transfer`` at once, the others (several subscriptions matched, or run starts arrived
+together) from the mapped ``start_more_transfers`` after it.
+
+Which transfers: one per enabled **subscription** that matches the run start (created through
+the transfer API, ``lclstream subscriptions create``; read at every run start, so a change
+needs no re-parse). While no subscription exists, the quick start: one transfer per run start
+of an experiment that ``[lclstream] experiments`` matches, with the form defaults below.
 
 Configure in Airflow's ``[lclstream]`` section. Of the dag-processor (read when this file is
 parsed): ``kafka_conn_id`` (a ``lclstream_kafka`` connection, for SASL/TLS) or
-``kafka_bootstrap`` (host:port), ``experiments`` (regex of experiment names) and the
-form defaults ``detector``, ``backend`` (all three roles), ``output_dir``. Of the workers:
-``xtc_dir`` (psana ``dir=``). The buffer
-host is 127.0.0.1: for jobs on several hosts, trigger ``lclstream_transfer`` with a request
-that sets ``buffer_host``.
+``kafka_bootstrap`` (host:port), and the quick start's form defaults ``detector``, ``backend``
+(all three roles), ``output_dir``. Of the workers: ``experiments`` (quick start), ``xtc_dir``
+(psana ``dir=``). The buffer
+runs where its backend places it; producers and consumers reach it at its job's node.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from datetime import datetime
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Asset, AssetWatcher, Param, get_current_context, task
 
+from airflow_provider_lclstream.config.backends import backend_names
+from airflow_provider_lclstream.config.subscriptions import RUN_START_DAG_ID, RUN_START_TASK_ID
 from airflow_provider_lclstream.hooks import settings
 from airflow_provider_lclstream.operators.run_start import (
     MORE_XCOM_KEY,
@@ -28,7 +34,7 @@ from airflow_provider_lclstream.operators.run_start import (
 )
 from airflow_provider_lclstream.triggers.elog_run_event import ElogRunEventTrigger
 
-BACKENDS = ["local", "slurm", "slurm_cli", "psik", "sfapi", "s3m"]
+BACKENDS = backend_names()  # every registered job backend (config/backends.py)
 BACKEND = settings.get("backend")
 
 run_starts = Asset(
@@ -42,14 +48,15 @@ run_starts = Asset(
                 # a lclstream_kafka connection (SASL/TLS, secrets) when set, else plain servers
                 kafka_conn_id=settings.get_optional("kafka_conn_id"),
                 bootstrap_servers=settings.get("kafka_bootstrap"),
-                experiment_pattern=settings.get_optional("experiments"),
+                # every run start reaches the DAG: subscriptions (read at each run start) or the
+                # quick-start [lclstream] experiments choose; the rest are counted as unmatched
             ),
         )
     ],
 )
 
 with DAG(
-    dag_id="lclstream_on_run_start",
+    dag_id=RUN_START_DAG_ID,
     description="Start an LCLStream transfer at every run start announced by the Elog",
     schedule=[run_starts],
     start_date=datetime(2026, 1, 1),
@@ -66,16 +73,20 @@ with DAG(
         "consumer_backend": Param(BACKEND, enum=BACKENDS),
     },
 ) as dag:
-    first = StartRunTransfersOperator(task_id="start_transfer")
+    # inlets: it also takes run starts that came after its DAG run was queued (Airflow 3.3
+    # would leave them to the next run start's DAG run)
+    first = StartRunTransfersOperator(task_id=RUN_START_TASK_ID, inlets=[run_starts])
 
-    @task
+    @task(trigger_rule="none_failed")  # also when the first was a replay (skipped)
     def more_run_starts() -> list[dict]:
-        """Confs of the run starts that came with the first (usually none)."""
+        """``{conf, trigger_run_id}`` of the transfers after the first (usually none)."""
         ti = get_current_context()["ti"]
-        return list(ti.xcom_pull(task_ids="start_transfer", key=MORE_XCOM_KEY) or [])
+        return list(ti.xcom_pull(task_ids=first.task_id, key=MORE_XCOM_KEY) or [])
 
     more = more_run_starts()
     first >> more
     TriggerDagRunOperator.partial(
-        task_id="start_more_transfers", trigger_dag_id="lclstream_transfer"
-    ).expand(conf=more)
+        task_id="start_more_transfers",
+        trigger_dag_id="lclstream_transfer",
+        skip_when_already_exists=True,  # a replayed run-start message starts nothing twice
+    ).expand_kwargs(more)

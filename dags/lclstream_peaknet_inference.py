@@ -21,10 +21,11 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param, get_current_context, task
 
+from airflow_provider_lclstream.config.backends import backend_names
 from airflow_provider_lclstream.hooks import settings
 from airflow_provider_lclstream.task_groups.transfer import transfer_task_group
 
-BACKENDS = ["local", "slurm", "slurm_cli", "psik", "sfapi", "s3m"]
+BACKENDS = backend_names()  # every registered job backend (config/backends.py)
 BACKEND = settings.get("backend")
 OUTPUT_DIR = settings.get("output_dir")
 DETECTOR = settings.get_optional("detector") or "epix10k2M"
@@ -50,7 +51,12 @@ with DAG(
         "library": Param("zmq", enum=["zmq", "nng"]),
         "ranks": Param(2, type="integer", minimum=1, maximum=4096),
         "output_dir": Param(OUTPUT_DIR, type="string", description="CXI files go under here"),
-        "buffer_host": Param("127.0.0.1", type="string"),
+        "buffer_host": Param(
+            None,
+            type=["null", "string"],
+            description="pin the buffer to this node (SLURM backends); unset: where the "
+            "backend places it (its address comes from the job)",
+        ),
         "streamer_backend": Param(BACKEND, enum=BACKENDS),
         "buffer_backend": Param(BACKEND, enum=BACKENDS),
         "consumer_backend": Param(BACKEND, enum=BACKENDS),
@@ -114,6 +120,6 @@ with DAG(
         )
         return summary
 
-    summary = report(request, group.children["watch_transfer"].output)  # type: ignore[arg-type,attr-defined]
-    group.children["wait_consumers"] >> summary  # type: ignore[attr-defined]
+    summary = report(request, group.watch_transfer.output)  # type: ignore[arg-type]
+    group.wait_consumers >> summary
     request >> group

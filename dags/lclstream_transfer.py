@@ -10,10 +10,11 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param, get_current_context, task
 
+from airflow_provider_lclstream.config.backends import backend_names
 from airflow_provider_lclstream.hooks import settings
 from airflow_provider_lclstream.task_groups.transfer import transfer_task_group
 
-BACKENDS = ["local", "slurm", "slurm_cli", "psik", "sfapi", "s3m"]
+BACKENDS = backend_names()  # every registered job backend (config/backends.py)
 # Site defaults for the form: [lclstream] backend, output_dir, detector of the dag-processor.
 BACKEND = settings.get("backend")
 OUTPUT_DIR = settings.get("output_dir")
@@ -57,6 +58,14 @@ with DAG(
         ),
         "library": Param("zmq", enum=["zmq", "nng"]),
         "ranks": Param(2, type="integer", minimum=1, maximum=4096),
+        "buffers": Param(
+            1,
+            type="integer",
+            minimum=1,
+            maximum=64,
+            description="buffers: rank r sends to buffer r % buffers, consumer i reads "
+            "buffer i % buffers (at most ranks, at most consumers)",
+        ),
         "consumers": Param(1, type="integer", minimum=1, maximum=256),
         "consumer_template": Param(
             None,
@@ -71,7 +80,12 @@ with DAG(
             description="raw shell command (admins only, [lclstream] api_admins)",
         ),
         "output_dir": Param(OUTPUT_DIR, type="string"),
-        "buffer_host": Param("127.0.0.1", type="string"),
+        "buffer_host": Param(
+            None,
+            type=["null", "string"],
+            description="pin the buffer to this node (SLURM backends); unset: where the "
+            "backend places it (its address comes from the job)",
+        ),
         "streamer_backend": Param(BACKEND, enum=BACKENDS),
         "buffer_backend": Param(BACKEND, enum=BACKENDS),
         "consumer_backend": Param(BACKEND, enum=BACKENDS),
@@ -100,10 +114,10 @@ with DAG(
     @task
     def report(stats: dict) -> dict:
         """Log the transfer's numbers; post them to the ARP/Elog when the run came from there."""
-        from airflow_provider_lclstream.transfer.report import report_transfer
+        from airflow_provider_lclstream.hooks.elog import report_transfer
 
         context = get_current_context()
         return report_transfer(stats, context["dag_run"].conf or {})
 
-    report(group.children["watch_transfer"].output)  # type: ignore[attr-defined]
+    report(group.watch_transfer.output)
     request >> group

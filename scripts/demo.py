@@ -33,12 +33,11 @@ from typing import TYPE_CHECKING, Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from airflow_provider_lclstream.config.streamer_components import (  # noqa: E402
-    DETECTOR_SHAPES,
-    SyntheticDetector,
-)
+from airflow_provider_lclstream.config.detectors import DETECTOR_SHAPES  # noqa: E402
+from airflow_provider_lclstream.config.streamer_components import SyntheticDetector  # noqa: E402
 from airflow_provider_lclstream.consumer.records import RECORDS_SUFFIX, MessageRecord  # noqa: E402
 from airflow_provider_lclstream.hooks.settings import OPTIONS  # noqa: E402
+from airflow_provider_lclstream.transfer.layout import WATCH_TRANSFER  # noqa: E402
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -145,8 +144,8 @@ def inner(conf_path: str, result_path: str) -> int:
     dag = load_dag(DAG_ID)
     mark("parsed", tasks=len(dag.task_ids))
     run = dag.test(run_conf=json.loads(Path(conf_path).read_text()))
-    ti = run.get_task_instance("watch_transfer")
-    stats = ti.xcom_pull(task_ids="watch_transfer") if ti is not None else None
+    ti = run.get_task_instance(WATCH_TRANSFER)
+    stats = ti.xcom_pull(task_ids=WATCH_TRANSFER) if ti is not None else None
     Path(result_path).write_text(
         json.dumps({"state": str(run.state), "tasks": task_states(run), "stats": stats})
     )

@@ -4,10 +4,10 @@
     .venv/bin/python scripts/gen_config_reference.py --check   # exit 1 if the page is stale
 
 Only reads the package: the LCLStreamer component models and their registry
-(``config/streamer_components.py``, ``config/streamer.py``), ``TransferRequest``, ``JobSpec``,
-the ``[lclstream]`` section of the provider info (``hooks/settings.py``) and the connection
-settings models (``config/connections.py``), which also give one page per connection type under
-``docs/connections/``.
+(``config/streamer_components.py``, ``config/streamer.py``, ``config/detectors.py``),
+``TransferRequest``, ``JobSpec``, the ``[lclstream]`` section of the provider info
+(``hooks/settings.py``) and the connection settings models (``config/connections.py``), which
+also give one page per connection type under ``docs/connections/``.
 """
 
 from __future__ import annotations
@@ -177,6 +177,7 @@ def model_section(model: type[BaseModel], level: int = 3) -> list[str]:
 
 
 def streamer_sections() -> list[str]:
+    from airflow_provider_lclstream.config import detectors
     from airflow_provider_lclstream.config import streamer_components as comp
     from airflow_provider_lclstream.config.streamer import COMPONENTS, StreamerConfig
 
@@ -188,15 +189,8 @@ def streamer_sections() -> list[str]:
         "",
         *model_section(StreamerConfig, level=3)[2:],
     ]
-    titles = {
-        "event_source": "Event sources (`event_source`)",
-        "data_sources": "Data sources (`data_sources.<name>`)",
-        "processing_pipeline": "Processing pipelines (`processing_pipeline`)",
-        "data_serializer": "Serializers (`data_serializer`)",
-        "data_handlers": "Data handlers (`data_handlers[]`)",
-    }
     for key, component in COMPONENTS.items():
-        lines += [f"## {titles[key]}", ""]
+        lines += [f"## {component.title}", ""]
         lines += [f"Classes: {', '.join(f'`{n}`' for n in component.classes)}.", ""]
         if component.aliases:
             lines += alias_table(component.aliases)
@@ -211,8 +205,7 @@ def streamer_sections() -> list[str]:
                 + ".",
                 "",
             ]
-            steps = typing.get_args(typing.get_args(comp.StepConfig)[0])
-            for step in steps:
+            for step, _engine in comp.STEPS.values():
                 kind = step.model_fields["kind"].default
                 lines += [f"#### `kind: {kind}` ({step.__name__})", "", doc(step), ""]
                 lines += [*model_table(step, skip=("kind",)), ""]
@@ -228,7 +221,12 @@ def streamer_sections() -> list[str]:
         "",
         "| `SyntheticDetector.detector` | raw frame shape |",
         "|---|---|",
-        *[f"| `{k}` | `{v}` |" for k, v in comp.DETECTOR_SHAPES.items()],
+        *[f"| `{k}` | `{v}` |" for k, v in detectors.DETECTOR_SHAPES.items()],
+        "",
+        "Frames are a pedestal of "
+        f"{detectors.SYNTHETIC_PEDESTAL:g} plus Gaussian noise of {detectors.SYNTHETIC_NOISE:g}, "
+        f"with {detectors.SYNTHETIC_PEAKS_PER_FRAME} peaks of up to "
+        f"{detectors.SYNTHETIC_PEAK_INTENSITY:g} per frame (defaults).",
         "",
     ]
     return lines
@@ -272,7 +270,29 @@ def transfer_sections() -> list[str]:
         "options (sbatch long options for `slurm_cli`/`sfapi`, slurmrestd job fields for "
         "`slurm`/`s3m`).",
         "",
+        *backend_table(),
     ]
+
+
+def backend_table() -> list[str]:
+    """The job-backend registry (``config/backends.py``): every name a request may use."""
+    from airflow_provider_lclstream.config.backends import BACKENDS
+
+    rows = [
+        "### Job backends",
+        "",
+        'The backend registry (`config/backends.py`; `register_backend` adds to it). "Pins a '
+        "node\": the backend can run a job on a named host, so a request's `buffer_host` pins "
+        "the buffer there (SLURM's `--nodelist`; a request that pins another backend's buffer "
+        "is refused). Pinned or not, the buffer's address is its job's node, from the backend.",
+        "",
+        "| `backend` | connection type | what | pins a node |",
+        "|---|---|---|---|",
+    ]
+    for info in BACKENDS.values():
+        pins = "yes" if info.pins_node else "no"
+        rows.append(f"| `{info.name}` | `{info.conn_type}` | {info.description} | {pins} |")
+    return [*rows, ""]
 
 
 def job_sections() -> list[str]:

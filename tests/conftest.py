@@ -79,6 +79,12 @@ def slurm_service() -> None:
 
 
 @pytest.fixture(scope="session")
+def slurm_multi_service() -> None:
+    """The four-node SLURM, one network namespace per node (scripts/services/slurm-multi.sh)."""
+    ensure_service("slurm-multi")
+
+
+@pytest.fixture(scope="session")
 def kafka_service() -> str:
     """The Apache Kafka KRaft broker; returns its bootstrap address."""
     ensure_service("kafka")

@@ -42,6 +42,8 @@ class FakeElog:
     run_files: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     #: paths of every GET, in order
     gets: list[str] = field(default_factory=list)
+    #: the port to listen on (0: any free one)
+    port: int = 0
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -129,7 +131,7 @@ class FakeElog:
                     fake.posts.append(Post(parts.path, parse_qs(parts.query), auth, body))
                 self._reply(200, {"success": True})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         ).start()

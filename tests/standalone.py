@@ -24,6 +24,8 @@ def slurm_environment(state_dir: Path) -> dict[str, str]:
 
 
 KAFKA_CONN_ID = "lclstream_kafka_sasl"
+#: where the standalone's streamer jobs ask the (fake) logbook for a live run's files
+LOGBOOK_PORT = int(os.environ.get("LCLSTREAM_TEST_LOGBOOK_PORT", "28091"))
 
 
 def kafka_sasl_connection(kafka: str) -> dict[str, object]:
@@ -69,6 +71,8 @@ def standalone_env(
         f"AIRFLOW_CONN_{KAFKA_CONN_ID.upper()}": json.dumps(kafka_sasl_connection(kafka)),
         "AIRFLOW__LCLSTREAM__EXPERIMENTS": "^xpptut15$",
         "AIRFLOW__LCLSTREAM__XTC_DIR": str(xtc_dir),
+        # live-mode tests serve the run's file list here (tests/fake_elog.py, port LOGBOOK_PORT)
+        "AIRFLOW__LCLSTREAM__LOGBOOK_URL": f"http://127.0.0.1:{LOGBOOK_PORT}",
         "LCLSTREAM_PSANA_OFFLINE": "1",
         "AIRFLOW__LCLSTREAM__BACKEND": "slurm",
         "AIRFLOW__LCLSTREAM__DETECTOR": "xppcspad",

@@ -4,7 +4,9 @@ Airflow's ``get_user`` dependency reads the bearer token (or the UI's session co
 request without a valid token is refused with 401 (missing/expired) or 403 (invalid). The user
 must also be allowed by Airflow's auth manager to act on runs of ``lclstream_transfer``
 (GET to read, POST to start, PUT to cancel). Admins (see every transfer) are the names in
-``[lclstream] api_admins`` (comma-separated; ``AIRFLOW__LCLSTREAM__API_ADMINS``).
+``[lclstream] api_admins`` (comma-separated; ``AIRFLOW__LCLSTREAM__API_ADMINS``); users who may
+edit Airflow Variables also manage every subscription (the Variable that holds them is theirs to
+edit anyway).
 """
 
 from __future__ import annotations
@@ -44,7 +46,11 @@ async def airflow_principal(request: Request, user: GetUserDep) -> Principal:
     if not allowed:
         raise HTTPException(403, f"not allowed to {method} runs of {DAG_ID}")
     name = user.get_name()
-    return Principal(name=name, admin=name in settings.admin_names())
+    # who may write Airflow Variables could edit the subscriptions' Variable anyway
+    variables = get_auth_manager().is_authorized_variable(method="PUT", user=user)
+    return Principal(
+        name=name, admin=name in settings.admin_names(), subscription_admin=bool(variables)
+    )
 
 
 def create_airflow_app(store: TransferStore | None = None) -> FastAPI:
@@ -52,6 +58,7 @@ def create_airflow_app(store: TransferStore | None = None) -> FastAPI:
     from airflow.configuration import conf
 
     from airflow_provider_lclstream.api.airflow_store import AirflowTransferStore
+    from airflow_provider_lclstream.api.airflow_subscriptions import AirflowSubscriptionStore
 
     base = conf.get("api", "base_url", fallback="") or ""
     return build_app(
@@ -60,4 +67,6 @@ def create_airflow_app(store: TransferStore | None = None) -> FastAPI:
         title="LCLStream API (Airflow)",
         airflow_base_url=base or "",
         consumer_templates=settings.consumer_templates,
+        subscriptions=AirflowSubscriptionStore(),
+        experiment_managers=settings.experiment_managers,
     )

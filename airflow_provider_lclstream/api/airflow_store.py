@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_lclstream.api.models import DAG_ID, TransferState
 from airflow_provider_lclstream.api.store import (
     CANCEL_NOTE,
+    RUN_STREAMER,
     START_BUFFER,
     WATCH_TRANSFER,
     TransferFinished,
@@ -26,6 +27,7 @@ from airflow_provider_lclstream.api.store import (
     TransferRecord,
     transport_of,
 )
+from airflow_provider_lclstream.transfer.report import ACCOUNTING_XCOM_KEY
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -146,7 +148,10 @@ class AirflowTransferStore:
         return run
 
     def _records(self, session: Session, runs: builtins.list[Any]) -> builtins.list[TransferRecord]:
-        """Records for ``runs`` with their task states and XComs (two queries in all)."""
+        """Records for ``runs`` with their task states and XComs (two queries in all).
+
+        ``final`` is ``watch_transfer``'s result, or, for a transfer whose buffer died while the
+        streamer ran, ``run_streamer``'s accounting (events produced, delivered, missing)."""
         from airflow.models.taskinstance import TaskInstance
         from airflow.models.xcom import XComModel
         from sqlalchemy import select
@@ -161,22 +166,24 @@ class AirflowTransferStore:
             )
         ):
             tasks[run_id][task_id] = str(state) if state is not None else None
-        xcoms: dict[tuple[str, str], Any] = {}
+        xcoms: dict[tuple[str, str, str], Any] = {}
         for row in session.scalars(
             select(XComModel).where(
                 XComModel.dag_id == self.dag_id,
                 XComModel.run_id.in_(run_ids),
-                XComModel.task_id.in_([START_BUFFER, WATCH_TRANSFER]),
-                XComModel.key == "return_value",
+                XComModel.task_id.in_([START_BUFFER, WATCH_TRANSFER, RUN_STREAMER]),
+                XComModel.key.in_(["return_value", ACCOUNTING_XCOM_KEY]),
                 XComModel.map_index == -1,
             )
         ):
-            xcoms[(row.run_id, row.task_id)] = XComModel.deserialize_value(row)
+            xcoms[(row.run_id, row.task_id, row.key)] = XComModel.deserialize_value(row)
         out: builtins.list[TransferRecord] = []
         for run in runs:
             conf = run.conf or {}
-            buffer = xcoms.get((run.run_id, START_BUFFER))
-            final = xcoms.get((run.run_id, WATCH_TRANSFER))
+            buffer = xcoms.get((run.run_id, START_BUFFER, "return_value"))
+            final = xcoms.get((run.run_id, WATCH_TRANSFER, "return_value"))
+            if not isinstance(final, dict):
+                final = xcoms.get((run.run_id, RUN_STREAMER, ACCOUNTING_XCOM_KEY))
             kind = "config" if "config" in conf else "request"
             out.append(
                 TransferRecord(
@@ -192,6 +199,7 @@ class AirflowTransferStore:
                     label=_label(conf),
                     batch_size=_batch_size(conf),
                     transport=transport_of(conf),
+                    subscription=_subscription(conf),
                 )
             )
         return out
@@ -204,6 +212,11 @@ def _label(conf: dict[str, Any]) -> str:
             return f"{request['exp']}-r{int(request.get('run') or 0):04d}"
         return "synthetic" if request.get("synthetic") else "files"
     return "config"
+
+
+def _subscription(conf: dict[str, Any]) -> str | None:
+    value = conf.get("subscription")
+    return str(value) if value else None
 
 
 def _batch_size(conf: dict[str, Any]) -> int | None:

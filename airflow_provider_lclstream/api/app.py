@@ -27,10 +27,11 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from airflow_provider_lclstream.api.metrics import fetch_metrics
+from airflow_provider_lclstream.api.metrics import combine_metrics, fetch_metrics
 from airflow_provider_lclstream.api.models import (
     ACTIVE_STATES,
     DAG_ID,
+    BufferView,
     Message,
     SubmissionError,
     TransferDetail,
@@ -46,14 +47,18 @@ from airflow_provider_lclstream.api.store import (
     TransferRecord,
     TransferStore,
 )
+from airflow_provider_lclstream.api.subscriptions import MemorySubscriptionStore
 from airflow_provider_lclstream.api.ui import ui_page
 from airflow_provider_lclstream.config.consumers import ConsumerTemplates
 from airflow_provider_lclstream.config.transfer import TransferRequest
+from airflow_provider_lclstream.transfer.layout import METRICS_URL, OUTPUT_URL
 from airflow_provider_lclstream.transfer.request import InvalidTransferRequest, with_consumer
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
     from starlette.types import Message as AsgiMessage
+
+    from airflow_provider_lclstream.api.subscriptions import SubscriptionStore
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1 << 20
@@ -67,6 +72,8 @@ class Principal:
 
     name: str
     admin: bool = False
+    #: manages every subscription (inside Airflow: may write Airflow Variables, which hold them)
+    subscription_admin: bool = False
 
 
 PrincipalDep = Callable[..., Principal | Awaitable[Principal]]
@@ -167,6 +174,7 @@ def _status(record: TransferRecord) -> TransferStatus:
         user=record.user,
         created=record.created,
         label=record.label,
+        subscription=record.subscription,
     )
 
 
@@ -190,8 +198,13 @@ def build_app(
     airflow_base_url: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     consumer_templates: Callable[[], ConsumerTemplates] = ConsumerTemplates,
+    subscriptions: SubscriptionStore | None = None,
+    experiment_managers: Callable[[], dict[str, str]] = dict,
 ) -> FastAPI:
     """The API app over ``store``; ``airflow_base_url`` adds a link to each DAG run.
+
+    ``subscriptions`` serves ``/v1/subscriptions`` (an in-memory store when None: tests);
+    ``experiment_managers`` gives ``[lclstream] experiment_managers`` (user -> regex).
 
     ``consumer_templates`` gives the admin's templates (read per request, so edits apply at
     once): a request's ``consumer_template`` is checked against them here (422), and a raw
@@ -274,9 +287,19 @@ def build_app(
         """State, per-task states, live buffer metrics while active, final stats when done."""
         record = await _load(transfer_id, caller)
         metrics = None
-        url = record.metrics_url
-        if url and url.startswith(("http://", "https://")) and record.state in ACTIVE_STATES:
-            metrics = await fetch_metrics(url, record.batch_size)
+        buffers = [
+            BufferView(
+                index=int(b.get("index", i)),
+                url=b.get(OUTPUT_URL),
+                metrics_url=b.get(METRICS_URL),
+            )
+            for i, b in enumerate(record.buffers)
+        ]
+        live = [b for b in buffers if (b.metrics_url or "").startswith(("http://", "https://"))]
+        if live and record.state in ACTIVE_STATES:
+            for view in live:
+                view.metrics = await fetch_metrics(str(view.metrics_url), record.batch_size)
+            metrics = combine_metrics([b.metrics for b in live if b.metrics is not None])
         link = None
         if airflow_base_url is not None:
             link = f"{airflow_base_url.rstrip('/')}/dags/{DAG_ID}/runs/{record.id}"
@@ -285,6 +308,7 @@ def build_app(
             dag_run_state=record.dag_run_state,
             tasks=record.tasks,
             metrics=metrics,
+            buffers=buffers if len(buffers) > 1 else [],
             final=record.final,
             airflow_url=link,
         )
@@ -308,6 +332,17 @@ def build_app(
         except TransferFinished as err:
             return JSONResponse({"message": str(err)}, status_code=409)
         return Message(message=f"transfer {transfer_id} canceled")
+
+    from airflow_provider_lclstream.api.subscription_routes import subscription_router
+
+    app.include_router(
+        subscription_router(
+            subscriptions if subscriptions is not None else MemorySubscriptionStore(),
+            principal,
+            consumer_templates,
+            experiment_managers,
+        )
+    )
 
     @app.get("/ui", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:

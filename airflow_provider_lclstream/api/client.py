@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from airflow_provider_lclstream.api import client_subscriptions
+from airflow_provider_lclstream.exceptions import LCLStreamError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -40,11 +43,11 @@ EXIT_CODES = {
 }
 
 
-class ClientError(RuntimeError):
+class ClientError(LCLStreamError, RuntimeError):
     """The server refused a request or the transfer ended before data could be pulled."""
 
 
-class AdvisedError(Exception):
+class AdvisedError(LCLStreamError):
     """An error with one line of advice and the exit status to leave with."""
 
     def __init__(self, message: str, status: int) -> None:
@@ -184,6 +187,7 @@ EXAMPLES = """examples:
   lclstream --server https://api.example.org:8443 --certified-config ~/alice list
   lclstream --server https://api.example.org:8443 get request.yaml --out data/
   lclstream --server https://api.example.org:8443 cancel lcls_20250101T000000_ab12cd34
+  lclstream --server https://api.example.org:8443 subscriptions --help
 
 exit status:
 """ + "\n".join(f"  {code:<4}{meaning}" for code, meaning in EXIT_CODES.items())
@@ -208,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list your transfers")
     for name in ("status", "cancel"):
         sub.add_parser(name, help=f"{name} a transfer").add_argument("id")
+    client_subscriptions.add_parser(sub)
     return p
 
 
@@ -227,7 +232,9 @@ def _run(args: argparse.Namespace, make_client: Callable[[str], Any] | None) -> 
         if args.command == "get":
             return get(args, factory)
         with factory(args.server) as http:
-            if args.command == "list":
+            if args.command == "subscriptions":
+                result = client_subscriptions.run(args, http, _check, load_document)
+            elif args.command == "list":
                 result = _check(http.get("/v1/transfers"), "list")
             elif args.command == "status":
                 result = _check(http.get(f"/v1/transfers/{args.id}"), "status")
@@ -237,11 +244,14 @@ def _run(args: argparse.Namespace, make_client: Callable[[str], Any] | None) -> 
         return 0
     except AdvisedError:
         raise
+    except client_subscriptions.BadDocument as err:
+        raise AdvisedError(str(err), EXIT_USAGE) from None
     except ClientError as err:
         raise AdvisedError(str(err), EXIT_FAILED) from None
     except (yaml.YAMLError, FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as err:
         raise AdvisedError(
-            f"cannot read {getattr(args, 'config', '?')!r}: {err}", EXIT_USAGE
+            f"cannot read {getattr(args, 'config', None) or getattr(args, 'file', '?')!r}: {err}",
+            EXIT_USAGE,
         ) from None
     except Exception as err:  # noqa: BLE001 - turned into advice or reported in one line
         advised = advice(err, args.server)

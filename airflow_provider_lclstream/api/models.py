@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_fie
 
 from airflow_provider_lclstream.config.loader import dump_flat, validate_streamer_config
 from airflow_provider_lclstream.config.transfer import TransferRequest
-from airflow_provider_lclstream.exceptions import ConfigError
+from airflow_provider_lclstream.exceptions import ConfigError, LCLStreamError
 from airflow_provider_lclstream.transfer.urls import TRANSFER_DAG_ID
 
 DAG_ID = TRANSFER_DAG_ID
@@ -63,6 +63,9 @@ class TransferStatus(BaseModel):
     user: str
     created: datetime
     label: str = ""
+    subscription: str | None = Field(
+        default=None, description="the subscription whose run start started it"
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -94,12 +97,25 @@ class LiveMetrics(BaseModel):
     error: str | None = None
 
 
+class BufferView(BaseModel):
+    """One buffer of a transfer (a request's ``buffers``): where consumers pull, its numbers."""
+
+    index: int
+    url: str | None = None
+    metrics_url: str | None = None
+    metrics: LiveMetrics | None = None
+
+
 class TransferDetail(TransferStatus):
-    """``GET /v1/transfers/{id}``: status, Airflow task states, live and final numbers."""
+    """``GET /v1/transfers/{id}``: status, Airflow task states, live and final numbers.
+
+    With several buffers, ``metrics`` sums theirs and ``buffers`` shows each (``final`` holds
+    each one's final numbers under ``buffers`` too)."""
 
     dag_run_state: str | None = None
     tasks: dict[str, str | None] = Field(default_factory=dict)
     metrics: LiveMetrics | None = None
+    buffers: list[BufferView] = Field(default_factory=list)
     final: dict[str, Any] | None = None
     airflow_url: str | None = None
 
@@ -131,7 +147,7 @@ class Submission(BaseModel):
         return {self.kind: self.document, "user": user}
 
 
-class SubmissionError(ValueError):
+class SubmissionError(LCLStreamError, ValueError):
     """A body that is neither a valid TransferRequest nor a valid streamer config.
 
     ``problems`` are ``(field, message)`` pairs; fields are dotted paths inside the document.

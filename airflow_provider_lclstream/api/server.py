@@ -10,7 +10,8 @@ client is a forgery and is refused with 403. CAs named with ``--org-ca`` (defaul
 server's own CA, which ``certified introduce`` signs with) are trusted to name their users: for
 them the subject's common name (else userID) is the caller.
 
-Users list, read and cancel only their own transfers; ``--admin NAME`` users see all.
+Users list, read and cancel only their own transfers and subscriptions; ``--admin NAME`` users
+see all. Subscriptions are the Airflow Variables the API inside Airflow uses too.
 Transfers are DAG runs in the Airflow metadata database that ``AIRFLOW_HOME`` configures.
 """
 
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import HTTPException, Request
 
 from airflow_provider_lclstream.api.app import Principal, build_app
+from airflow_provider_lclstream.exceptions import LCLStreamError
 
 if TYPE_CHECKING:
     import ssl
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from airflow_provider_lclstream.api.store import TransferStore
+    from airflow_provider_lclstream.api.subscriptions import SubscriptionStore
     from airflow_provider_lclstream.config.consumers import ConsumerTemplates
 
 log = logging.getLogger(__name__)
@@ -50,7 +53,7 @@ def identity_from_peer(peer: dict[str, Any]) -> str | None:
     return names.get("commonName") or names.get("userId") or names.get("userID")
 
 
-class ForgedIdentity(PermissionError):
+class ForgedIdentity(LCLStreamError, PermissionError):
     """A certificate whose subject names another known client than the CA that signed it."""
 
 
@@ -157,6 +160,8 @@ def create_standalone_app(
     authorities: ClientAuthorities,
     admins: Iterable[str] = (),
     consumer_templates: Callable[[], ConsumerTemplates] | None = None,
+    subscriptions: SubscriptionStore | None = None,
+    experiment_managers: Callable[[], dict[str, str]] = dict,
 ) -> FastAPI:
     """The API with certificate identities (serve it with :func:`make_server`)."""
     from airflow_provider_lclstream.config.consumers import ConsumerTemplates
@@ -166,6 +171,8 @@ def create_standalone_app(
         certificate_principal(authorities, admins),
         title="LCLStream API",
         consumer_templates=consumer_templates or ConsumerTemplates,
+        subscriptions=subscriptions,
+        experiment_managers=experiment_managers,
     )
 
 
@@ -231,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from airflow_provider_lclstream.api.airflow_store import AirflowTransferStore
+    from airflow_provider_lclstream.api.airflow_subscriptions import AirflowSubscriptionStore
     from airflow_provider_lclstream.hooks import settings
 
     store = AirflowTransferStore(args.dag_id) if args.dag_id else AirflowTransferStore()
@@ -239,7 +247,14 @@ def main(argv: list[str] | None = None) -> int:
             known_clients_dir(args.config), args.org_ca if args.org_ca is not None else ("self",)
         )
         admins = {*args.admin, *settings.admin_names()}
-        app = create_standalone_app(store, authorities, admins, settings.consumer_templates)
+        app = create_standalone_app(
+            store,
+            authorities,
+            admins,
+            settings.consumer_templates,
+            AirflowSubscriptionStore(),
+            settings.experiment_managers,
+        )
         server = make_server(app, args.host, args.port, args.config)
     except (OSError, KeyError, ValueError) as err:
         print(f"lclstream-api: cannot set up TLS from the certified config: {err}", file=sys.stderr)

@@ -11,6 +11,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_lclstream.api.models import TransferState
+from airflow_provider_lclstream.exceptions import LCLStreamError
+from airflow_provider_lclstream.transfer.layout import (  # the DAG's tasks, defined once
+    BUFFERS,
+    METRICS_URL,
+    OUTPUT_URL,
+    RUN_STREAMER,
+    START_BUFFER,
+    STOP_JOBS,
+    TASK_IDS,
+    WATCH_TRANSFER,
+)
 
 if TYPE_CHECKING:
     import builtins
@@ -18,26 +29,16 @@ if TYPE_CHECKING:
 
     from airflow_provider_lclstream.api.models import Submission
 
-# the orchestration DAG's tasks (contract with dags/lclstream_transfer)
-START_BUFFER = "start_buffer"
-WATCH_TRANSFER = "watch_transfer"
-STOP_JOBS = "stop_jobs"
-TASK_IDS = (
-    START_BUFFER,
-    "start_consumers",
-    "run_streamer",
-    WATCH_TRANSFER,
-    "wait_consumers",
-    STOP_JOBS,
-)
+# callers import the task ids from here too
+__all__ = ["RUN_STREAMER", "START_BUFFER", "STOP_JOBS", "TASK_IDS", "WATCH_TRANSFER"]
 CANCEL_NOTE = "canceled by "
 
 
-class TransferNotFound(LookupError):
+class TransferNotFound(LCLStreamError, LookupError):
     """No transfer with this id."""
 
 
-class TransferFinished(RuntimeError):
+class TransferFinished(LCLStreamError, RuntimeError):
     """The transfer already ended; there is nothing to cancel."""
 
 
@@ -57,6 +58,7 @@ class TransferRecord:
     label: str = ""
     batch_size: int | None = None
     transport: str | None = None
+    subscription: str | None = None
 
     @property
     def canceled(self) -> bool:
@@ -68,11 +70,19 @@ class TransferRecord:
 
     @property
     def url(self) -> str | None:
-        return (self.buffer or {}).get("output_url")
+        return (self.buffer or {}).get(OUTPUT_URL)
 
     @property
     def metrics_url(self) -> str | None:
-        return (self.buffer or {}).get("metrics_url")
+        return (self.buffer or {}).get(METRICS_URL)
+
+    @property
+    def buffers(self) -> builtins.list[dict[str, Any]]:
+        """Every buffer of the transfer (``start_buffer``'s result lists several), in order."""
+        if not self.buffer:
+            return []
+        several = self.buffer.get(BUFFERS)
+        return list(several) if isinstance(several, list) else [{"index": 0, **self.buffer}]
 
 
 def derive_state(

@@ -2,7 +2,8 @@
 
 It polls the JSON API next to it (``../v1/transfers``) with the browser's own credentials
 (Airflow's session cookie inside the API server; the client certificate standalone), so the
-page itself holds no data. ``?id=RUN_ID`` selects a transfer (the DAG-run tab links so).
+page itself holds no data. ``?id=RUN_ID`` selects a transfer (the DAG-run tab links so). Below,
+the caller's subscriptions and the count of run starts that no subscription matched.
 """
 
 from __future__ import annotations
@@ -31,8 +32,14 @@ _PAGE = """<!doctype html>
 <div id="summary"><span>state: <b id="selected-state" class="state">–</b></span>
 <span>events: <b id="events">–</b></span><span>events/s: <b id="events-rate">–</b></span>
 <span>MB/s: <b id="mbps">–</b></span><span>producers ended: <b id="producers">–</b></span>
-<span>tasks: <span id="tasks">–</span></span></div>
+<span>tasks: <span id="tasks">–</span></span>
+<span>buffers: <span id="buffers">–</span></span></div>
 <canvas id="plot" width="900" height="260"></canvas>
+<h2>Subscriptions</h2>
+<div id="unmatched-line">run starts no subscription matched: <b id="unmatched-count">–</b>
+<span id="unmatched-latest"></span></div>
+<table id="subscriptions"><thead><tr><th>id</th><th>owner</th><th>match</th><th>detector</th>
+<th>consumer</th><th>enabled</th></tr></thead><tbody></tbody></table>
 <script>
 "use strict";
 const base = location.pathname.replace(/\\/ui\\/?$/, "");
@@ -51,7 +58,8 @@ function row(t) {
   const tr = document.createElement("tr");
   tr.dataset.id = t.id;
   if (t.id === selected) tr.className = "sel";
-  for (const v of [t.id, t.label, t.user, t.state, new Date(t.created).toLocaleString()]) {
+  const label = t.label + (t.subscription ? " (" + t.subscription + ")" : "");
+  for (const v of [t.id, label, t.user, t.state, new Date(t.created).toLocaleString()]) {
     const td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
   }
   tr.children[3].className = "state " + t.state;
@@ -101,8 +109,15 @@ async function tick() {
         text("events-rate", m.events_per_s ?? "–"); text("mbps", m.mb_per_s.toFixed(2));
         text("producers", m.producers_ended + "/" + (m.producers_expected ?? "?"));
       } else if (f) {
-        text("events", f.events ?? "–"); text("mbps", (f.mb_per_s ?? 0).toFixed(2));
+        const lost = f.produced === undefined ? null
+          : f.delivered + " of " + f.produced + ", " + (f.missing ?? "?") + " missing";
+        text("events", f.events ?? lost ?? "–"); text("mbps", (f.mb_per_s ?? 0).toFixed(2));
       }
+      const each = (d.buffers || []).map(b => "#" + b.index + " " + (b.metrics && !b.metrics.error
+        ? b.metrics.producers_ended + "/" + (b.metrics.producers_expected ?? "?") + " ended, "
+          + b.metrics.mb_per_s.toFixed(2) + " MB/s" : (b.url || "–")));
+      const done = ((f && f.buffers) || []).map((b, i) => "#" + i + " " + b.events + " events");
+      text("buffers", (each.length ? each : done).join("; ") || "1");
       draw(series[d.id] || []);
     }
     text("status", "updated " + new Date().toLocaleTimeString());
@@ -110,7 +125,34 @@ async function tick() {
     text("status", "error: " + err.message);
   }
 }
+function matchText(m) {
+  let t = m.experiment || (m.instrument + (m.pattern ? " ~ " + m.pattern : " (all)"));
+  if (m.run_types && m.run_types.length) t += " [" + m.run_types.join(",") + "]";
+  return t;
+}
+async function subscriptions() {
+  try {
+    const subs = await getJSON("/v1/subscriptions?all_users=true");
+    const body = document.querySelector("#subscriptions tbody");
+    body.replaceChildren(...subs.data.map(s => {
+      const tr = document.createElement("tr"); tr.dataset.sub = s.id;
+      const consumer = s.template.consumer_template || "lclstream-receive";
+      for (const v of [s.id, s.owner, matchText(s.match), s.template.detector_name || "epix10k2M",
+                       consumer, s.enabled ? "yes" : "no"]) {
+        const td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
+      }
+      return tr;
+    }));
+    const un = await getJSON("/v1/subscriptions/unmatched?limit=5");
+    text("unmatched-count", un.count);
+    text("unmatched-latest", un.data.length ? "(latest: " + un.data.map(
+      e => e.experiment + " r" + e.run).join(", ") + ")" : "");
+  } catch (err) {
+    text("unmatched-count", "error: " + err.message);
+  }
+}
 tick(); setInterval(tick, interval);
+subscriptions(); setInterval(subscriptions, Math.max(interval, 5000));
 </script></body></html>
 """
 

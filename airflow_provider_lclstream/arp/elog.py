@@ -12,12 +12,12 @@ Elog shows in the job's row, so post the full set every time. Run parameters go 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from airflow_provider_lclstream.exceptions import LCLStreamError
 
@@ -31,6 +31,10 @@ Counters = Mapping[str, Any] | Iterable[tuple[str, Any]]
 
 class ElogError(LCLStreamError):
     """The Elog refused a post or could not be reached (the message never holds credentials)."""
+
+
+class _Transient(ElogError):
+    """A failure worth another try: no answer, or a server error."""
 
 
 def format_counters(counters: Counters) -> list[dict[str, str]]:
@@ -80,29 +84,35 @@ class ElogClient:
         return headers
 
     def _post(self, url: str, payload: Any, what: str) -> httpx.Response:
-        last: str = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), 5.0))
-            try:
-                with httpx.Client(timeout=self.timeout, verify=self.verify) as client:
-                    response = client.post(url, json=payload, headers=self._headers())
-            except httpx.HTTPError as err:
-                last = f"{type(err).__name__}: {err}"
-                continue
-            if response.status_code >= 500:
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
-                continue
-            if response.status_code >= 400:
-                hint = (
-                    " (check the Authorization value)" if response.status_code in (401, 403) else ""
-                )
-                raise ElogError(
-                    f"Elog refused the {what} (POST {url}): HTTP {response.status_code}: "
-                    f"{response.text[:300]}{hint}"
-                )
-            return response
-        raise ElogError(f"cannot post the {what} to {url} after {self.retries + 1} tries: {last}")
+        """POST with ``tenacity`` retrying transient failures (no answer, HTTP 5xx)."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=self.backoff, max=5.0),
+            retry=retry_if_exception_type(_Transient),
+            reraise=True,
+        )
+        try:
+            return retrying(self._post_once, url, payload, what)
+        except _Transient as err:
+            raise ElogError(
+                f"cannot post the {what} to {url} after {self.retries + 1} tries: {err}"
+            ) from None
+
+    def _post_once(self, url: str, payload: Any, what: str) -> httpx.Response:
+        try:
+            with httpx.Client(timeout=self.timeout, verify=self.verify) as client:
+                response = client.post(url, json=payload, headers=self._headers())
+        except httpx.HTTPError as err:
+            raise _Transient(f"{type(err).__name__}: {err}") from None
+        if response.status_code >= 500:
+            raise _Transient(f"HTTP {response.status_code}: {response.text[:200]}")
+        if response.status_code >= 400:
+            hint = " (check the Authorization value)" if response.status_code in (401, 403) else ""
+            raise ElogError(
+                f"Elog refused the {what} (POST {url}): HTTP {response.status_code}: "
+                f"{response.text[:300]}{hint}"
+            )
+        return response
 
     def post_counters(self, counters: Counters) -> None:
         """Replace the job's counters in the Elog (needs ``counters_url``)."""

@@ -27,8 +27,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
 from airflow_provider_lclstream.arp.elog import ElogClient, ElogError
+from airflow_provider_lclstream.exceptions import LCLStreamError
+from airflow_provider_lclstream.transfer.layout import RETURN_VALUE, WATCH_TRANSFER
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -43,12 +46,21 @@ _TASK_DONE = {"success", "skipped", "failed", "upstream_failed", "removed"}
 _TASK_BAD = {"failed", "upstream_failed"}
 
 
-class LaunchError(Exception):
+class LaunchError(LCLStreamError):
     """A failure with its exit code; the message is printed as is."""
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
+
+
+class _RetryPost(LCLStreamError):
+    """Triggering got no answer or a server error: worth another try; ``error`` is what to
+    raise when no try is left."""
+
+    def __init__(self, message: str, error: LaunchError) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -277,30 +289,42 @@ class Launcher:
 
     def _post_run(self, body: dict[str, Any], attempts: int = 3) -> dict[str, Any]:
         """POST the run; with our own run id a retry after a server error is safe (a run that
-        was created after all answers 409, and is then read back)."""
+        was created after all answers 409, and is then read back). ``tenacity`` retries, 2 s
+        then 4 s apart."""
         path = f"{self.dag_path}/dagRuns"
-        for attempt in range(1, attempts + 1):
-            try:
-                r = self.client.request("POST", path, body)
-            except LaunchError as err:  # no answer (timed out): the run may or may not exist
-                if "dag_run_id" not in body or attempt == attempts:
-                    raise
-                _say(f"warning: triggering got no answer ({err}), retrying ({attempt})")
-                time.sleep(2.0 * attempt)
-                continue
-            if r.status_code < 400:
-                return r.json()  # type: ignore[no-any-return]
-            retry = r.status_code >= 500 and "dag_run_id" in body and attempt < attempts
-            if r.status_code == 409 and attempt > 1:  # an earlier try made the run after all
-                return self.client.call("GET", f"{path}/{quote(str(body['dag_run_id']), safe='')}")
-            if not retry:
-                raise LaunchError(
-                    f"POST {self.client.url}{path}: HTTP {r.status_code}: {_detail(r)}",
-                    EXIT_AIRFLOW,
-                )
-            _say(f"warning: triggering failed with HTTP {r.status_code}, retrying ({attempt})")
-            time.sleep(2.0 * attempt)
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts if "dag_run_id" in body else 1),
+            wait=wait_incrementing(start=2.0, increment=2.0),
+            retry=retry_if_exception_type(_RetryPost),
+            before_sleep=lambda state: _say(
+                f"warning: {state.outcome.exception() if state.outcome else ''}, "
+                f"retrying ({state.attempt_number})"
+            ),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._post_run_once(path, body, attempt.retry_state.attempt_number)
+        except _RetryPost as err:
+            raise err.error from None
         raise AssertionError("unreachable")
+
+    def _post_run_once(self, path: str, body: dict[str, Any], attempt: int) -> dict[str, Any]:
+        try:
+            r = self.client.request("POST", path, body)
+        except LaunchError as err:  # no answer (timed out): the run may or may not exist
+            raise _RetryPost(f"triggering got no answer ({err})", err) from None
+        if r.status_code < 400:
+            return r.json()  # type: ignore[no-any-return]
+        if r.status_code == 409 and attempt > 1:  # an earlier try made the run after all
+            return self.client.call("GET", f"{path}/{quote(str(body['dag_run_id']), safe='')}")
+        error = LaunchError(
+            f"POST {self.client.url}{path}: HTTP {r.status_code}: {_detail(r)}", EXIT_AIRFLOW
+        )
+        if r.status_code >= 500:
+            raise _RetryPost(f"triggering failed with HTTP {r.status_code}", error)
+        raise error
 
     def trigger(self) -> str:
         body: dict[str, Any] = {"logical_date": None, "conf": self.conf}
@@ -339,10 +363,11 @@ class Launcher:
 
     def transfer_stats(self) -> dict[str, Any]:
         """The transfer's final numbers (XCom of ``watch_transfer``), if the DAG has that task."""
-        if "watch_transfer" not in self.task_states:
+        if WATCH_TRANSFER not in self.task_states:
             return {}
         run_path = f"{self.dag_path}/dagRuns/{quote(str(self.run_id), safe='')}"
-        path = f"{run_path}/taskInstances/watch_transfer/xcomEntries/return_value?deserialize=true"
+        xcom = f"taskInstances/{WATCH_TRANSFER}/xcomEntries/{RETURN_VALUE}"
+        path = f"{run_path}/{xcom}?deserialize=true"
         try:
             value = self.client.call("GET", path).get("value")
         except LaunchError as err:

@@ -12,11 +12,19 @@ from __future__ import annotations
 import asyncio
 import enum
 import importlib
+import os
 import threading
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from airflow_provider_lclstream.exceptions import UnknownBackendError
+from airflow_provider_lclstream.config.backends import (  # noqa: F401 (the registry, re-exported)
+    BACKENDS,
+    BackendInfo,
+    backend_info,
+    backend_names,
+    register_backend,
+)
+from airflow_provider_lclstream.exceptions import JobBackendError
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -57,6 +65,9 @@ class JobStatus:
     native_state: str | None = None
     exit_code: int | None = None
     reason: str | None = None
+    #: the nodes the job runs on, as the backend names them (empty: not placed yet, or a
+    #: backend that does not say); :meth:`BaseJobBackend.node_address` gives an address
+    nodes: tuple[str, ...] = ()
 
     @property
     def is_final(self) -> bool:
@@ -65,6 +76,7 @@ class JobStatus:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["state"] = self.state.value
+        data["nodes"] = list(self.nodes)
         return data
 
     @classmethod
@@ -75,6 +87,7 @@ class JobStatus:
             native_state=data.get("native_state"),
             exit_code=data.get("exit_code"),
             reason=data.get("reason"),
+            nodes=tuple(str(n) for n in data.get("nodes") or ()),
         )
 
 
@@ -91,6 +104,7 @@ class JobBackend(Protocol):
         self, job_id: str, offset: int = 0, max_bytes: int = DEFAULT_LOG_CHUNK
     ) -> tuple[str, int]: ...
     def find(self, name: str) -> str | None: ...
+    def node_address(self, node: str) -> str: ...
 
     async def asubmit(self, spec: JobSpec) -> str: ...
     async def astate(self, job_id: str) -> JobStatus: ...
@@ -156,6 +170,13 @@ class BaseJobBackend:
     def find(self, name: str) -> str | None:
         return run_sync(self.afind(name))
 
+    def node_address(self, node: str) -> str:
+        """The address other hosts reach ``node`` at (a name from :attr:`JobStatus.nodes`).
+
+        The default is the node's name (resolved by DNS); SLURM backends ask for the node's
+        ``NodeAddr``, the local backend answers 127.0.0.1 for its own host."""
+        return node
+
     def close(self) -> None:
         """Release clients; the default does nothing."""
 
@@ -195,6 +216,32 @@ class BaseJobBackend:
         self.close()
 
 
+def log_start(size: int, offset: int) -> int:
+    """Where a read at ``offset`` starts in a log of ``size`` bytes (negative: from the end)."""
+    return max(0, size + offset) if offset < 0 else min(offset, size)
+
+
+def read_log_file(
+    path: str | os.PathLike[str], offset: int, max_bytes: int, *, quiet: bool = False
+) -> tuple[str, int]:
+    """At most ``max_bytes`` of a log file from ``offset``, and the offset to read next.
+
+    A missing file is an empty log. Another OSError raises :class:`JobBackendError`, or with
+    ``quiet`` (a file this host may not see, such as a SLURM job's output) reads as empty too.
+    """
+    try:
+        with open(path, "rb") as handle:
+            start = log_start(os.fstat(handle.fileno()).st_size, offset)
+            handle.seek(start)
+            return decode_log(handle.read(max_bytes), start)
+    except FileNotFoundError:
+        return "", max(offset, 0)
+    except OSError as err:
+        if quiet:
+            return "", max(offset, 0)
+        raise JobBackendError(f"cannot read the job log {os.fspath(path)}: {err}") from err
+
+
 def decode_log(data: bytes, offset: int) -> tuple[str, int]:
     """Decode log bytes read at ``offset``; an incomplete UTF-8 character at the end is left
     for the next read (the returned offset stops before it)."""
@@ -208,31 +255,15 @@ def decode_log(data: bytes, offset: int) -> tuple[str, int]:
 
 
 # -- registry -------------------------------------------------------------------------------
-
-#: Backend name -> "module:Class" (imported on first use, so optional deps stay optional).
-BACKENDS: dict[str, str] = {
-    "local": "airflow_provider_lclstream.backends.local:LocalBackend",
-    "psik": "airflow_provider_lclstream.backends.psik_backend:PsikBackend",
-    "s3m": "airflow_provider_lclstream.backends.s3m:S3mBackend",
-    "slurm": "airflow_provider_lclstream.backends.slurm:SlurmBackend",
-    "slurm_cli": "airflow_provider_lclstream.backends.slurm_cli:SlurmCliBackend",
-    "sfapi": "airflow_provider_lclstream.backends.sfapi:SfapiBackend",
-}
-
-
-def register_backend(name: str, target: str | type) -> None:
-    """Add or replace a backend: a class, or its ``"module:Class"`` path."""
-    BACKENDS[name] = target if isinstance(target, str) else f"{target.__module__}:{target.__name__}"
+# The table lives in config/backends.py (the request model reads it too); importing a class is
+# this layer's part.
 
 
 def backend_class(name: str) -> type:
     """The class registered under ``name``; unknown names fail listing the known ones."""
-    try:
-        target = BACKENDS[name]
-    except KeyError:
-        raise UnknownBackendError(
-            f"unknown job backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}"
-        ) from None
-    module_name, _, attr = target.partition(":")
+    module_name, _, attr = backend_info(name).target.partition(":")
     module = importlib.import_module(module_name)
-    return getattr(module, attr)  # type: ignore[no-any-return]
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]

@@ -13,11 +13,13 @@ process group (``mpiexec`` and its ranks included) and SIGKILL after ``kill_grac
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,7 +34,7 @@ from airflow_provider_lclstream.backends.base import (
     BaseJobBackend,
     JobState,
     JobStatus,
-    decode_log,
+    read_log_file,
 )
 from airflow_provider_lclstream.exceptions import JobBackendError, JobNotFoundError
 
@@ -192,6 +194,17 @@ class LocalBackend(BaseJobBackend):
             return False
 
     def state(self, job_id: str) -> JobStatus:
+        """The job's state; a started job runs on this host (``nodes``: its host name)."""
+        status = self._state(job_id)
+        if status.state is JobState.PENDING:
+            return status
+        return dataclasses.replace(status, nodes=(socket.gethostname(),))
+
+    def node_address(self, node: str) -> str:
+        """127.0.0.1 for this host (every local job's), else the name as given."""
+        return "127.0.0.1" if node == socket.gethostname() else node
+
+    def _state(self, job_id: str) -> JobStatus:
         path, info = self._job(job_id)
         result = _read_json(path / "result.json")
         if result is None and self._runner_alive(info):
@@ -279,15 +292,7 @@ class LocalBackend(BaseJobBackend):
         self, job_id: str, offset: int = 0, max_bytes: int = DEFAULT_LOG_CHUNK
     ) -> tuple[str, int]:
         path, _ = self._job(job_id)
-        try:
-            with open(path / "output.log", "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                start = max(0, size + offset) if offset < 0 else min(offset, size)
-                handle.seek(start)
-                data = handle.read(max_bytes)
-        except FileNotFoundError:
-            return "", max(offset, 0)
-        return decode_log(data, start)
+        return read_log_file(path / "output.log", offset, max_bytes)
 
     def find(self, name: str) -> str | None:
         """The newest job submitted under ``name`` (exact match), or None."""

@@ -12,29 +12,31 @@ webhooks: header ``x-hub-signature-256: sha256=<hex HMAC-SHA256 of the body>``; 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_lclstream.backends.base import (
     DEFAULT_LOG_CHUNK,
     BaseJobBackend,
     JobState,
     JobStatus,
-    decode_log,
+    read_log_file,
 )
 from airflow_provider_lclstream.exceptions import (
     JobBackendError,
     JobNotFoundError,
     MissingDependencyError,
 )
+from airflow_provider_lclstream.protocol import SIGNATURE_HEADER, sign_body, verify_signature
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from airflow_provider_lclstream.config.job import JobSpec
 
-SIGNATURE_HEADER = "x-hub-signature-256"
+T = TypeVar("T")
+
+__all__ = ["SIGNATURE_HEADER", "PsikBackend", "sign_callback", "verify_callback_signature"]
 
 _STATES = {
     "new": JobState.PENDING,
@@ -46,17 +48,10 @@ _STATES = {
 }
 
 
-def sign_callback(body: bytes | str, secret: str) -> str:
-    """The ``x-hub-signature-256`` value psik sends for ``body``."""
-    data = body.encode() if isinstance(body, str) else body
-    return "sha256=" + hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
-
-
-def verify_callback_signature(body: bytes | str, secret: str, header: str | None) -> bool:
-    """True if ``header`` is the HMAC-SHA256 signature of ``body`` (constant-time compare)."""
-    if not header:
-        return False
-    return hmac.compare_digest(sign_callback(body, secret), header.strip())
+sign_callback = sign_body
+"""The ``x-hub-signature-256`` value psik sends for ``body`` (``protocol.sign_body``)."""
+verify_callback_signature = verify_signature
+"""True if ``header`` is ``body``'s signature (``protocol.verify_signature``)."""
 
 
 def _psik() -> Any:
@@ -104,7 +99,7 @@ class PsikBackend(BaseJobBackend):
             raise JobNotFoundError(f"no psik job {job_id!r} under {self.prefix}")
         return await _psik().Job(base)
 
-    async def asubmit(self, spec: JobSpec) -> str:
+    async def _submit(self, spec: JobSpec) -> str:
         psik_spec = spec.to_psik()
         if psik_spec.backend not in self.config.backends:
             psik_spec.backend = next(iter(self.config.backends))
@@ -115,7 +110,7 @@ class PsikBackend(BaseJobBackend):
             raise JobBackendError(f"psik could not submit job {job.stamp}: {err}") from err
         return str(job.stamp)
 
-    async def astate(self, job_id: str) -> JobStatus:
+    async def _state(self, job_id: str) -> JobStatus:
         job = await self._job(job_id)
         if not job.history:
             return JobStatus(job_id, JobState.PENDING, "new")
@@ -133,30 +128,51 @@ class PsikBackend(BaseJobBackend):
                 reason = last.info
         return JobStatus(job_id, state, native, code, reason)
 
-    async def acancel(self, job_id: str) -> None:
+    async def _cancel(self, job_id: str) -> None:
         job = await self._job(job_id)
         if job.history and job.history[-1].state.is_final():
             return
         await job.cancel()
 
-    async def alog_tail(
+    async def _log_tail(
         self, job_id: str, offset: int = 0, max_bytes: int = DEFAULT_LOG_CHUNK
     ) -> tuple[str, int]:
         job = await self._job(job_id)
         ndx = max((t.jobndx for t in job.history), default=0)
         path = self.prefix / job_id / "log" / f"stdout.{max(ndx, 1)}"
-        try:
-            with open(path, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                start = max(0, size + offset) if offset < 0 else min(offset, size)
-                handle.seek(start)
-                return decode_log(handle.read(max_bytes), start)
-        except FileNotFoundError:
-            return "", max(offset, 0)
+        return read_log_file(path, offset, max_bytes)
 
-    async def afind(self, name: str) -> str | None:
+    async def _find(self, name: str) -> str | None:
         found = None
         async for job in self._manager().ls():  # sorted by stamp: the last match is newest
             if job.spec.name == name:
                 found = str(job.stamp)
         return found
+
+    # -- the protocol: psik's own errors (files, JSON, its backends) become JobBackendError ----
+    async def _guard(self, what: str, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            return await coro
+        except JobBackendError:
+            raise
+        except Exception as err:
+            raise JobBackendError(
+                f"psik under {self.prefix}: {what}: {type(err).__name__}: {err}"
+            ) from err
+
+    async def asubmit(self, spec: JobSpec) -> str:
+        return await self._guard(f"submit job {spec.name!r}", self._submit(spec))
+
+    async def astate(self, job_id: str) -> JobStatus:
+        return await self._guard(f"state of job {job_id}", self._state(job_id))
+
+    async def acancel(self, job_id: str) -> None:
+        await self._guard(f"cancel job {job_id}", self._cancel(job_id))
+
+    async def alog_tail(
+        self, job_id: str, offset: int = 0, max_bytes: int = DEFAULT_LOG_CHUNK
+    ) -> tuple[str, int]:
+        return await self._guard(f"log of job {job_id}", self._log_tail(job_id, offset, max_bytes))
+
+    async def afind(self, name: str) -> str | None:
+        return await self._guard(f"find job {name!r}", self._find(name))

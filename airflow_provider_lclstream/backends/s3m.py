@@ -2,8 +2,9 @@
 
 S3M forwards slurmrestd's API per resource (cluster): ``POST /slurm/v0.0.43/<resource>/job/submit``,
 ``GET|DELETE /slurm/v0.0.43/<resource>/job/<id>``, with the raw token in ``Authorization``.
-Bodies are slurmrestd's, parsed with :mod:`.slurm_rest`'s functions. S3M does not serve job
-output, so ``log_tail`` returns nothing; ``find`` uses ``GET .../jobs`` when the proxy has it.
+Bodies are slurmrestd's, built and read with the SLURM library (:mod:`.slurm`) and
+:mod:`.slurm_rest`'s functions. S3M does not serve job output, so ``log_tail`` returns nothing;
+``find`` uses ``GET .../jobs`` when the proxy has it.
 """
 
 from __future__ import annotations
@@ -18,20 +19,34 @@ from airflow_provider_lclstream.backends.base import (
     JobStatus,
 )
 from airflow_provider_lclstream.backends.slurm import (
+    backend_error,
     newest_job,
+    normalize_job,
+    secret_value,
     slurm_job_description,
     status_from_native,
+    with_shebang,
+)
+from airflow_provider_lclstream.backends.slurm_rest import (
+    build_submit_body,
+    parse_state_response,
+    parse_submit_response,
 )
 from airflow_provider_lclstream.exceptions import JobBackendError, JobNotFoundError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from airflow_provider_lclstream.config.job import JobSpec
 
 
 class S3mBackend(BaseJobBackend):
-    """SLURM jobs on ``resource`` through the S3M at ``base_url``."""
+    """SLURM jobs on ``resource`` through the S3M at ``base_url``.
+
+    Only the sync half is written (one ``httpx.Client``); the async half is
+    :class:`~.base.BaseJobBackend`'s, the same calls in a worker thread. Every error is a
+    :class:`JobBackendError` naming the S3M, the call and the job.
+    """
 
     name = "s3m"
 
@@ -46,14 +61,13 @@ class S3mBackend(BaseJobBackend):
         job_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._token = token.get_secret_value() if hasattr(token, "get_secret_value") else token
+        self._token = secret_value(token)
         self.resource = resource
         self.api_version = api_version
         self.verify = verify
         self.timeout = timeout
         self.job_defaults = dict(job_defaults or {})
         self._client: httpx.Client | None = None
-        self._aclient: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:
         return f"S3mBackend(base_url={self.base_url!r}, resource={self.resource!r})"
@@ -61,23 +75,22 @@ class S3mBackend(BaseJobBackend):
     def _path(self, tail: str) -> str:
         return f"/slurm/{self.api_version}/{self.resource}/{tail}"
 
-    def _kwargs(self) -> dict[str, Any]:
-        return {
-            "base_url": self.base_url,
-            "headers": {"Authorization": str(self._token)},
-            "timeout": self.timeout,
-            "verify": self.verify,
-        }
-
-    def _sync(self) -> httpx.Client:
+    def _http(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(**self._kwargs())
+            self._client = httpx.Client(
+                base_url=self.base_url,
+                headers={"Authorization": str(self._token)},
+                timeout=self.timeout,
+                verify=self.verify,
+            )
         return self._client
 
-    def _async(self) -> httpx.AsyncClient:
-        if self._aclient is None:
-            self._aclient = httpx.AsyncClient(**self._kwargs())
-        return self._aclient
+    def _call(self, what: str, op: Callable[[httpx.Client], Any]) -> Any:
+        """Run one request; every failure becomes a JobBackendError naming the call."""
+        try:
+            return op(self._http())
+        except Exception as err:
+            raise backend_error(err, f"S3M {self.base_url} ({self.resource})", what) from err
 
     @staticmethod
     def _json(response: httpx.Response, what: str, job_id: str | None = None) -> dict[str, Any]:
@@ -92,83 +105,55 @@ class S3mBackend(BaseJobBackend):
         except ValueError:
             body = None
         if response.is_error or not isinstance(body, dict):
-            raise JobBackendError(f"S3M {what}: HTTP {response.status_code}: {response.text[:500]}")
+            raise JobBackendError(
+                f"S3M {what}: HTTP {response.status_code}: {response.text[:500]!r}; "
+                "retry later, or ask OLCF if it persists"
+            )
         return body
 
-    def _submit_body(self, spec: JobSpec) -> dict[str, Any]:
-        from airflow_provider_lclstream.backends.slurm_rest import build_submit_body
-
+    def submit(self, spec: JobSpec) -> str:
         minor = int(self.api_version.rsplit(".", 1)[1])
         desc = slurm_job_description(spec, minor, self.job_defaults)
-        return build_submit_body(spec.script, desc, self.api_version)
+        body = build_submit_body(with_shebang(spec.script), desc, self.api_version)
+        what = f"submit of job {spec.name!r}"
 
-    def _submitted(self, body: dict[str, Any]) -> str:
-        from airflow_provider_lclstream.backends.slurm_rest import parse_submit_response
+        def submit(client: httpx.Client) -> str:
+            response = client.post(self._path("job/submit"), json=body)
+            return parse_submit_response(self._json(response, what))
 
-        return parse_submit_response(body)
-
-    def _status(self, body: dict[str, Any], job_id: str) -> JobStatus:
-        from airflow_provider_lclstream.backends.slurm_rest import (
-            SlurmJobNotFound,
-            parse_state_response,
-        )
-
-        try:
-            native = parse_state_response(body, job_id)
-        except SlurmJobNotFound as err:
-            raise JobNotFoundError(f"S3M job {job_id}: {err}") from err
-        return status_from_native(job_id, native)
-
-    def submit(self, spec: JobSpec) -> str:
-        response = self._sync().post(self._path("job/submit"), json=self._submit_body(spec))
-        return self._submitted(self._json(response, "job submit"))
-
-    async def asubmit(self, spec: JobSpec) -> str:
-        body = self._submit_body(spec)
-        response = await self._async().post(self._path("job/submit"), json=body)
-        return self._submitted(self._json(response, "job submit"))
+        return str(self._call(what, submit))
 
     def state(self, job_id: str) -> JobStatus:
-        response = self._sync().get(self._path(f"job/{job_id}"))
-        return self._status(self._json(response, f"state of job {job_id}", job_id), job_id)
+        what = f"state of job {job_id}"
 
-    async def astate(self, job_id: str) -> JobStatus:
-        response = await self._async().get(self._path(f"job/{job_id}"))
-        return self._status(self._json(response, f"state of job {job_id}", job_id), job_id)
+        def state(client: httpx.Client) -> JobStatus:
+            body = self._json(client.get(self._path(f"job/{job_id}")), what, job_id)
+            return status_from_native(job_id, parse_state_response(body, job_id))
+
+        return self._call(what, state)  # type: ignore[no-any-return]
 
     def cancel(self, job_id: str) -> None:
-        self._json(self._sync().delete(self._path(f"job/{job_id}")), f"cancel of {job_id}", job_id)
-
-    async def acancel(self, job_id: str) -> None:
-        response = await self._async().delete(self._path(f"job/{job_id}"))
-        self._json(response, f"cancel of {job_id}", job_id)
+        what = f"cancel of job {job_id}"
+        self._call(what, lambda c: self._json(c.delete(self._path(f"job/{job_id}")), what, job_id))
 
     def log_tail(
         self, job_id: str, offset: int = 0, max_bytes: int = DEFAULT_LOG_CHUNK
     ) -> tuple[str, int]:
         return "", max(offset, 0)
 
-    async def alog_tail(
-        self, job_id: str, offset: int = 0, max_bytes: int = DEFAULT_LOG_CHUNK
-    ) -> tuple[str, int]:
-        return "", max(offset, 0)
-
     def find(self, name: str) -> str | None:
-        from airflow_provider_lclstream.backends.slurm_rest import normalize_job
+        what = f"find job {name!r}"
 
-        response = self._sync().get(self._path("jobs"))
-        if response.status_code == 404:  # this proxy does not list jobs: no retry lookup
-            return None
-        body = self._json(response, "job list")
-        return newest_job(map(normalize_job, body.get("jobs") or []), name, None)
+        def find(client: httpx.Client) -> str | None:
+            response = client.get(self._path("jobs"))
+            if response.status_code == 404:  # this proxy does not list jobs: no retry lookup
+                return None
+            body = self._json(response, "job list")
+            return newest_job(map(normalize_job, body.get("jobs") or []), name, None)
+
+        return self._call(what, find)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-    async def aclose(self) -> None:
-        self.close()
-        if self._aclient is not None:
-            await self._aclient.aclose()
-            self._aclient = None

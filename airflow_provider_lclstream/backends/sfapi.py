@@ -12,14 +12,18 @@ under ``api_base_url`` (default ``https://api.nersc.gov/api/v1.2``):
 - ``GET utilities/ls/<machine>/<path>`` and ``utilities/download/<machine>/<path>`` read the
   job's output file for ``log_tail``.
 
-The batch script carries its resources as ``#SBATCH`` lines. Output goes to
+The batch script carries its resources as ``#SBATCH`` lines (:func:`.sbatch.batch_script`,
+the SLURM library's, with job names checked as plain names). Output goes to
 ``slurm-<name>-%j.out`` in the job's directory (the spec's, else ``job_defaults["chdir"]``, else
 the SF API's submit directory, read back from squeue/sacct's work dir). A process that did not
 submit the job (the triggerer) finds the file the same way, unless the spec's attributes set
 another ``output``.
 
-A sync call (``submit``, ``state``...) uses a client of its own, closed at the end; the async
-calls share one client per event loop, closed by :meth:`SfapiBackend.aclose`.
+sfapi_client's clients are async, so the async half owns the work. The base class's derived
+sync half would run it on a new event loop per call, where a shared client cannot live: a sync
+call (``submit``, ``state``...) uses a client of its own, closed at the end; the async calls
+share one client per event loop, closed by :meth:`SfapiBackend.aclose`. Both go through one
+operation each (``_submit``, ``_state``...), so nothing is written twice.
 """
 
 from __future__ import annotations
@@ -32,21 +36,24 @@ import re
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from airflow_provider_lclstream.backends import sbatch
 from airflow_provider_lclstream.backends.base import (
     DEFAULT_LOG_CHUNK,
     BaseJobBackend,
     JobStatus,
     decode_log,
+    log_start,
     run_sync,
 )
-from airflow_provider_lclstream.backends.sbatch import resource_options
 from airflow_provider_lclstream.backends.slurm import (
     OUTPUT_PATTERN,
+    backend_error,
     expand_output_path,
     job_status,
+    parse_exit_code,
+    secret_value,
 )
-from airflow_provider_lclstream.backends.slurm_cli import parse_exit_code
-from airflow_provider_lclstream.config.job import check_name, shell_quote
+from airflow_provider_lclstream.config.job import check_name
 from airflow_provider_lclstream.exceptions import (
     JobBackendError,
     JobNotFoundError,
@@ -62,84 +69,19 @@ T = TypeVar("T")
 
 DEFAULT_MACHINE = "perlmutter"
 _JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SHELLS = {"sh", "bash", "zsh", "ksh", "dash"}
 _TASK_DONE = {"completed", "failed", "cancelled"}
 
 
 # -- the batch script ------------------------------------------------------------------------
 
 
-def _directive(key: str, value: str | None) -> str:
-    if value is None:
-        return f"#SBATCH --{key}"
-    if "\n" in value or "\r" in value or '"' in value:
-        raise JobBackendError(f"sbatch option --{key}={value!r}: newlines and '\"' not allowed")
-    return f'#SBATCH --{key}="{value}"' if re.search(r"\s", value) else f"#SBATCH --{key}={value}"
-
-
-def sbatch_options(
-    spec: JobSpec, defaults: Mapping[str, Any] | None = None
-) -> dict[str, str | None]:
-    """sbatch long options (no dashes) for a JobSpec; ``None`` values are flags.
-
-    Connection ``defaults`` then ``spec.attributes`` are merged over the computed options, with
-    sbatch's names (``account``, ``qos``, ``constraint``; ``_`` reads as ``-``).
-    """
-    defaults = dict(defaults or {})
-    res = spec.resources
-    name = check_name(spec.name or "lclstream", "job name")
-    options: dict[str, str | None] = {"job-name": name}
-    directory = spec.directory or defaults.pop("chdir", None)
-    if directory:
-        options["chdir"] = str(directory)
-    options["output"] = OUTPUT_PATTERN.format(name=name)
-    if directory:
-        options["output"] = f"{str(directory).rstrip('/')}/{options['output']}"
-    options.update(resource_options(res))
-    options["export"] = "ALL" if spec.inherit_environment else "NONE"
-    for key, value in {**defaults, **spec.attributes}.items():
-        key = {"standard_output": "output", "current_working_directory": "chdir"}.get(key, key)
-        options[key.replace("_", "-")] = None if value in (None, True, "") else str(value)
-    return options
-
-
 def batch_script(spec: JobSpec, defaults: Mapping[str, Any] | None = None) -> tuple[str, str]:
-    """The script to submit (shebang, ``#SBATCH`` lines, exports, body) and its output pattern.
-
-    ``spec.environment`` becomes ``export`` lines, so it needs a shell script (no shebang,
-    or sh/bash/zsh/ksh/dash).
-    """
-    options = sbatch_options(spec, defaults)
-    script = spec.script
-    if script.startswith("#!"):
-        shebang, _, body = script.partition("\n")
-    else:
-        shebang, body = "#!/bin/bash", script
-    interpreter = shebang[2:].split()
-    words = [w.rsplit("/", 1)[-1] for w in interpreter[:2]]
-    is_shell = bool(words) and (
-        words[0] in _SHELLS or (words[0] == "env" and words[1:2] and words[1] in _SHELLS)
-    )
-    bad = sorted(k for k in spec.environment if not _ENV_NAME.fullmatch(k))
-    if bad:
-        raise JobBackendError(f"job {spec.name!r}: environment names {bad} are not valid")
-    if spec.environment and not is_shell:
-        raise JobBackendError(
-            f"job {spec.name!r}: environment needs a shell script, not {shebang!r}; "
-            "export the variables in a bash wrapper"
-        )
-    lines = [shebang, *(_directive(k, v) for k, v in options.items())]
-    lines += [f"export {k}={shell_quote(v)}" for k, v in spec.environment.items()]
-    lines.append(body)
-    return "\n".join(lines) + ("" if body.endswith("\n") else "\n"), str(options["output"])
+    """The SLURM library's batch script (:func:`.sbatch.batch_script`); names must be plain."""
+    check_name(spec.name or "lclstream", "job name")
+    return sbatch.batch_script(spec, defaults)
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def _secret(value: Any) -> str:
-    return str(value.get_secret_value() if hasattr(value, "get_secret_value") else value)
 
 
 def _check_id(job_id: str) -> str:
@@ -149,9 +91,13 @@ def _check_id(job_id: str) -> str:
 
 
 def _error(err: Exception, what: str) -> JobBackendError:
-    """One JobBackendError for the many ways an SF API call fails."""
+    """One JobBackendError for the many ways an SF API call fails, naming the call ``what``."""
     if isinstance(err, JobBackendError):
-        return err
+        text = str(err)
+        if what in text:
+            return err
+        kind = JobNotFoundError if isinstance(err, JobNotFoundError) else JobBackendError
+        return kind(f"SF API {what}: {text.removeprefix('SF API ')}")
     import httpx
 
     if isinstance(err, httpx.HTTPStatusError):
@@ -159,7 +105,7 @@ def _error(err: Exception, what: str) -> JobBackendError:
         hint = ": check the client id and private key" if code in (401, 403) else ""
         return JobBackendError(f"SF API {what}: HTTP {code} {err.response.text[:300]}{hint}")
     if isinstance(err, httpx.HTTPError):
-        return JobBackendError(f"SF API {what}: {type(err).__name__}: {err}")
+        return backend_error(err, "SF API", what)
     message = getattr(err, "message", None) or getattr(err, "description", None) or str(err)
     if type(err).__module__.startswith("authlib"):
         return JobBackendError(
@@ -206,7 +152,7 @@ class SfapiBackend(BaseJobBackend):
         find_days: int = 7,
     ) -> None:
         self.client_id = client_id
-        self._key = _secret(private_key)
+        self._key = str(secret_value(private_key))
         self.machine = machine
         self.api_base_url = api_base_url.rstrip("/") if api_base_url else None
         self.token_url = token_url
@@ -246,19 +192,21 @@ class SfapiBackend(BaseJobBackend):
     async def _with_client(self, op: Callable[[Any], Awaitable[T]], what: str) -> T:
         try:
             return await op(await self._client())
-        except JobBackendError:
-            raise
         except Exception as err:
-            raise _error(err, what) from err
+            wrapped = _error(err, what)
+            if wrapped is err:
+                raise
+            raise wrapped from err
 
     async def _with_own_client(self, op: Callable[[Any], Awaitable[T]], what: str) -> T:
         client = self._new_client()
         try:
             return await op(client)
-        except JobBackendError:
-            raise
         except Exception as err:
-            raise _error(err, what) from err
+            wrapped = _error(err, what)
+            if wrapped is err:
+                raise
+            raise wrapped from err
         finally:
             await client.close()
 
@@ -397,7 +345,7 @@ class SfapiBackend(BaseJobBackend):
         if not entries:
             return "", max(offset, 0)
         size = int(entries[0].get("size") or 0)
-        start = max(0, size + offset) if offset < 0 else min(offset, size)
+        start = log_start(size, offset)
         if start >= size:
             return "", start
         params = {"binary": True}
@@ -485,4 +433,4 @@ class SfapiBackend(BaseJobBackend):
         self._aclient, self._loop = None, None
 
 
-__all__ = ["DEFAULT_MACHINE", "SfapiBackend", "batch_script", "sbatch_options"]
+__all__ = ["DEFAULT_MACHINE", "SfapiBackend", "batch_script"]

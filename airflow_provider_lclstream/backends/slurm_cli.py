@@ -5,15 +5,21 @@ The tools run on this host, or on a login node over SSH through an Airflow SSH c
 stdin (base64-encoded over SSH) with ``--parsable``; the spec's environment is passed through
 ``sbatch``'s own environment and ``--export``.
 
-State comes from ``scontrol show job`` while slurmctld holds the job (``MinJobAge`` after it
-ends), then from ``sacct``: with slurmdbd, or ``sacct -c`` (``accounting="jobcomp"``) where only
-``JobCompType=jobcomp/filetxt`` records finished jobs. ``find(name)`` looks in both.
+State comes from ``scontrol show job --json`` while slurmctld holds the job (``MinJobAge``
+after it ends): the record slurmrestd serves, read by the SLURM library's
+:func:`~.slurm.normalize_job`. SLURM before 23.02 has no ``scontrol --json``; there
+``squeue --json`` gives the same record (22.05 ignores its filters and lists every job, so the
+job is picked out here). After that, ``sacct``: with slurmdbd, or ``sacct -c``
+(``accounting="jobcomp"``) where only ``JobCompType=jobcomp/filetxt`` records finished jobs.
+``find(name)`` looks in both. Options and scripts come from :mod:`.sbatch` and :mod:`.slurm`.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import getpass
+import json
 import re
 import subprocess
 from dataclasses import dataclass
@@ -25,13 +31,16 @@ from airflow_provider_lclstream.backends.base import (
     JobStatus,
     decode_log,
 )
-from airflow_provider_lclstream.backends.sbatch import resource_options
+from airflow_provider_lclstream.backends.sbatch import sbatch_args
 from airflow_provider_lclstream.backends.slurm import (
+    SlurmJob,
     expand_output_path,
-    job_directory,
     job_status,
-    output_path,
+    normalize_job,
+    parse_exit_code,
     read_log_file,
+    status_from_native,
+    with_shebang,
 )
 from airflow_provider_lclstream.config.job import shell_join, shell_quote
 from airflow_provider_lclstream.exceptions import (
@@ -46,10 +55,9 @@ if TYPE_CHECKING:
     from airflow_provider_lclstream.config.job import JobSpec
 
 Accounting = Literal["auto", "sacct", "jobcomp", "none"]
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _JOB_ID = re.compile(r"[0-9]+")
-# "Key=value" pairs of `scontrol show job -o`; a value runs to the next " Key=".
-_SCONTROL_PAIR = re.compile(r"(\w[\w:/]*)=(.*?)(?=\s+\w[\w:/]*=|$)")
+#: slurm_errno.h: ESLURM_INVALID_JOB_ID
+_INVALID_JOB_ID = 2017
 #: Lines of the shell snippet that reads a log over SSH: first the start offset, then the bytes.
 _READ_LOG = (
     'f={path}; s=$(stat -c %s "$f" 2>/dev/null) || exit 3; o={offset}; '
@@ -111,6 +119,8 @@ class LocalRunner:
             raise JobBackendError(f"{argv[0]!r} not found on this host: {err}") from err
         except subprocess.TimeoutExpired as err:
             raise JobBackendError(f"`{shell_join(argv)}` took over {self.timeout}s") from err
+        except OSError as err:
+            raise JobBackendError(f"cannot run `{shell_join(argv)}` on this host: {err}") from err
         return CommandResult(proc.returncode, proc.stdout, proc.stderr)
 
     def close(self) -> None:
@@ -130,6 +140,7 @@ class SshRunner:
                 "apache-airflow-providers-ssh", "ssh", "the SLURM CLI backend over SSH"
             ) from err
         self.timeout = timeout
+        self.ssh_conn_id = ssh_conn_id
         self.hook = SSHHook(ssh_conn_id=ssh_conn_id, cmd_timeout=timeout)
         self.user = str(self.hook.username or getpass.getuser())
         self._client: Any = None
@@ -140,74 +151,51 @@ class SshRunner:
         line = shell_join(["env", *(f"{k}={v}" for k, v in env.items()), *argv] if env else argv)
         if stdin is not None:
             line = f"printf %s {shell_quote(base64.b64encode(stdin).decode())} | base64 -d | {line}"
-        if self._client is None:
-            self._client = self.hook.get_conn()
-        code, out, err = self.hook.exec_ssh_client_command(
-            self._client, line, get_pty=False, environment=None, timeout=self.timeout
-        )
+        try:
+            if self._client is None:
+                self._client = self.hook.get_conn()
+            code, out, err = self.hook.exec_ssh_client_command(
+                self._client, line, get_pty=False, environment=None, timeout=self.timeout
+            )
+        except Exception as error:  # paramiko, socket and Airflow errors: the backend's edge
+            self.close()
+            raise JobBackendError(
+                f"`{shell_join(argv)}` over SSH connection {self.ssh_conn_id!r} failed: "
+                f"{type(error).__name__}: {error}; check the connection and the login node"
+            ) from error
         return CommandResult(int(code), out, err)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):  # a broken connection is gone either way
+                client.close()
 
 
-def sbatch_args(spec: JobSpec, defaults: Mapping[str, Any] | None = None) -> list[str]:
-    """``sbatch`` options for a JobSpec; attributes become ``--key=value`` (``account``, ...).
+def parse_jobs_json(text: str, what: str) -> list[SlurmJob] | None:
+    """The records of ``scontrol show job --json`` or ``squeue --json``; None: no such job.
 
-    Connection ``defaults`` and ``spec.attributes`` use sbatch's long option names
-    (``partition``, ``qos``, ``constraint``); ``output`` is set by us unless given.
+    Errors in the document raise :class:`JobBackendError`, except "invalid job id".
     """
-    res = spec.resources
-    options: dict[str, str | None] = {
-        "job-name": spec.name or "lclstream",
-        "chdir": job_directory(spec, defaults),
-        "output": output_path(spec, _output_alias(defaults)),
-        **resource_options(res),
-    }
-    names = [k for k in spec.environment if _ENV_NAME.fullmatch(k)]
-    bad = sorted(set(spec.environment) - set(names))
-    if bad:
-        raise JobBackendError(f"job {spec.name!r}: environment names {bad} are not valid")
-    if spec.inherit_environment:
-        options["export"] = "ALL"
-    else:
-        options["export"] = ",".join(names) if names else "NONE"
-    for key, value in {**(defaults or {}), **spec.attributes}.items():
-        key = key.replace("_", "-")
-        if key in ("standard-output", "current-working-directory"):
-            continue
-        options[key] = None if value in (None, True, "") else str(value)
-    args = ["--parsable"]
-    for key, value in options.items():
-        args.append(f"--{key}" if value is None else f"--{key}={value}")
-    return args
-
-
-def _output_alias(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Connection defaults with sbatch's ``output``/``chdir`` under slurmrestd's names."""
-    values = dict(defaults or {})
-    if "output" in values:
-        values.setdefault("standard_output", values.pop("output"))
-    if "chdir" in values:
-        values.setdefault("current_working_directory", values.pop("chdir"))
-    return values
-
-
-def parse_scontrol_job(text: str) -> dict[str, str]:
-    """The ``Key=value`` fields of ``scontrol show job -o`` (one line per job; the first)."""
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return {m.group(1): m.group(2) for m in _SCONTROL_PAIR.finditer(line)}
-
-
-def parse_exit_code(value: str | None) -> tuple[int | None, int | None]:
-    """``"code:signal"`` -> (code, signal or None)."""
-    code, _, sig = (value or "").partition(":")
     try:
-        return int(code), (int(sig) or None) if sig else None
-    except ValueError:
-        return None, None
+        body = json.loads(text)
+    except ValueError as err:
+        raise JobBackendError(f"{what}: not JSON: {text[:300]!r}") from err
+    if not isinstance(body, dict):
+        raise JobBackendError(f"{what}: unexpected answer {text[:300]!r}")
+    errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
+    if any(_is_invalid_id(e) for e in errors):
+        return None
+    if errors:
+        from airflow_provider_lclstream.backends.slurm_rest import format_errors
+
+        raise JobBackendError(f"{what}: {format_errors(errors)}")
+    return [normalize_job(job) for job in body.get("jobs") or [] if isinstance(job, dict)]
+
+
+def _is_invalid_id(error: Mapping[str, Any]) -> bool:
+    number = error.get("error_number", error.get("error_code", error.get("errno")))
+    return number == _INVALID_JOB_ID or "Invalid job id" in str(error.get("description", ""))
 
 
 def parse_sacct(text: str) -> list[dict[str, str]]:
@@ -246,6 +234,8 @@ class SlurmCliBackend(BaseJobBackend):
         self.timeout = timeout
         self._runner = runner
         self._outputs: dict[str, str] = {}
+        self._scontrol_json: bool | None = None  # does this SLURM's scontrol take --json?
+        self._addresses: dict[str, str] = {}  # node name -> NodeAddr
 
     def __repr__(self) -> str:
         return f"SlurmCliBackend(ssh_conn_id={self.ssh_conn_id!r})"
@@ -274,9 +264,9 @@ class SlurmCliBackend(BaseJobBackend):
 
     # -- submit -----------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> str:
-        script = spec.script if spec.script.startswith("#!") else "#!/bin/bash\n" + spec.script
         args = sbatch_args(spec, self.job_defaults)
-        result = self._run("sbatch", *args, stdin=script.encode(), env=spec.environment)
+        script = with_shebang(spec.script).encode()
+        result = self._run("sbatch", *args, stdin=script, env=spec.environment)
         job_id = result.text.strip().split(";")[0]
         if result.returncode != 0 or not _JOB_ID.fullmatch(job_id):
             raise JobBackendError(
@@ -289,16 +279,34 @@ class SlurmCliBackend(BaseJobBackend):
         return job_id
 
     # -- state ------------------------------------------------------------------------------
-    def _scontrol(self, job_id: str) -> dict[str, str] | None:
-        result = self._run("scontrol", "show", "job", "-o", job_id)
-        if result.returncode != 0:
+    def _live(self, job_id: str) -> SlurmJob | None:
+        """The job's record while slurmctld holds it, else None.
+
+        ``scontrol show job --json`` (SLURM 23.02+); where scontrol has no ``--json``,
+        ``squeue --json`` once and for all later calls.
+        """
+        argv: tuple[str, ...] = ("scontrol", "show", "job", "--json", job_id)
+        if self._scontrol_json is False:
+            argv = ("squeue", "--json", "-t", "all", "-j", job_id)
+        result = self._run(*argv)
+        if self._scontrol_json is None and argv[0] == "scontrol":
+            self._scontrol_json = "unrecognized option" not in result.error
+            if not self._scontrol_json:
+                argv = ("squeue", "--json", "-t", "all", "-j", job_id)
+                result = self._run(*argv)
+        what = " ".join(argv)
+        if result.returncode != 0 and not result.stdout.strip().startswith(b"{"):
             if "Invalid job id" in result.error:
                 return None
-            raise JobBackendError(f"scontrol show job {job_id} failed: {result.error}")
-        fields = parse_scontrol_job(result.text)
-        if fields.get("StdOut") and job_id not in self._outputs:
-            self._outputs[job_id] = fields["StdOut"]
-        return fields if fields.get("JobId") == job_id else None
+            raise JobBackendError(f"{what} failed (rc={result.returncode}): {result.error}")
+        records = parse_jobs_json(result.text, what) or []
+        job = next((r for r in records if r["job_id"] == job_id), None)
+        if job is not None and job["standard_output"] and job_id not in self._outputs:
+            user = job["raw"].get("user_name") or self.runner.user
+            self._outputs[job_id] = expand_output_path(
+                job["standard_output"], job_id, job["name"], str(user)
+            )
+        return job
 
     def _sacct_modes(self) -> list[list[str]]:
         modes: dict[str, list[list[str]]] = {
@@ -324,16 +332,9 @@ class SlurmCliBackend(BaseJobBackend):
 
     def state(self, job_id: str) -> JobStatus:
         self._check_id(job_id)
-        fields = self._scontrol(job_id)
-        if fields is not None:
-            code, sig = parse_exit_code(fields.get("ExitCode"))
-            return job_status(
-                job_id,
-                fields.get("JobState", "UNKNOWN"),
-                exit_code=code,
-                signal=sig,
-                reason=fields.get("Reason"),
-            )
+        job = self._live(job_id)
+        if job is not None:
+            return status_from_native(job_id, job)
         rows = [r for r in self._sacct("-j", job_id) if r["job_id"] == job_id]
         if not rows:
             raise JobNotFoundError(
@@ -359,7 +360,7 @@ class SlurmCliBackend(BaseJobBackend):
     ) -> tuple[str, int]:
         self._check_id(job_id)
         if job_id not in self._outputs:
-            self._scontrol(job_id)
+            self._live(job_id)
         path = self._outputs.get(job_id)
         if not path:
             return "", max(offset, 0)
@@ -375,6 +376,21 @@ class SlurmCliBackend(BaseJobBackend):
         if result.returncode != 0 or not sep or not head.strip().isdigit():
             return "", max(offset, 0)
         return decode_log(data, int(head))
+
+    # -- nodes ------------------------------------------------------------------------------
+    def node_address(self, node: str) -> str:
+        """The node's ``NodeAddr`` (``scontrol show node -o``)."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", node):
+            raise JobBackendError(f"{node!r} is not a SLURM node name")
+        if node not in self._addresses:
+            result = self._run("scontrol", "show", "node", "-o", node)
+            match = re.search(r"\bNodeAddr=(\S+)", result.text)
+            if result.returncode != 0 or match is None:
+                raise JobBackendError(
+                    f"scontrol show node {node} failed (rc={result.returncode}): {result.error}"
+                )
+            self._addresses[node] = match.group(1)
+        return self._addresses[node]
 
     # -- find -------------------------------------------------------------------------------
     def find(self, name: str) -> str | None:

@@ -1,5 +1,9 @@
 """Small client for slurmrestd (REST API v0.0.38 to v0.0.43): submit, state, list, cancel.
 
+Synchronous only: :class:`~.slurm.SlurmBackend` runs it in a worker thread for its async half.
+Its errors are :class:`SlurmRestError` (a ``JobBackendError``); job records are normalized by
+the SLURM library (:func:`.slurm.normalize_job`).
+
 The API changed shape between versions; the pure functions here hide that:
 
 - v0.0.38 takes ``environment`` as an object and ``script`` beside ``job``; v0.0.39+ take a list
@@ -15,44 +19,35 @@ the client, else ``$SLURM_JWT``, else one minted with ``scontrol token`` (re-min
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import os
 import shutil
 import subprocess
 import time
 from collections.abc import Mapping
-from typing import Any, TypedDict
+from typing import Any
 
 import httpx
 
-SUPPORTED_VERSIONS = tuple(f"v0.0.{minor}" for minor in range(38, 44))
-BASE_STATES = frozenset(
-    {
-        "PENDING",
-        "RUNNING",
-        "SUSPENDED",
-        "COMPLETED",
-        "CANCELLED",
-        "FAILED",
-        "TIMEOUT",
-        "NODE_FAIL",
-        "PREEMPTED",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "OUT_OF_MEMORY",
-    }
+from airflow_provider_lclstream.backends.slurm import (  # records: the SLURM library
+    BASE_STATES,
+    TERMINAL_STATES,
+    SlurmJob,
+    exit_status,
+    normalize_job,
+    number,
+    split_state,
 )
-TERMINAL_STATES = BASE_STATES - {"PENDING", "RUNNING", "SUSPENDED"}
-# State flags meaning the job is not finished yet even with a terminal base state.
-_UNFINISHED_FLAGS = frozenset({"COMPLETING", "REQUEUED", "REQUEUE_HOLD", "RESIZING", "STAGE_OUT"})
+from airflow_provider_lclstream.exceptions import JobBackendError, JobNotFoundError
+
+SUPPORTED_VERSIONS = tuple(f"v0.0.{minor}" for minor in range(38, 44))
 DEFAULT_ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
 # slurm error numbers (slurm_errno.h)
 ESLURM_INVALID_JOB_ID = 2017
 ESLURM_ALREADY_DONE = 2021
 
 
-class SlurmRestError(RuntimeError):
+class SlurmRestError(JobBackendError, RuntimeError):
     """slurmrestd refused a request or answered with errors."""
 
     def __init__(
@@ -67,27 +62,12 @@ class SlurmRestError(RuntimeError):
         self.errors = errors or []
 
 
-class SlurmJobNotFound(SlurmRestError):
+class SlurmJobNotFound(SlurmRestError, JobNotFoundError):
     """slurmctld does not know the job (wrong id, or purged after ``MinJobAge``)."""
 
 
-class JobState(TypedDict):
-    """One job's state, the same across API versions (``raw`` keeps the original record)."""
-
-    job_id: str
-    name: str
-    state: str
-    flags: list[str]
-    done: bool
-    exit_code: int | None
-    signal: int | None
-    reason: str
-    submit_time: int | None
-    start_time: int | None
-    end_time: int | None
-    standard_output: str
-    standard_error: str
-    raw: dict[str, Any]
+#: One job's state, the same across API versions (the SLURM library's record).
+JobState = SlurmJob
 
 
 # --- pure functions: request bodies and response normalization ---------------------------------
@@ -132,67 +112,6 @@ def build_submit_body(script: str, job: Mapping[str, Any], version: str) -> dict
         desc["script"] = script
         return {"job": desc}
     return {"script": script, "job": desc}
-
-
-def number(value: Any) -> int | None:
-    """An int, or the ``{"set", "infinite", "number"}`` wrapper of v0.0.39+; unset -> None."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return int(value)
-    if isinstance(value, Mapping):
-        if value.get("infinite") or value.get("set") is False:
-            return None
-        return number(value.get("number"))
-    return None
-
-
-def exit_status(value: Any) -> tuple[int | None, int | None]:
-    """``(exit code, signal)`` like sacct's ``code:signal``; signal is None when not signaled."""
-    if isinstance(value, Mapping) and ("return_code" in value or "signal" in value):
-        code = number(value.get("return_code"))
-        signal = value.get("signal") or {}
-        sig = (
-            number(signal.get("id", signal.get("signal_id")))
-            if isinstance(signal, Mapping)
-            else None
-        )
-        return code, sig or None
-    raw = number(value)  # a raw wait(2) status
-    if raw is None:
-        return None, None
-    return (raw >> 8) & 0xFF, (raw & 0x7F) or None
-
-
-def split_state(value: Any) -> tuple[str, list[str]]:
-    """``(base state, flags)`` from a ``job_state`` string or list."""
-    if isinstance(value, str):
-        return (value or "UNKNOWN"), []
-    items = [str(v) for v in value or []]
-    base = next((s for s in items if s in BASE_STATES), items[0] if items else "UNKNOWN")
-    return base, [s for s in items if s != base]
-
-
-def normalize_job(job: Mapping[str, Any]) -> JobState:
-    """One ``jobs[]`` record of ``GET .../job/{id}`` as a version-independent :class:`JobState`."""
-    state, flags = split_state(job.get("job_state"))
-    code, signal = exit_status(job.get("exit_code"))
-    return JobState(
-        job_id=str(job.get("job_id", "")),
-        name=str(job.get("name") or ""),
-        state=state,
-        flags=flags,
-        done=state in TERMINAL_STATES and not _UNFINISHED_FLAGS.intersection(flags),
-        exit_code=code,
-        signal=signal,
-        reason=str(job.get("state_reason") or ""),
-        submit_time=number(job.get("submit_time")),
-        start_time=number(job.get("start_time")),
-        end_time=number(job.get("end_time")),
-        standard_output=str(job.get("standard_output") or ""),
-        standard_error=str(job.get("standard_error") or ""),
-        raw=dict(job),
-    )
 
 
 def format_errors(errors: list[dict[str, Any]]) -> str:
@@ -276,7 +195,7 @@ def mint_token(user: str, lifespan: int = 3600, scontrol: str = "scontrol") -> s
 
 
 class _SlurmRestBase:
-    """Settings, token handling and response checks shared by the sync and async clients."""
+    """Settings, token handling and response checks."""
 
     def __init__(
         self,
@@ -397,6 +316,14 @@ class SlurmRestClient(_SlurmRestBase):
         response = self._request("GET", f"job/{job_id}")
         return parse_state_response(self._body(response, f"state of job {job_id}"), str(job_id))
 
+    def node(self, name: str) -> dict[str, Any]:
+        """One node's record (``name``, ``address``, ``hostname``, ``state``, ...)."""
+        body = self._body(self._request("GET", f"node/{name}"), f"node {name}")
+        nodes = body.get("nodes") or []
+        if not nodes:
+            raise SlurmRestError(f"slurmrestd knows no node {name!r}")
+        return dict(nodes[0])
+
     def cancel(self, job_id: str | int, signal: str | None = None) -> None:
         """Cancel (or signal) a job; a job that already finished is not an error."""
         params = {"signal": signal} if signal else None
@@ -412,70 +339,24 @@ class SlurmRestClient(_SlurmRestBase):
         self.close()
 
 
-class AsyncSlurmRestClient(_SlurmRestBase):
-    """The asyncio twin of :class:`SlurmRestClient` (for triggers); ``await aclose()`` it."""
-
-    def __init__(self, url: str, **kwargs: Any) -> None:
-        super().__init__(url, **kwargs)
-        self._client = httpx.AsyncClient(
-            base_url=self.url, timeout=self.timeout, verify=self.verify
-        )
-
-    async def _request(self, method: str, tail: str, **kwargs: Any) -> httpx.Response:
-        token = await asyncio.to_thread(self._token_sync)
-        return await self._client.request(
-            method, self._path(tail), headers=self._headers(token), **kwargs
-        )
-
-    async def ping(self) -> dict[str, Any]:
-        """``GET .../ping``: raises when slurmrestd or slurmctld does not answer."""
-        body = self._body(await self._request("GET", "ping"), "ping")
-        if body.get("errors"):
-            raise SlurmRestError(f"ping: {format_errors(body['errors'])}", errors=body["errors"])
-        return body
-
-    async def detect_version(self) -> str:
-        """Switch to the newest supported API version this slurmrestd serves; return it."""
-        for version in reversed(SUPPORTED_VERSIONS):
-            self.api_version = version
-            try:
-                await self.ping()
-            except SlurmRestError as err:
-                if err.status_code == 404:
-                    continue
-                raise
-            return version
-        raise SlurmRestError(
-            f"slurmrestd at {self.url} serves none of {list(SUPPORTED_VERSIONS)}; "
-            "start it with -s openapi/v0.0.4x (or set api_version)"
-        )
-
-    async def submit(self, script: str, job: Mapping[str, Any]) -> str:
-        """Submit a batch script; returns the job id."""
-        body = build_submit_body(script, job, self.api_version)
-        response = await self._request("POST", "job/submit", json=body)
-        return parse_submit_response(self._body(response, "submit"))
-
-    async def jobs(self) -> list[JobState]:
-        """Every job slurmctld still knows (finished ones until ``MinJobAge``)."""
-        return parse_jobs_response(self._body(await self._request("GET", "jobs"), "job list"))
-
-    async def state(self, job_id: str | int) -> JobState:
-        """The job's normalized state; :class:`SlurmJobNotFound` once slurmctld forgot it."""
-        response = await self._request("GET", f"job/{job_id}")
-        return parse_state_response(self._body(response, f"state of job {job_id}"), str(job_id))
-
-    async def cancel(self, job_id: str | int, signal: str | None = None) -> None:
-        """Cancel (or signal) a job; a job that already finished is not an error."""
-        params = {"signal": signal} if signal else None
-        response = await self._request("DELETE", f"job/{job_id}", params=params)
-        self._cancel_result(response, str(job_id))
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> AsyncSlurmRestClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+__all__ = [
+    "BASE_STATES",
+    "SUPPORTED_VERSIONS",
+    "TERMINAL_STATES",
+    "JobState",
+    "SlurmJobNotFound",
+    "SlurmRestClient",
+    "SlurmRestError",
+    "api_minor",
+    "build_submit_body",
+    "exit_status",
+    "format_errors",
+    "job_environment",
+    "mint_token",
+    "normalize_job",
+    "number",
+    "parse_jobs_response",
+    "parse_state_response",
+    "parse_submit_response",
+    "split_state",
+]

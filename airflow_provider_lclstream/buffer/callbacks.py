@@ -1,14 +1,13 @@
 """Psik-style lifecycle callbacks: POST ``{jobid, jobndx, state, info}``, HMAC-signed.
 
 The body is signed like a GitHub/psik webhook: header ``x-hub-signature-256:
-sha256=<hex HMAC-SHA256 of the exact body bytes, keyed with the secret>``. Posts run on a
+sha256=<hex HMAC-SHA256 of the exact body bytes, keyed with the secret>`` (``protocol.sign_body``,
+shared with the psik backend). Posts run on a
 background thread so a slow receiver never stalls the data path; failures are logged, not raised.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import queue
@@ -16,18 +15,13 @@ import threading
 
 import httpx
 
+from airflow_provider_lclstream.protocol import SIGNATURE_HEADER
+from airflow_provider_lclstream.protocol import sign_body as sign
+from airflow_provider_lclstream.protocol import verify_signature as verify
+
+__all__ = ["SIGNATURE_HEADER", "CallbackSender", "sign", "verify"]
+
 log = logging.getLogger(__name__)
-SIGNATURE_HEADER = "x-hub-signature-256"
-
-
-def sign(body: bytes, secret: str) -> str:
-    """The ``x-hub-signature-256`` header value for ``body``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def verify(body: bytes, secret: str, header: str | None) -> bool:
-    """Constant-time check of a received signature header (for receivers and tests)."""
-    return header is not None and hmac.compare_digest(sign(body, secret), header)
 
 
 class CallbackSender:

@@ -163,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if config.report:
         with open(config.report, "w") as fh:
-            json.dump(buffer.last_report, fh, indent=1, default=str)
+            report = buffer.last_report
+            json.dump(report.model_dump(mode="json") if report else {}, fh, indent=1)
     return code
 
 

@@ -11,7 +11,9 @@ skipped, so one consumer can get two copies and another none: the buffer therefo
 consumers to hang up and sends one more copy per consumer still connected every
 ``EOS_RESEND_S``, until none is left or ``drain_timeout_s`` passes. Every copy carries the same
 ``extra.stream_id``; receivers (and downstream buffers) count an EOS once per
-``(producer, stream_id)``.
+``(producer, stream_id)``. The buffer's record takes the stream's own shape: a Simplon ``c``
+stop when its producers' records (or, without records, its data) are Simplon, else HDF5, so an
+upstream consumer behind the buffer reads it like the producers' own.
 """
 
 from __future__ import annotations
@@ -33,9 +35,20 @@ from airflow_provider_lclstream.buffer.consumers import ConsumerTable
 from airflow_provider_lclstream.buffer.endpoints import open_endpoint
 from airflow_provider_lclstream.buffer.fifo import BoundedFifo, payload_size
 from airflow_provider_lclstream.buffer.metrics import MetricsServer
-from airflow_provider_lclstream.buffer.stats import RateMeter, build_stats, progress_line
+from airflow_provider_lclstream.buffer.stats import (
+    BufferStats,
+    RateMeter,
+    StreamReport,
+    build_stats,
+    progress_line,
+)
 from airflow_provider_lclstream.exceptions import ProtocolError
-from airflow_provider_lclstream.protocol import EXIT_ENDED_BY_IDLE, EndOfStream, is_end_of_stream
+from airflow_provider_lclstream.protocol import (
+    EXIT_ENDED_BY_IDLE,
+    SIMPLON_EOS_PREFIX,
+    EndOfStream,
+    is_end_of_stream,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_lclstream.buffer.config import BufferConfig
@@ -53,6 +66,23 @@ ENDED_BY_IDLE = "ended by idleness"
 def _is_eos(payload: Any) -> bool:
     view = payload if isinstance(payload, bytes) else payload.buffer
     return is_end_of_stream(view)  # either shape: NUL-prefixed JSON or a Simplon stop
+
+
+def _looks_simplon(payload: Any) -> bool:
+    """A Simplon message of upstream's form: ``c`` or ``m``, then a CBOR map."""
+    view = payload if isinstance(payload, bytes) else payload.buffer
+    return len(view) > 1 and view[0] in b"cm" and 0xA0 <= view[1] <= 0xBF
+
+
+def _simplon_run(raw: bytes) -> str:
+    """The ``run`` of a Simplon-shaped end-of-stream record ("" when it has none)."""
+    import cbor2
+
+    try:
+        run = cbor2.loads(raw[1:]).get("run", "")
+    except Exception:  # noqa: BLE001 - decode() already accepted the record's fields
+        return ""
+    return run if isinstance(run, str) else str(run)
 
 
 class Buffer:
@@ -83,7 +113,7 @@ class Buffer:
         self.corrupt_eos = 0
         self.streams_finished = 0
         self.jobndx = 1
-        self.last_report: dict[str, Any] = {}
+        self.last_report: StreamReport | None = None
         self.callbacks: CallbackSender | None = None
         self.metrics: MetricsServer | None = None
         self._new_stream()
@@ -146,14 +176,23 @@ class Buffer:
         return self.wait(timeout)
 
     def stats(self) -> dict[str, Any]:
+        """``GET /stats`` as a dict (``stats_document()`` as JSON values)."""
+        return self.stats_document().model_dump(mode="json")
+
+    def stats_document(self) -> BufferStats:
         """The live stats, plus ``last_stream``: the final report of the last finished stream
         (what a persistent buffer's watcher reads once the stream it watched has ended)."""
         with self._lock:
-            return {**build_stats(self), "last_stream": self.last_report or None}
+            snapshot = build_stats(self)
+            return BufferStats(**dict(snapshot), last_stream=self.last_report)
 
     # ------------------------------------------------------------------ lifecycle
     def _open(self) -> None:
         cfg = self.config
+        # The end-of-stream record is an HDF5 image: import h5py now, not when the stream ends
+        # (about 0.15 s that would delay the record to every consumer).
+        import h5py  # noqa: F401
+
         self.context = zmq.Context()
         self.inp = open_endpoint(
             cfg.input_transport, cfg.input, "input", dial=cfg.dial_input,
@@ -170,7 +209,7 @@ class Buffer:
             raise
         if cfg.metrics:
             host, port = parse_hostport(cfg.metrics)
-            self.metrics = MetricsServer(host, port, self.stats)
+            self.metrics = MetricsServer(host, port, self.stats_document)
             self.metrics_port = self.metrics.port
         if cfg.callback:
             jobid = cfg.jobid or os.environ.get("LCLSTREAM_JOBID") or self.name
@@ -210,6 +249,8 @@ class Buffer:
         self.stream_first_data_at: float | None = None  # epoch seconds
         self.stream_finished_at: float | None = None
         self.control: list[bytes] = []
+        # The shape of this stream's records (its producers' own): "hdf5", or "simplon" and run.
+        self.eos_shape: tuple[str, str] = ("hdf5", "")
 
     # ------------------------------------------------------------------ the loop
     def _run_stream(self) -> int:
@@ -224,7 +265,10 @@ class Buffer:
             for target, flag in poller_items:
                 poller.register(target, flag)
             timeout = POLL_S if nng_backoff == 0 else nng_backoff
-            poller.poll(int(timeout * 1000))
+            if poller_items:
+                poller.poll(int(timeout * 1000))
+            else:  # NNG has no monitor socket: nothing to wait on, and poll() would not wait
+                time.sleep(timeout)
             now = time.monotonic()
             with self._lock:
                 self._peer_events(now)
@@ -285,18 +329,23 @@ class Buffer:
             size = payload_size(payload)
             if self.stream_first_data_at is None:
                 self.stream_first_data_at = time.time()
+                if _looks_simplon(payload):  # producers without records: shape from the data
+                    self.eos_shape = ("simplon", self.eos_shape[1])
             self.fifo.put(payload)
             self.acct.data(key, size)
             self.counts["messages_in"] += 1
             self.counts["bytes_in"] += size
 
     def _end_of_stream(self, payload: Any, key: str) -> None:
+        raw = payload if isinstance(payload, bytes) else payload.bytes
         try:
-            eos = EndOfStream.decode(payload if isinstance(payload, bytes) else payload.bytes)
+            eos = EndOfStream.decode(raw)
         except ProtocolError as err:
             self.corrupt_eos += 1
             log.warning("ignoring a corrupt end-of-stream record on %s: %s", key, err)
             return
+        if raw.startswith(SIMPLON_EOS_PREFIX):
+            self.eos_shape = ("simplon", _simplon_run(raw))
         if self.acct.end(key, eos):
             log.info(
                 "producer %s (rank %d) ended: %d messages, %d bytes [%d/%s ended]",
@@ -413,11 +462,13 @@ class Buffer:
             "producer_totals": totals,
             "problems": self.acct.problems(),
         }
-        return EndOfStream(
+        record = EndOfStream(
             producer=self.name, rank=0, events=totals["events"], batches=totals["batches"],
             messages=self.stream_out[0], bytes=self.stream_out[1], skipped=totals["skipped"],
             extra=extra,
-        ).encode()  # fmt: skip
+        )  # fmt: skip
+        shape, run = self.eos_shape  # in the stream's own shape, as its consumers read it
+        return record.encode_simplon(run=run) if shape == "simplon" else record.encode()
 
     def _finish(self, note: str) -> int:
         left = self.fifo.clear()
@@ -449,12 +500,12 @@ class Buffer:
         self.state = "done" if ok or idle_end else "failed"
         self.stream_finished_at = time.time()
         self.streams_finished += int(self.acct.started)
-        self.last_report = {
-            **build_stats(self),
-            "problems": problems,
-            "reason": self.reason,
-            "eos": self.acct.complete(),  # false: ended by idleness or failed, no full account
-        }
+        self.last_report = StreamReport(
+            **dict(build_stats(self)),
+            problems=problems,
+            reason=self.reason,
+            eos=self.acct.complete(),  # false: ended by idleness or failed, no full account
+        )
         level = logging.INFO if ok else logging.ERROR
         log.log(level, "stream %d %s (%s): %s", self.jobndx, self.state, self.reason,
                 "; ".join(problems) or "all producers ended, everything delivered")  # fmt: skip
@@ -464,4 +515,4 @@ class Buffer:
         return code
 
     def _log_progress(self) -> None:
-        log.info("%s", progress_line(self.stats()))
+        log.info("%s", progress_line(self.stats_document()))

@@ -16,7 +16,6 @@ from typing import Any
 
 import pynng
 import zmq
-from pynng import _nng
 from zmq.utils.monitor import recv_monitor_message
 
 from airflow_provider_lclstream.exceptions import TransportError
@@ -60,6 +59,33 @@ class Endpoint:
         raise NotImplementedError
 
 
+class NngPayload:
+    """A received NNG message kept as pynng's ``Message``, so that the buffer forwards it with
+    ``send_msg`` and no copy (what a pynng forwarding loop does).
+
+    ``len()`` is read once at receipt: after ``send_msg`` NNG owns (and frees) the memory, so
+    nothing may read the body then. ``buffer`` is a view of the body (through ``Message._buffer``,
+    the access pynng's own docs describe) for peeking at the first bytes; ``bytes`` copies it.
+    """
+
+    __slots__ = ("msg", "size")
+
+    def __init__(self, msg: pynng.Message) -> None:
+        self.msg = msg
+        self.size = len(msg._buffer)
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def buffer(self) -> memoryview:
+        return memoryview(self.msg._buffer)
+
+    @property
+    def bytes(self) -> bytes:
+        return self.msg.bytes
+
+
 class NngEndpoint(Endpoint):
     library = "nng"
 
@@ -99,29 +125,24 @@ class NngEndpoint(Endpoint):
     def poll_items(self, want_data: bool) -> list[tuple[Any, int]]:
         return [(self.fd, POLLIN)] if want_data else []
 
-    def recv_nowait(self) -> tuple[bytes, str] | None:
+    def recv_nowait(self) -> tuple[NngPayload, str] | None:
         """The next message and the key of the pipe it came on, or None."""
-        lib, ffi = _nng.lib, _nng.ffi
-        msg_p = ffi.new("nng_msg **")
-        rv = lib.nng_recvmsg(self.socket.socket, msg_p, lib.NNG_FLAG_NONBLOCK)
-        if rv in (lib.NNG_EAGAIN, lib.NNG_ECLOSED):
-            return None
-        if rv != 0:
-            raise TransportError(
-                f"nng: receive on {self.url} failed: {ffi.string(lib.nng_strerror(rv))!r}"
-            )
-        msg = msg_p[0]
         try:
-            body = ffi.buffer(lib.nng_msg_body(msg), lib.nng_msg_len(msg))[:]
-            pipe_id = lib.nng_pipe_id(lib.nng_msg_get_pipe(msg))
-        finally:
-            lib.nng_msg_free(msg)
-        return body, f"nng-pipe-{pipe_id}"
+            msg = self.socket.recv_msg(block=False)
+        except (pynng.TryAgain, pynng.Closed):
+            return None
+        except pynng.NNGException as err:
+            raise TransportError(f"nng: receive on {self.url} failed: {err}") from err
+        pipe = msg.pipe  # None when the pipe closed before pynng saw the message's pipe
+        return NngPayload(msg), f"nng-pipe-{pipe.id if pipe is not None else -1}"
 
     def send_nowait(self, payload: Any) -> bool:
-        data = payload if isinstance(payload, bytes) else bytes(payload.buffer)
         try:
-            self.socket.send(data, block=False)
+            if isinstance(payload, NngPayload):
+                self.socket.send_msg(payload.msg, block=False)  # NNG takes the memory over
+            else:
+                data = payload if isinstance(payload, bytes) else bytes(payload.buffer)
+                self.socket.send(data, block=False)
         except pynng.TryAgain:
             return False
         return True
@@ -226,6 +247,8 @@ class ZmqEndpoint(Endpoint):
         return frame, key
 
     def send_nowait(self, payload: Any) -> bool:
+        if isinstance(payload, NngPayload):  # NNG in, ZeroMQ out: NNG frees its message
+            payload = payload.bytes
         copy = isinstance(payload, bytes) and len(payload) < 65536
         try:
             self.socket.send(payload, zmq.NOBLOCK, copy=copy)

@@ -1,4 +1,9 @@
-"""HTTP metrics: Prometheus text at ``/metrics``, JSON at ``/stats`` (stdlib server thread)."""
+"""HTTP metrics: Prometheus text at ``/metrics``, JSON at ``/stats`` (stdlib server thread).
+
+The Prometheus exposition is ``prometheus_client``'s: a collector turns each ``/stats`` snapshot
+into metric families (names unchanged since the hand-written exposition), and the library's
+process collector adds the buffer process's memory, CPU and open files (``process_*``).
+"""
 
 from __future__ import annotations
 
@@ -7,57 +12,92 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from airflow_provider_lclstream.buffer.stats import STATES, StreamSnapshot, parse_stats
+
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator, Mapping
 
-STATES = ("running", "draining", "done", "failed")
+PREFIX = "lclstream_buffer_"
 
 
-def prometheus_text(stats: dict[str, Any]) -> str:
-    """Render the gauges and counters of ``Buffer.stats()`` in the Prometheus text format."""
-    p = "lclstream_buffer_"
-    lines: list[str] = []
+def metric_families(s: StreamSnapshot) -> Iterator[Metric]:
+    """The buffer's gauges and counters for one stats snapshot."""
+    p = PREFIX
 
-    def metric(name: str, kind: str, value: float, help_: str, labels: str = "") -> None:
-        if not any(line.startswith(f"# TYPE {p}{name} ") for line in lines):
-            lines.append(f"# HELP {p}{name} {help_}")
-            lines.append(f"# TYPE {p}{name} {kind}")
-        lines.append(f"{p}{name}{labels} {value}")
+    def counter(name: str, value: float, help_: str) -> Metric:
+        return CounterMetricFamily(f"{p}{name}", help_, value=value)
+
+    def gauge(name: str, value: float, help_: str) -> Metric:
+        return GaugeMetricFamily(f"{p}{name}", help_, value=value)
 
     for side in ("in", "out"):
-        metric(f"messages_{side}_total", "counter", stats[f"messages_{side}"], f"Messages {side}.")
-        metric(f"bytes_{side}_total", "counter", stats[f"bytes_{side}"], f"Bytes {side}.")
-        metric(f"{side}_messages_per_second", "gauge", stats["rates"][f"messages_{side}"], "Rate.")
-        metric(f"{side}_bytes_per_second", "gauge", stats["rates"][f"bytes_{side}"], "Rate.")
-    metric("buffered_messages", "gauge", stats["buffered_messages"], "Messages held in the FIFO.")
-    metric("buffered_bytes", "gauge", stats["buffered_bytes"], "Bytes held in the FIFO.")
-    metric("capacity_bytes", "gauge", stats["capacity_bytes"], "FIFO byte cap.")
-    metric("capacity_messages", "gauge", stats["capacity_messages"], "FIFO message cap.")
-    metric("dropped_messages_total", "counter", stats["dropped_messages"], "Left undelivered.")
-    metric("consumers_connected", "gauge", stats["consumers"]["connected"], "Consumers now.")
-    metric("consumers_lost_total", "counter", stats["consumers"]["lost"], "Left mid-stream.")
-    prod = stats["producers"]
+        yield counter(f"messages_{side}_total", getattr(s, f"messages_{side}"), f"Messages {side}.")
+        yield counter(f"bytes_{side}_total", getattr(s, f"bytes_{side}"), f"Bytes {side}.")
+        yield gauge(f"{side}_messages_per_second", getattr(s.rates, f"messages_{side}"), "Rate.")
+        yield gauge(f"{side}_bytes_per_second", getattr(s.rates, f"bytes_{side}"), "Rate.")
+    yield gauge("buffered_messages", s.buffered_messages, "Messages held in the FIFO.")
+    yield gauge("buffered_bytes", s.buffered_bytes, "Bytes held in the FIFO.")
+    yield gauge("capacity_bytes", s.capacity_bytes, "FIFO byte cap.")
+    yield gauge("capacity_messages", s.capacity_messages, "FIFO message cap.")
+    yield counter("dropped_messages_total", s.dropped_messages, "Left undelivered.")
+    yield gauge("consumers_connected", s.consumers.connected, "Consumers now.")
+    yield counter("consumers_lost_total", s.consumers.lost, "Left mid-stream.")
+    prod = s.producers
     for name in ("seen", "ended", "connected"):
-        metric(f"producers_{name}", "gauge", prod[name], f"Producers {name} this stream.")
-    metric("producers_vanished", "gauge", len(prod["vanished"]), "Closed without EOS.")
-    metric("streams_total", "counter", stats["streams_finished"], "Streams finished.")
-    for state in STATES:
-        value = 1 if stats["state"] == state else 0
-        metric("state", "gauge", value, "1 for the current state.", f'{{state="{state}"}}')
-    return "\n".join(lines) + "\n"
+        yield gauge(f"producers_{name}", getattr(prod, name), f"Producers {name} this stream.")
+    yield gauge("producers_vanished", len(prod.vanished), "Closed without EOS.")
+    yield counter("streams_total", s.streams_finished, "Streams finished.")
+    state = GaugeMetricFamily(f"{p}state", "1 for the current state.", labels=["state"])
+    for name in STATES:
+        state.add_metric([name], 1 if s.state == name else 0)
+    yield state
+
+
+class _StatsCollector:
+    """A ``prometheus_client`` collector that reads the buffer's stats on every scrape."""
+
+    def __init__(self, stats: Callable[[], StreamSnapshot]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        yield from metric_families(self.stats())
+
+
+def metrics_registry(
+    stats: Callable[[], StreamSnapshot], process: bool = True
+) -> CollectorRegistry:
+    """A registry of the buffer's metrics (and, with ``process``, this process's)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_StatsCollector(stats))
+    if process:
+        ProcessCollector(registry=registry)
+    return registry
+
+
+def prometheus_text(stats: StreamSnapshot | Mapping[str, Any]) -> str:
+    """The Prometheus text format of one stats snapshot (a model or its JSON document)."""
+    snapshot = stats if isinstance(stats, StreamSnapshot) else parse_stats(stats)
+    return generate_latest(metrics_registry(lambda: snapshot, process=False)).decode()
 
 
 class MetricsServer:
     """Serve ``stats()`` on a daemon thread; ``port`` is the bound port (useful with port 0)."""
 
-    def __init__(self, host: str, port: int, stats: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, host: str, port: int, stats: Callable[[], StreamSnapshot]) -> None:
+        registry = metrics_registry(stats)
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 path = self.path.split("?")[0]
                 if path == "/metrics":
-                    body, ctype = prometheus_text(stats()).encode(), "text/plain; version=0.0.4"
+                    body, ctype = generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4
                 elif path == "/stats":
-                    body, ctype = json.dumps(stats(), indent=1).encode(), "application/json"
+                    document = stats().model_dump(mode="json")
+                    body, ctype = json.dumps(document, indent=1).encode(), "application/json"
                 else:
                     self.send_error(404, "try /metrics or /stats")
                     return

@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from airflow_provider_lclstream.exceptions import LCLStreamError
+
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
 #: strings a parameter accepts unless its template gives a ``pattern``: no shell syntax, no
@@ -38,7 +40,7 @@ EXPANDED = ("LCLSTREAM_URL", "LCLSTREAM_TRANSPORT")
 ParamValue = str | int | float | bool
 
 
-class ConsumerTemplateError(ValueError):
+class ConsumerTemplateError(LCLStreamError, ValueError):
     """A template or its parameters are wrong; the message names the template and parameter."""
 
 

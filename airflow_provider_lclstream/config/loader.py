@@ -21,11 +21,8 @@ from airflow_provider_lclstream.config.streamer import (
     CLASS_NAMES,
     COMPONENTS,
     STEP_KINDS,
-    BinningStep,
-    HitFilterStep,
-    RoiStep,
+    STEPS,
     StreamerConfig,
-    ThresholdStep,
 )
 from airflow_provider_lclstream.exceptions import ConfigError
 
@@ -45,10 +42,7 @@ _HEADER_KEYS = ("source_identifier", "skip_incomplete_events", *_SINGLE, "data_h
 _SECTIONED_TOP = ("lclstreamer", *_SINGLE, "data_sources", "data_handlers")
 _MODELS: dict[str, type[BaseModel]] = {
     **{name: cls for comp in COMPONENTS.values() for name, cls in comp.classes.items()},
-    "roi": RoiStep,
-    "threshold": ThresholdStep,
-    "binning": BinningStep,
-    "hit_filter": HitFilterStep,
+    **{kind: model for kind, (model, _) in STEPS.items()},
 }
 
 # --------------------------------------------------------------------------- templates

@@ -12,22 +12,25 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, Union
 
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from airflow_provider_lclstream.config.detectors import DETECTOR_SHAPES
 from airflow_provider_lclstream.config.streamer_components import (
-    DETECTOR_SHAPES,
     SIMPLON_IMAGE_KINDS,
     SIMPLON_REQUIRED_SOURCES,
     STEP_KINDS,
+    STEPS,
     BatchProcessingPipeline,
     BinaryDataStreamingDataHandler,
     BinaryFileWritingDataHandler,
     BinningStep,
+    ComponentModel,
     ConstValue,
+    DataHandlerModel,
     DType,
     GenericRandomNumpyArray,
     HDF5BinarySerializer,
@@ -36,6 +39,7 @@ from airflow_provider_lclstream.config.streamer_components import (
     InternalEventSource,
     NoOpProcessingPipeline,
     PeaknetPreprocessingPipeline,
+    ProcessingPipelineModel,
     Psana1DetectorInterface,
     Psana1EventSource,
     Psana1Timestamp,
@@ -59,14 +63,17 @@ __all__ = [
     "DETECTOR_SHAPES",
     "SIMPLON_IMAGE_KINDS",
     "SIMPLON_REQUIRED_SOURCES",
+    "STEPS",
     "STEP_KINDS",
     "BatchProcessingPipeline",
     "BinaryDataStreamingDataHandler",
     "BinaryFileWritingDataHandler",
     "BinningStep",
     "Component",
+    "ComponentModel",
     "ConstValue",
     "DType",
+    "DataHandlerModel",
     "DataSourceConfig",
     "EventSourceConfig",
     "GenericRandomNumpyArray",
@@ -78,6 +85,7 @@ __all__ = [
     "NoOpProcessingPipeline",
     "PeaknetPreprocessingPipeline",
     "PipelineConfig",
+    "ProcessingPipelineModel",
     "Psana1DetectorInterface",
     "Psana1EventSource",
     "Psana1Timestamp",
@@ -138,12 +146,25 @@ def _function_or(default: str) -> Callable[[dict[str, Any]], list[str]]:
     return lambda entry: [str(entry.get("psana_function") or default)]
 
 
+_ENGINE = "airflow_provider_lclstream.streamer"
+
+
 @dataclass(frozen=True)
 class Component:
-    """One component kind: its canonical classes and the old names that map onto them."""
+    """One component kind: its classes, the engine that runs each, and old names for them.
 
+    This table is the one registry of streamer components: config parsing (the discriminated
+    unions below and the sectioned loader), the engine (``streamer.components.engine_for``) and
+    the generated reference all read it. ``engines`` holds dotted ``module:attribute`` paths so
+    that the config layer names the engine without importing it; a class with no engine (a
+    psana detector interface) is read by the event source it is named after.
+    """
+
+    key: str
     name: str
+    title: str
     classes: Mapping[str, type[BaseModel]]
+    engines: Mapping[str, str] = dc_field(default_factory=dict)
     aliases: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]] = dc_field(
         default_factory=dict
     )
@@ -155,28 +176,53 @@ class Component:
             text += f" (old names also accepted: {', '.join(sorted(self.aliases))})"
         return text
 
+    def annotation(self) -> Any:
+        """The pydantic type of one entry: the classes' union, discriminated by ``type``, with
+        old names rewritten and unknown ones reported first."""
+        members = tuple(self.classes.values())
+        union = members[0] if len(members) == 1 else Union[members]  # noqa: UP007 - built
+        return Annotated[union, Field(discriminator="type"), _resolver(self)]
 
-def _classes(*models: type[BaseModel]) -> dict[str, type[BaseModel]]:
-    return {m.model_fields["type"].default: m for m in models}
+
+def _register(
+    key: str,
+    name: str,
+    title: str,
+    entries: list[tuple[type[BaseModel], str | None]],
+    aliases: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
+) -> Component:
+    """A component from ``(model, engine path or None)`` pairs, keyed by the model's ``type``."""
+    classes = {m.model_fields["type"].default: m for m, _ in entries}
+    engines = {m.model_fields["type"].default: e for m, e in entries if e is not None}
+    return Component(key, name, title, classes, engines, dict(aliases or {}))
 
 
-EVENT_SOURCES = Component(
+EVENT_SOURCES = _register(
+    "event_source",
     "event source",
-    _classes(InternalEventSource, Psana1EventSource, Psana2EventSource, Hdf5EventSource),
+    "Event sources (`event_source`)",
+    [
+        (InternalEventSource, f"{_ENGINE}.sources.internal:InternalEventSource"),
+        (Psana1EventSource, f"{_ENGINE}.sources.psana1:Psana1EventSource"),
+        (Psana2EventSource, f"{_ENGINE}.sources.psana2:Psana2EventSource"),
+        (Hdf5EventSource, f"{_ENGINE}.sources.hdf5:Hdf5EventSource"),
+    ],
 )
-DATA_SOURCES = Component(
+DATA_SOURCES = _register(
+    "data_sources",
     "data source",
-    _classes(
-        GenericRandomNumpyArray,
-        ConstValue,
-        SourceIdentifier,
-        Psana1Timestamp,
-        Psana2Timestamp,
-        Psana1DetectorInterface,
-        Psana2DetectorInterface,
-        Psana2RunInfo,
-        SyntheticDetector,
-    ),
+    "Data sources (`data_sources.<name>`)",
+    [
+        (GenericRandomNumpyArray, f"{_ENGINE}.sources.base:random_array"),
+        (ConstValue, f"{_ENGINE}.sources.base:const_value"),
+        (SourceIdentifier, f"{_ENGINE}.sources.base:source_identifier"),
+        (Psana1Timestamp, None),
+        (Psana2Timestamp, None),
+        (Psana1DetectorInterface, None),
+        (Psana2DetectorInterface, None),
+        (Psana2RunInfo, None),
+        (SyntheticDetector, f"{_ENGINE}.sources.base:synthetic_frames"),
+    ],
     {
         "FloatValue": _rename("ConstValue", dtype="float64"),
         "IntValue": _rename("ConstValue", dtype="int64"),
@@ -205,27 +251,40 @@ DATA_SOURCES = Component(
         "Psana2PV": _detector("Psana2DetectorInterface", lambda e: [], "psana_function"),
     },
 )
-PIPELINES = Component(
+PIPELINES = _register(
+    "processing_pipeline",
     "processing pipeline",
-    _classes(NoOpProcessingPipeline, BatchProcessingPipeline, PeaknetPreprocessingPipeline),
+    "Processing pipelines (`processing_pipeline`)",
+    [
+        (NoOpProcessingPipeline, f"{_ENGINE}.pipelines.pipelines:noop_pipeline"),
+        (BatchProcessingPipeline, f"{_ENGINE}.pipelines.pipelines:batch_pipeline"),
+        (PeaknetPreprocessingPipeline, f"{_ENGINE}.pipelines.pipelines:peaknet_pipeline"),
+    ],
 )
-SERIALIZERS = Component(
+SERIALIZERS = _register(
+    "data_serializer",
     "data serializer",
-    _classes(HDF5BinarySerializer, SimplonBinarySerializer),
+    "Serializers (`data_serializer`)",
+    [
+        (HDF5BinarySerializer, f"{_ENGINE}.serializers.hdf5:from_config"),
+        (SimplonBinarySerializer, f"{_ENGINE}.serializers.simplon:from_config"),
+    ],
     {
         "Hdf5BinarySerializer": _rename("HDF5BinarySerializer"),
         "Hdf5Serializer": _rename("HDF5BinarySerializer"),
     },
 )
-HANDLERS = Component(
-    "data handler", _classes(BinaryFileWritingDataHandler, BinaryDataStreamingDataHandler)
+HANDLERS = _register(
+    "data_handlers",
+    "data handler",
+    "Data handlers (`data_handlers[]`)",
+    [
+        (BinaryFileWritingDataHandler, f"{_ENGINE}.handlers.handlers:file_handler"),
+        (BinaryDataStreamingDataHandler, f"{_ENGINE}.handlers.handlers:streaming_handler"),
+    ],
 )
 COMPONENTS: dict[str, Component] = {
-    "event_source": EVENT_SOURCES,
-    "data_sources": DATA_SOURCES,
-    "processing_pipeline": PIPELINES,
-    "data_serializer": SERIALIZERS,
-    "data_handlers": HANDLERS,
+    c.key: c for c in (EVENT_SOURCES, DATA_SOURCES, PIPELINES, SERIALIZERS, HANDLERS)
 }
 """Components by their key in the flat config."""
 
@@ -258,39 +317,18 @@ def _resolver(component: Component) -> BeforeValidator:
     return BeforeValidator(lambda entry: resolve_component(component, entry))
 
 
-EventSourceConfig = Annotated[
-    InternalEventSource | Psana1EventSource | Psana2EventSource | Hdf5EventSource,
-    Field(discriminator="type"),
-    _resolver(EVENT_SOURCES),
-]
-DataSourceConfig = Annotated[
-    GenericRandomNumpyArray
-    | ConstValue
-    | SourceIdentifier
-    | Psana1Timestamp
-    | Psana2Timestamp
-    | Psana1DetectorInterface
-    | Psana2DetectorInterface
-    | Psana2RunInfo
-    | SyntheticDetector,
-    Field(discriminator="type"),
-    _resolver(DATA_SOURCES),
-]
-PipelineConfig = Annotated[
-    NoOpProcessingPipeline | BatchProcessingPipeline | PeaknetPreprocessingPipeline,
-    Field(discriminator="type"),
-    _resolver(PIPELINES),
-]
-SerializerConfig = Annotated[
-    HDF5BinarySerializer | SimplonBinarySerializer,
-    Field(discriminator="type"),
-    _resolver(SERIALIZERS),
-]
-HandlerConfig = Annotated[
-    BinaryFileWritingDataHandler | BinaryDataStreamingDataHandler,
-    Field(discriminator="type"),
-    _resolver(HANDLERS),
-]
+if TYPE_CHECKING:  # the common base of each union's classes
+    EventSourceConfig: TypeAlias = ComponentModel
+    DataSourceConfig: TypeAlias = ComponentModel
+    PipelineConfig: TypeAlias = ProcessingPipelineModel
+    SerializerConfig: TypeAlias = ComponentModel
+    HandlerConfig: TypeAlias = DataHandlerModel
+else:
+    EventSourceConfig = EVENT_SOURCES.annotation()
+    DataSourceConfig = DATA_SOURCES.annotation()
+    PipelineConfig = PIPELINES.annotation()
+    SerializerConfig = SERIALIZERS.annotation()
+    HandlerConfig = HANDLERS.annotation()
 
 
 def _fail(path: str, message: str) -> None:

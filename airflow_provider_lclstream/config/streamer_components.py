@@ -1,7 +1,8 @@
 """Pydantic models of the LCLStreamer components, one class per canonical upstream class.
 
 Every model forbids unknown keys and carries a ``type`` literal naming its class; the unions in
-:mod:`airflow_provider_lclstream.config.streamer` discriminate on it.
+:mod:`airflow_provider_lclstream.config.streamer` discriminate on it. The reduction steps live in
+``config/steps.py`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -12,20 +13,31 @@ from typing import Annotated, Any, Literal, NoReturn
 import numpy as np
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-
-class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
+from airflow_provider_lclstream.config.base import ComponentModel as ComponentModel
+from airflow_provider_lclstream.config.base import StrictModel as StrictModel
+from airflow_provider_lclstream.config.detectors import (
+    DETECTOR_SHAPES,
+    SYNTHETIC_DTYPE,
+    SYNTHETIC_NOISE,
+    SYNTHETIC_PEAKS_PER_FRAME,
+    SYNTHETIC_PEDESTAL,
+    DetectorName,
+)
+from airflow_provider_lclstream.config.steps import STEP_KINDS as STEP_KINDS
+from airflow_provider_lclstream.config.steps import STEPS as STEPS
+from airflow_provider_lclstream.config.steps import BinningStep as BinningStep
+from airflow_provider_lclstream.config.steps import HitFilterStep as HitFilterStep
+from airflow_provider_lclstream.config.steps import RoiStep as RoiStep
+from airflow_provider_lclstream.config.steps import StepConfig as StepConfig  # noqa: TC001 - pydantic
+from airflow_provider_lclstream.config.steps import StepModel as StepModel
+from airflow_provider_lclstream.config.steps import ThresholdStep as ThresholdStep
 
 
 def _fail_at(key: str, message: str) -> NoReturn:
@@ -117,7 +129,7 @@ StrList = Annotated[list[str], BeforeValidator(_str_list)]
 # --------------------------------------------------------------------------- event sources
 
 
-class InternalEventSource(StrictModel):
+class InternalEventSource(ComponentModel):
     """Generates events in-process (tests, development)."""
 
     type: Literal["InternalEventSource"] = "InternalEventSource"
@@ -130,7 +142,7 @@ class InternalEventSource(StrictModel):
     )
 
 
-class Psana1EventSource(StrictModel):
+class Psana1EventSource(ComponentModel):
     """Reads LCLS-I events with psana1; ``source_identifier`` is the psana data source."""
 
     type: Literal["Psana1EventSource"] = "Psana1EventSource"
@@ -173,9 +185,17 @@ class PsanaKnobs(StrictModel):
         description="live: seconds to wait for a growing file or a missing "
         "one before giving up (PS_R_MAX_RETRIES); default psana's 60",
     )
+    live_poll_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="live: seconds between looks for new smalldata once smd0 caught up with "
+        "the writer, instead of psana's fixed 1 s sleep (LCLSTREAM_PSANA_LIVE_POLL_S); "
+        "default 0.1",
+    )
 
 
-class Psana2EventSource(StrictModel):
+class Psana2EventSource(ComponentModel):
     """Reads LCLS-II events with psana2; ``source_identifier`` is the psana data source.
 
     ``calibration: skip`` streams without calibration constants (psana's defaults for
@@ -188,7 +208,7 @@ class Psana2EventSource(StrictModel):
     calibration: Literal["load", "skip"] = "load"
 
 
-class Hdf5EventSource(StrictModel):
+class Hdf5EventSource(ComponentModel):
     """Replays events from HDF5 files: one event per index along axis 0 of each dataset.
 
     ``files`` entries may be glob patterns. ``datasets`` maps a data-source name to the dataset
@@ -203,7 +223,7 @@ class Hdf5EventSource(StrictModel):
 # --------------------------------------------------------------------------- data sources
 
 
-class GenericRandomNumpyArray(StrictModel):
+class GenericRandomNumpyArray(ComponentModel):
     """Random array of a fixed shape and dtype for every event."""
 
     type: Literal["GenericRandomNumpyArray"] = "GenericRandomNumpyArray"
@@ -212,7 +232,7 @@ class GenericRandomNumpyArray(StrictModel):
     always_random: bool = False
 
 
-class ConstValue(StrictModel):
+class ConstValue(ComponentModel):
     """The same value (scalar or list) for every event."""
 
     type: Literal["ConstValue"] = "ConstValue"
@@ -229,31 +249,31 @@ class ConstValue(StrictModel):
         return self
 
 
-class SourceIdentifier(StrictModel):
+class SourceIdentifier(ComponentModel):
     """The run's ``source_identifier`` string, for every event."""
 
     type: Literal["SourceIdentifier"] = "SourceIdentifier"
 
 
-class Psana1Timestamp(StrictModel):
+class Psana1Timestamp(ComponentModel):
     """Event time from psana1 (float seconds)."""
 
     type: Literal["Psana1Timestamp"] = "Psana1Timestamp"
 
 
-class Psana2Timestamp(StrictModel):
+class Psana2Timestamp(ComponentModel):
     """Event time from psana2."""
 
     type: Literal["Psana2Timestamp"] = "Psana2Timestamp"
 
 
-class Psana2RunInfo(StrictModel):
+class Psana2RunInfo(ComponentModel):
     """Experiment, run start time, run number and source identifier (strings)."""
 
     type: Literal["Psana2RunInfo"] = "Psana2RunInfo"
 
 
-class _DetectorInterface(StrictModel):
+class _DetectorInterface(ComponentModel):
     """Common fields of the psana detector interfaces.
 
     ``psana_fields`` are dotted attribute paths on the psana Detector (``raw.calib``); each is
@@ -290,27 +310,21 @@ class Psana2DetectorInterface(_DetectorInterface):
     type: Literal["Psana2DetectorInterface"] = "Psana2DetectorInterface"
 
 
-DETECTOR_SHAPES: dict[str, tuple[int, ...]] = {
-    "epix10k2M": (16, 352, 384),
-    "jungfrau4M": (8, 512, 1024),
-}
-"""Raw (unassembled) frame shapes of the detectors :class:`SyntheticDetector` can imitate."""
-
-
-class SyntheticDetector(StrictModel):
+class SyntheticDetector(ComponentModel):
     """Deterministic fake detector frames: pedestal + Gaussian noise + Bragg-like peaks.
 
-    Give ``detector`` (its raw shape is used) or an explicit ``shape`` (which wins).
+    Give ``detector`` (its raw shape is used) or an explicit ``shape`` (which wins). Shapes and
+    defaults come from ``config/detectors.py``.
     """
 
     type: Literal["SyntheticDetector"] = "SyntheticDetector"
-    detector: Literal["epix10k2M", "jungfrau4M"] | None = None
+    detector: DetectorName | None = None
     shape: Shape | None = None
-    dtype: DType = "uint16"
+    dtype: DType = SYNTHETIC_DTYPE
     seed: int = 0
-    pedestal: float = Field(default=100.0, ge=0)
-    noise: float = Field(default=5.0, ge=0)
-    peaks_per_frame: int = Field(default=20, ge=0)
+    pedestal: float = Field(default=SYNTHETIC_PEDESTAL, ge=0)
+    noise: float = Field(default=SYNTHETIC_NOISE, ge=0)
+    peaks_per_frame: int = Field(default=SYNTHETIC_PEAKS_PER_FRAME, ge=0)
 
     @model_validator(mode="after")
     def _has_shape(self) -> SyntheticDetector:
@@ -329,70 +343,22 @@ class SyntheticDetector(StrictModel):
         return DETECTOR_SHAPES[self.detector]
 
 
-# --------------------------------------------------------------------------- reduction steps
-
-
-class _Step(StrictModel):
-    field: str = Field(min_length=1, description="name of the data source the step applies to")
-
-
-class RoiStep(_Step):
-    """Crop the last two axes to ``[y0:y1, x0:x1]``."""
-
-    kind: Literal["roi"] = "roi"
-    y0: int = Field(ge=0)
-    y1: int = Field(ge=1)
-    x0: int = Field(ge=0)
-    x1: int = Field(ge=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RoiStep:
-        if self.y1 <= self.y0 or self.x1 <= self.x0:
-            raise ValueError(f"empty region: need y0 < y1 and x0 < x1, got {self.model_dump()}")
-        return self
-
-
-class ThresholdStep(_Step):
-    """Set values below ``value`` to 0."""
-
-    kind: Literal["threshold"] = "threshold"
-    value: float
-
-
-class BinningStep(_Step):
-    """Sum ``factor`` x ``factor`` blocks of the last two axes."""
-
-    kind: Literal["binning"] = "binning"
-    factor: int = Field(ge=1)
-
-
-class HitFilterStep(_Step):
-    """Drop events with fewer than ``min_pixels`` pixels above ``threshold``."""
-
-    kind: Literal["hit_filter"] = "hit_filter"
-    threshold: float
-    min_pixels: int = Field(default=1, ge=1)
-
-
-StepConfig = Annotated[
-    RoiStep | ThresholdStep | BinningStep | HitFilterStep, Field(discriminator="kind")
-]
-STEP_KINDS: tuple[str, ...] = ("roi", "threshold", "binning", "hit_filter")
-
 # --------------------------------------------------------------------------- pipelines
 
 
-class _Pipeline(StrictModel):
+class ProcessingPipelineModel(ComponentModel):
+    """Base of the pipeline classes: reduction ``steps`` run per event, before batching."""
+
     steps: list[StepConfig] = Field(default_factory=list)
 
 
-class NoOpProcessingPipeline(_Pipeline):
+class NoOpProcessingPipeline(ProcessingPipelineModel):
     """Pass events through one at a time (after ``steps``)."""
 
     type: Literal["NoOpProcessingPipeline"] = "NoOpProcessingPipeline"
 
 
-class BatchProcessingPipeline(_Pipeline):
+class BatchProcessingPipeline(ProcessingPipelineModel):
     """Stack ``batch_size`` events along axis 0; the last batch may be short."""
 
     type: Literal["BatchProcessingPipeline"] = "BatchProcessingPipeline"
@@ -404,7 +370,7 @@ PadStyle = Literal["bottom-right", "center"]
 bottom/right), ``bottom-right`` keeps the image in the top-left corner."""
 
 
-class PeaknetPreprocessingPipeline(_Pipeline):
+class PeaknetPreprocessingPipeline(ProcessingPipelineModel):
     """Upstream's PeakNet preprocessing: pad each 2-D value, batch, add a channel axis.
 
     Every data source whose value is 2-D in an event is an image: it is zero-padded up to
@@ -430,7 +396,7 @@ Compression = Literal[
 ]
 
 
-class HDF5BinarySerializer(StrictModel):
+class HDF5BinarySerializer(ComponentModel):
     """Each batch as an in-memory HDF5 file.
 
     ``fields`` maps a data-source name to its dataset path; empty means every data source is
@@ -453,7 +419,7 @@ class HDF5BinarySerializer(StrictModel):
 SimplonFlavor = Literal["lclstreamer", "dectris-stream-v2"]
 
 
-class SimplonBinarySerializer(StrictModel):
+class SimplonBinarySerializer(ComponentModel):
     """Dectris Simplon 1.8 messages (for CCTBX and other Eiger-stream consumers).
 
     ``flavor: lclstreamer`` (default) is upstream LCLStreamer's wire form: ``c`` start, one ``m``
@@ -492,7 +458,17 @@ SIMPLON_IMAGE_KINDS = "iuf"
 HANDLER_QUEUE_DEFAULT = 8
 
 
-class BinaryFileWritingDataHandler(StrictModel):
+class DataHandlerModel(ComponentModel):
+    """Base of the handler classes: each runs on its own thread behind a queue."""
+
+    queue: int = Field(
+        default=HANDLER_QUEUE_DEFAULT,
+        ge=1,
+        description="messages waiting for this handler's thread at most",
+    )
+
+
+class BinaryFileWritingDataHandler(DataHandlerModel):
     """Write every serialized batch to its own file in ``write_directory``.
 
     Every handler runs on its own thread behind a queue of at most ``queue`` messages, so a slow
@@ -503,10 +479,9 @@ class BinaryFileWritingDataHandler(StrictModel):
     write_directory: str = "."
     file_prefix: str = ""
     file_suffix: str = "h5"
-    queue: int = Field(default=HANDLER_QUEUE_DEFAULT, ge=1)
 
 
-class BinaryDataStreamingDataHandler(StrictModel):
+class BinaryDataStreamingDataHandler(DataHandlerModel):
     """Send every serialized batch on a PUSH socket.
 
     ``role: client`` connects to ``urls``, ``server`` binds them. ``distribute`` spreads MPI
@@ -522,5 +497,3 @@ class BinaryDataStreamingDataHandler(StrictModel):
     socket_type: Literal["push"] = "push"
     distribute: bool = False
     buffer: int = Field(default=0, ge=0)
-    queue: int = Field(default=HANDLER_QUEUE_DEFAULT, ge=1)
-    """Messages waiting for this handler's thread at most (see the file handler)."""

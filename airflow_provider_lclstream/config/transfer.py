@@ -12,6 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from airflow_provider_lclstream.config.backends import backend_info, backend_names
+from airflow_provider_lclstream.config.detectors import (
+    DEFAULT_DETECTOR,
+    DETECTOR_SHAPES,
+    detector_shape,
+)
 from airflow_provider_lclstream.config.streamer import StreamerConfig
 from airflow_provider_lclstream.config.streamer_components import Compression, PsanaKnobs
 
@@ -21,6 +27,8 @@ SAFE_PATH = re.compile(r"/?[A-Za-z0-9_.+-][A-Za-z0-9_./+-]*")
 #: ``addr``: where the user's own receiver listens (the buffer's output dials it).
 ADDR = re.compile(r"tcp://[A-Za-z0-9][A-Za-z0-9.-]*:([0-9]{1,5})")
 FIELD_OF_MODE = {"raw": "raw.raw", "calib": "raw.calib", "image": "raw.image"}
+#: ``buffer_host`` values a local buffer needs no pin for (it runs on the worker's host)
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
 #: backend attributes a request may set (the connection's own defaults may set any)
 REQUEST_ATTRIBUTES = frozenset(
     {
@@ -30,12 +38,18 @@ REQUEST_ATTRIBUTES = frozenset(
     }
 )  # fmt: skip
 ATTRIBUTE_VALUE = re.compile(r"[A-Za-z0-9_.:+,=@/-]{0,256}")
-Backend = Literal["local", "slurm", "slurm_cli", "psik", "sfapi", "s3m"]
+#: A job backend's name: any name in the backend registry (``config/backends.py``).
+Backend = str
 #: Experiment-name prefixes (the instrument) read with psana1: the LCLS-I hutches. Every other
 #: instrument (tmo, rix, txi, ued, ...) is LCLS-II, read with psana2. docs/live.md has the table.
 PSANA1_INSTRUMENTS = ("amo", "sxr", "xpp", "xcs", "cxi", "mec", "mfx", "det", "dia")
 #: Experiments of LCLS-I instruments that psana2 test data uses (xpptut15 is psana2's tutorial).
 PSANA2_EXCEPTIONS = ("xpptut15",)
+
+
+def _backend_enum(schema: dict[str, Any]) -> None:
+    """The schema lists the backends registered when it is built (API, docs)."""
+    schema["enum"] = backend_names()
 
 
 def psana_of(experiment: str) -> Literal[1, 2]:
@@ -50,9 +64,19 @@ class BackendChoice(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Backend = "local"
+    backend: Backend = Field(
+        default="local",
+        description="a registered job backend",
+        json_schema_extra=_backend_enum,
+    )
     conn_id: str | None = None
     attributes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("backend")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        """Registered names only (the registry says which); unknown ones list the known ones."""
+        return backend_info(value).name
 
     @field_validator("conn_id")
     @classmethod
@@ -66,6 +90,11 @@ class BackendChoice(BaseModel):
     def _safe_attributes(cls, value: dict[str, str]) -> dict[str, str]:
         """Scheduler options a requester may set (no ``wrap``, ``export``, ``chdir``...)."""
         for key, item in value.items():
+            if key in ("nodelist", "nodes_list", "required_nodes"):
+                raise ValueError(
+                    f"attribute {key!r} cannot be set in a request: pin the buffer to a node "
+                    "with the request's buffer_host"
+                )
             if key not in REQUEST_ATTRIBUTES:
                 raise ValueError(
                     f"attribute {key!r} cannot be set in a request (allowed: "
@@ -105,7 +134,7 @@ class TransferRequest(BaseModel):
     psana_knobs: PsanaKnobs = Field(
         default_factory=PsanaKnobs, description="psana2's batch sizes and live-mode waits"
     )
-    detector_name: str = "epix10k2M"
+    detector_name: str = DEFAULT_DETECTOR
     mode: Literal["raw", "calib", "image"] = "raw"
     events: int | None = Field(default=None, ge=1, description="events per rank (all if unset)")
     img_per_file: int = Field(default=10, ge=1, le=10_000, description="events per message")
@@ -132,11 +161,24 @@ class TransferRequest(BaseModel):
         description="tcp://host:port where your own receiver listens (e.g. lclstream-receive "
         "--bind): the buffer pushes there and no consumer job is submitted",
     )
-    buffer_host: str = Field(
-        default="127.0.0.1", description="host name producers and consumers reach the buffer at"
+    buffer_host: str | None = Field(
+        default=None,
+        description="pin the buffer to this node (a placement constraint: SLURM --nodelist; "
+        "backends that can pin a node only; 127.0.0.1 or localhost with the local backend pin "
+        "nothing); unset: where the backend places it. Either way producers and consumers "
+        "reach the buffer at the address its job reports",
     )
-    buffer_ports: tuple[int, int, int] | None = Field(
-        default=None, description="buffer input, output and metrics ports (free ones if unset)"
+    buffers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="buffers (caches) between producers and consumers: streamer rank r sends "
+        "to buffer r % buffers, consumer i reads buffer i % buffers",
+    )
+    buffer_ports: tuple[int, ...] | None = Field(
+        default=None,
+        description="input, output and metrics port of each buffer in turn (3 per buffer; free "
+        "ones if unset)",
     )
     streamer: BackendChoice = Field(default_factory=BackendChoice)
     buffer: BackendChoice = Field(default_factory=BackendChoice)
@@ -189,10 +231,60 @@ class TransferRequest(BaseModel):
 
     @field_validator("buffer_host")
     @classmethod
-    def _host(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", value):
+    def _host(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", value):
             raise ValueError(f"{value!r} is not a host name")
         return value
+
+    @model_validator(mode="after")
+    def _buffers_fit(self) -> TransferRequest:
+        if self.buffer_ports is not None:
+            if len(self.buffer_ports) != 3 * self.buffers:
+                raise ValueError(
+                    f"buffer_ports has {len(self.buffer_ports)} ports; {self.buffers} buffer(s) "
+                    f"need {3 * self.buffers} (input, output and metrics port of each)"
+                )
+            bad = [p for p in self.buffer_ports if not 0 < p < 65536]
+            if bad:
+                raise ValueError(f"buffer_ports {bad} are not ports (1-65535)")
+        if self.buffers == 1:
+            return self
+        if self.buffers > self.ranks:
+            raise ValueError(
+                f"buffers={self.buffers} with ranks={self.ranks}: every buffer needs a streamer "
+                "rank (rank r sends to buffer r % buffers); give at most as many buffers as ranks"
+            )
+        if self.addr is not None:
+            raise ValueError("addr sends to one receiver: it takes one buffer (buffers: 1)")
+        if self.buffers > self.consumers:
+            raise ValueError(
+                f"buffers={self.buffers} with consumers={self.consumers}: every buffer needs a "
+                "consumer (consumer i reads buffer i % buffers); give at least as many consumers"
+            )
+        return self
+
+    @property
+    def buffer_pin(self) -> str | None:
+        """The node the buffer job is pinned to: ``buffer_host``, except the loopback names a
+        local buffer runs on anyway (requests from before ``buffer_host`` became a pin)."""
+        if self.buffer.backend == "local" and self.buffer_host in LOOPBACK_HOSTS:
+            return None
+        return self.buffer_host
+
+    @model_validator(mode="after")
+    def _pin_needs_a_pinning_backend(self) -> TransferRequest:
+        if self.buffer_pin is None:
+            return self
+        info = backend_info(self.buffer.backend)
+        if not info.pins_node:
+            pinning = [name for name in backend_names() if backend_info(name).pins_node]
+            raise ValueError(
+                f"buffer_host {self.buffer_host!r} pins the buffer to a node, but the buffer's "
+                f"backend {info.name!r} cannot place a job on a named node: drop buffer_host "
+                f"(the buffer's address comes from its job) or run the buffer with one of "
+                f"{', '.join(pinning)}"
+            )
+        return self
 
     @field_validator("config")
     @classmethod
@@ -278,21 +370,23 @@ class TransferRequest(BaseModel):
             return "config"
         return "synthetic" if self.synthetic else "files"
 
-    def to_streamer_config(self, url: str, *, role: str = "client") -> StreamerConfig:
+    def to_streamer_config(self, url: str | list[str], *, role: str = "client") -> StreamerConfig:
         """The full LCLStreamer config, streaming to ``url`` (a buffer's input).
 
+        Several URLs (one per buffer) are distributed: rank r sends to ``url[r % len(url)]``.
         With ``config``, the user's config is used and its streaming handlers are pointed at
         ``url`` (one is added when it has none).
         """
+        urls = [url] if isinstance(url, str) else list(url)
         if self.config is not None:
-            return repoint(self.config, url, self.library, role)
+            return repoint(self.config, urls, self.library, role)
         data_sources: dict[str, Any]
         if self.synthetic:
-            detector = (
-                self.detector_name if self.detector_name in ("epix10k2M", "jungfrau4M") else None
-            )
             synthetic: dict[str, Any] = {"type": "SyntheticDetector"}
-            synthetic.update({"detector": detector} if detector else {"shape": [16, 352, 384]})
+            if detector_shape(self.detector_name) is not None:
+                synthetic["detector"] = self.detector_name
+            else:
+                synthetic["shape"] = list(DETECTOR_SHAPES[DEFAULT_DETECTOR])
             event_source: dict[str, Any] = {
                 "type": "InternalEventSource",
                 "number_of_events_to_generate": self.events or 100,
@@ -345,23 +439,30 @@ class TransferRequest(BaseModel):
                 "data_handlers": [
                     {
                         "type": "BinaryDataStreamingDataHandler",
-                        "urls": [url],
+                        "urls": urls,
                         "library": self.library,
                         "role": role,
+                        "distribute": len(urls) > 1,
                     }
                 ],
             }
         )
 
 
-def repoint(document: dict[str, Any], url: str, library: str, role: str) -> StreamerConfig:
-    """A user's config with every streaming handler sending to ``url`` (files stay as they are)."""
+def repoint(
+    document: dict[str, Any], url: str | list[str], library: str, role: str
+) -> StreamerConfig:
+    """A user's config with every streaming handler sending to ``url`` (files stay as they are);
+    several URLs are distributed over the ranks (rank r -> ``url[r % len(url)]``)."""
+    urls = [url] if isinstance(url, str) else list(url)
     from airflow_provider_lclstream.config.loader import dump_flat, validate_streamer_config
 
     flat = dump_flat(validate_streamer_config(document))
     handlers = [h for h in flat["data_handlers"] if h["type"] != "BinaryDataStreamingDataHandler"]
     streaming = [h for h in flat["data_handlers"] if h["type"] == "BinaryDataStreamingDataHandler"]
     base = streaming[0] if streaming else {"type": "BinaryDataStreamingDataHandler"}
-    handlers.append({**base, "urls": [url], "role": role, "library": library, "distribute": False})
+    handlers.append(
+        {**base, "urls": urls, "role": role, "library": library, "distribute": len(urls) > 1}
+    )
     flat["data_handlers"] = handlers
     return validate_streamer_config(flat)

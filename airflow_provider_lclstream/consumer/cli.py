@@ -4,6 +4,10 @@ With ``--out DIR`` each message becomes ``DIR/<prefix>_<index>.h5`` and one line
 to ``DIR/<prefix>_messages.jsonl`` (arrival time, producer rank, sequence, bytes, events; see
 ``consumer/records.py``), written as messages arrive.
 
+SIGTERM (a cancelled job) ends the receive between messages: a message being written is
+finished first, and the summary line still comes, with ``"terminated": true`` and
+``events_delivered``, the events of every message handled (written, with ``--out``), exactly.
+
 Exit status: 0 when every expected producer ended and nothing is missing; 3 when the stream was
 ended by ``--end-after-idle`` (no end-of-stream record from some producer: completeness unknown,
 ``"eos": false`` in the summary) with nothing wrong in what arrived; 1 on a timeout, a gap or a
@@ -16,8 +20,11 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 from airflow_provider_lclstream.consumer.receiver import ReceiveReport, receive_messages
 from airflow_provider_lclstream.consumer.records import MessageRecord, records_path
@@ -91,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         records = open(records_path(args.out, args.prefix), "w")  # noqa: SIM115 (closed below)
     report = ReceiveReport(args.expect_producers)
     files = 0
+    delivered = 0  # events of the messages handled below, whatever SIGTERM interrupts
+    stop = TermGuard()
     try:
         for message in receive_messages(
             args.url,
@@ -102,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             max_message_bytes=max_message_bytes(args.max_message_mb),
             end_after_idle_s=args.end_after_idle,
         ):
+            stop.busy = True
             if args.out is not None and records is not None:
                 suffix = "h5" if is_hdf5(message.raw) else "bin"
                 final = args.out / f"{args.prefix}_{message.index:06d}.{suffix}"
@@ -111,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                 files += 1
                 records.write(MessageRecord.of(message, final.name).model_dump_json() + "\n")
                 records.flush()
+            delivered += message.events
+            stop.done_with_message()
             if not args.quiet and report.messages % 100 == 0:
                 print(
                     f"received {report.messages} messages, {report.bytes / 1e6:.1f} MB",
@@ -122,15 +134,57 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        stop.restore()
         if records is not None:
             records.close()
     summary = report.summary()
     summary["files"] = files
+    summary["events_delivered"] = delivered
+    summary["terminated"] = stop.terminated
     summary["out"] = str(args.out) if args.out else None
     print(json.dumps(summary), flush=True)
+    for name, counts in report.producers.items():
+        if counts.ended is None:
+            print(
+                f"lclstream-receive: producer {name}: {counts.received} messages, "
+                f"{counts.events_received} events received, no end-of-stream record (what it "
+                "produced is unknown: at least what arrived)",
+                file=sys.stderr,
+            )
     if report.ok:
         return 0
     return EXIT_ENDED_BY_IDLE if report.idle_ok else 1
+
+
+class TermGuard:
+    """SIGTERM as ``KeyboardInterrupt``, but never while a message is being handled.
+
+    While ``busy`` (from the loop taking a message until it is written and counted) the signal
+    is only noted, and raised by ``done_with_message``; elsewhere (waiting for the next message)
+    it is raised at once. In the main thread only (the CLI may run in-process elsewhere).
+    """
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.terminated = False
+        self._previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_term)
+
+    def _on_term(self, _signum: int, _frame: Any) -> None:
+        self.terminated = True
+        if not self.busy:
+            raise KeyboardInterrupt
+
+    def done_with_message(self) -> None:
+        self.busy = False
+        if self.terminated:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
 
 if __name__ == "__main__":

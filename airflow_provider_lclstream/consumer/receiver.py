@@ -63,6 +63,7 @@ class Message:
 @dataclass
 class ProducerCounts:
     received: int = 0
+    events_received: int = 0  # events of the messages that arrived (the record may never come)
     seqs: set[int] = field(default_factory=set)
     ended: EndOfStream | None = None
 
@@ -151,6 +152,8 @@ class ReceiveReport:
             "per_producer": {
                 name: {
                     "received": c.received,
+                    "events_received": c.events_received,
+                    "eos": c.ended is not None,
                     "announced": c.ended.messages if c.ended else None,
                     "events": c.ended.events if c.ended else None,
                     "skipped": c.ended.skipped if c.ended else None,
@@ -261,6 +264,7 @@ def receive_messages(
             if isinstance(producer, str):
                 counts = report.producers.setdefault(producer, ProducerCounts())
                 counts.received += 1
+                counts.events_received += message.events
                 seq = message.attrs.get("lclstream_seq")
                 if isinstance(seq, int):
                     counts.seqs.add(seq)

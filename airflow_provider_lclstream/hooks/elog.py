@@ -13,6 +13,7 @@ defined by :class:`~airflow_provider_lclstream.config.connections.ElogSettings`.
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_lclstream.arp.elog import ElogClient, ElogError
 from airflow_provider_lclstream.config.connections import ElogSettings
+from airflow_provider_lclstream.transfer.report import elog_counters, summary_line
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from airflow_provider_lclstream.arp.elog import Counters
 
 _EXTRA_KEYS = ElogSettings.extra_keys()
+log = logging.getLogger(__name__)
 
 
 def client_from_connection(conn: Connection, **overrides: Any) -> ElogClient:
@@ -113,4 +116,17 @@ class ElogHook(BaseHook):
         return True, "Elog connection configured (nothing was posted)"
 
 
-__all__ = ["ElogError", "ElogHook", "client_from_connection"]
+def report_transfer(stats: dict[str, Any], conf: Mapping[str, Any]) -> dict[str, Any]:
+    """Log a finished transfer's numbers; with ``conf["jid_update_counters"]`` post them to the
+    ARP as counters (its ``Authorization`` comes from the Elog connection
+    ``conf["elog_conn_id"]``, never from conf)."""
+    log.info("transfer finished: %s", summary_line(stats))
+    url = conf.get("jid_update_counters")
+    if url:
+        ElogHook(conf.get("elog_conn_id"), counters_url=str(url)).post_counters(
+            elog_counters(stats)
+        )
+    return stats
+
+
+__all__ = ["ElogError", "ElogHook", "client_from_connection", "report_transfer"]

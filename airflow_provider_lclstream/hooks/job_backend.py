@@ -13,14 +13,21 @@ The settings models, which connection field feeds which setting and the connecti
 
 from __future__ import annotations
 
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+import importlib
+from functools import cache, cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
+from pydantic import ConfigDict
 
 from airflow_provider_lclstream.backends.base import backend_class
+from airflow_provider_lclstream.config.backends import (
+    BACKENDS,
+    BackendInfo,
+    backend_for_conn_type,
+    backend_info,
+)
 from airflow_provider_lclstream.config.connections import (
-    BACKEND_SETTINGS,
     BackendSettings,
     LocalSettings,
     PsikSettings,
@@ -36,10 +43,44 @@ if TYPE_CHECKING:
 
     from airflow_provider_lclstream.backends.base import JobBackend
 
-LOCAL_CONN_ID = "lclstream_local"
+LOCAL_CONN_ID = backend_info("local").conn_id
 
 
-SETTINGS: dict[str, type[BackendSettings]] = BACKEND_SETTINGS
+class ExtraSettings(BackendSettings):
+    """Settings of a registered backend without a settings model: the extra JSON as kwargs."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    hook: ClassVar[str] = "job_backend.JobBackendHook"
+
+    def backend_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in (self.model_extra or {}).items() if v is not None}
+
+
+@cache
+def _extra_settings(info: BackendInfo) -> type[BackendSettings]:
+    attrs = {
+        "backend": info.name,
+        "conn_type": info.conn_type,
+        "hook_name": info.description or info.name,
+        "__module__": __name__,
+    }
+    return type(f"ExtraSettings_{info.name}", (ExtraSettings,), attrs)
+
+
+def settings_class(conn_type: str) -> type[BackendSettings]:
+    """The settings model of a connection type, from the backend registry.
+
+    A backend registered without one gets :class:`ExtraSettings`: its connection's extra JSON
+    becomes the backend's keyword arguments.
+    """
+    info = backend_for_conn_type(conn_type)
+    if info is None:
+        known = ", ".join(sorted(i.conn_type for i in BACKENDS.values()))
+        raise KeyError(f"no job backend has connection type {conn_type!r}; known: {known}")
+    if info.settings is None:
+        return _extra_settings(info)
+    module, _, name = info.settings.partition(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
 
 
 def _base_url(host: str | None, port: int | None, schema: str | None) -> str | None:
@@ -72,11 +113,11 @@ def connection_values(conn: Connection, settings: type[BackendSettings]) -> dict
 def settings_from_connection(conn: Connection) -> BackendSettings:
     """Parse a connection of one of the ``lclstream_*`` types."""
     try:
-        settings = SETTINGS[conn.conn_type or ""]
+        settings = settings_class(conn.conn_type or "")
     except KeyError:
         raise ValueError(
             f"connection {conn.conn_id!r} has type {conn.conn_type!r}; job backends need one of "
-            f"{', '.join(sorted(SETTINGS))}"
+            f"{', '.join(sorted(i.conn_type for i in BACKENDS.values()))}"
         ) from None
     return settings.from_values(connection_values(conn, settings), conn.conn_id)
 
@@ -169,7 +210,7 @@ class SlurmJobHook(JobBackendHook):
 
     conn_type = SlurmSettings.conn_type
     hook_name = SlurmSettings.hook_name
-    default_conn_name = "lclstream_slurm"
+    default_conn_name = backend_info("slurm").conn_id
 
 
 class SlurmCliJobHook(JobBackendHook):
@@ -177,7 +218,7 @@ class SlurmCliJobHook(JobBackendHook):
 
     conn_type = SlurmCliSettings.conn_type
     hook_name = SlurmCliSettings.hook_name
-    default_conn_name = "lclstream_slurm_cli"
+    default_conn_name = backend_info("slurm_cli").conn_id
 
 
 class SfapiJobHook(JobBackendHook):
@@ -185,7 +226,7 @@ class SfapiJobHook(JobBackendHook):
 
     conn_type = SfapiSettings.conn_type
     hook_name = SfapiSettings.hook_name
-    default_conn_name = "lclstream_sfapi"
+    default_conn_name = backend_info("sfapi").conn_id
 
 
 class PsikJobHook(JobBackendHook):
@@ -193,7 +234,7 @@ class PsikJobHook(JobBackendHook):
 
     conn_type = PsikSettings.conn_type
     hook_name = PsikSettings.hook_name
-    default_conn_name = "lclstream_psik"
+    default_conn_name = backend_info("psik").conn_id
 
 
 class S3mJobHook(JobBackendHook):
@@ -201,4 +242,4 @@ class S3mJobHook(JobBackendHook):
 
     conn_type = S3mSettings.conn_type
     hook_name = S3mSettings.hook_name
-    default_conn_name = "lclstream_s3m"
+    default_conn_name = backend_info("s3m").conn_id

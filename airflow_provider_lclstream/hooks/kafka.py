@@ -17,12 +17,13 @@ from airflow.sdk import BaseHook
 from kafka.errors import KafkaError
 
 from airflow_provider_lclstream.config.connections import KafkaSettings
+from airflow_provider_lclstream.exceptions import LCLStreamError
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
 
-class KafkaLoginRefused(KafkaError):
+class KafkaLoginRefused(LCLStreamError, KafkaError):
     """The brokers took the TCP connection but not the SASL login (message holds no secret)."""
 
     retriable = False

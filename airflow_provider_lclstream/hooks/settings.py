@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_lclstream.backends.local import DEFAULT_ROOT
+from airflow_provider_lclstream.config.backends import backend_names
 
 if TYPE_CHECKING:
     from airflow_provider_lclstream.config.consumers import ConsumerTemplates
@@ -102,11 +103,22 @@ OPTIONS: dict[str, Option] = {
             '"required": true}}}}',
         ),
         Option(
+            "experiment_managers",
+            "string",
+            "",
+            "Who may manage subscriptions of which experiments (JSON: user name -> regular "
+            "expression that must match the whole experiment name). Admins (``api_admins``, and "
+            "inside Airflow users who may edit Airflow Variables) manage every subscription; "
+            "instrument-wide subscriptions are for admins only. Read by the api-server and "
+            "``lclstream-api`` at each request.",
+            example='{"alice": "mfxl10[0-9]+", "bob": "xpptut15|xppx0001"}',
+        ),
+        Option(
             "backend",
             "string",
             "local",
             "Default job backend of the example DAGs' forms (streamer, buffer and consumer): "
-            "local, slurm, slurm_cli, psik, sfapi or s3m. Read by the dag-processor.",
+            f"{', '.join(backend_names())}. Read by the dag-processor.",
             example="slurm",
             old_env="LCLSTREAM_BACKEND",
         ),
@@ -152,8 +164,10 @@ OPTIONS: dict[str, Option] = {
             "experiments",
             "string",
             "",
-            "Regular expression that must match the whole experiment name for a run start to "
-            "start a transfer; empty: every experiment. Read by the dag-processor.",
+            "Quick start of ``lclstream_on_run_start`` while no subscription exists: regular "
+            "expression that must match the whole experiment name for a run start to start a "
+            "transfer (others are counted as unmatched); empty: every experiment. Read by the "
+            "workers at each run start.",
             example="mfxl10.*",
             old_env="LCLSTREAM_EXPERIMENTS",
         ),
@@ -265,6 +279,29 @@ CONSUMER_TEMPLATES_VARIABLE = "lclstream_consumer_templates"
 def admin_names() -> frozenset[str]:
     """``[lclstream] api_admins``: the users that see every transfer and may run raw commands."""
     return frozenset(n.strip() for n in get("api_admins").split(",") if n.strip())
+
+
+def experiment_managers() -> dict[str, str]:
+    """``[lclstream] experiment_managers``: user -> regex of the experiments they manage."""
+    import json
+    import re
+
+    text = get_optional("experiment_managers")
+    if text is None:
+        return {}
+    where = f"[{SECTION}] experiment_managers"
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"{where} is not valid JSON: {err}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError(f"{where} must be a JSON object of user name -> regular expression")
+    for user, pattern in data.items():
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"{where}: the pattern of {user!r} is not a regex: {err}") from None
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def consumer_templates() -> ConsumerTemplates:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from airflow_provider_lclstream.backends.base import JobState
 from airflow_provider_lclstream.exceptions import JobBackendError
 from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
 from airflow_provider_lclstream.triggers.buffer import BufferReadyTrigger
@@ -37,6 +38,49 @@ def cancel_unanswered_buffer(
         f"buffer job {job_id} did not answer on {metrics_url} within {timeout_s} s "
         "(still queued? raise ready_timeout); it was cancelled"
     )
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def wait_buffer_placed(
+    backend: JobBackend, job_id: str, timeout_s: float, log: Any, poll_s: float = 0.1
+) -> str:
+    """Poll the buffer job until it runs; the address of its node (``JobStatus.nodes``, then
+    the backend's ``node_address``): where producers and consumers reach it.
+
+    A job that ends first fails with its log; one not placed within ``timeout_s`` (still queued)
+    is cancelled. A running job whose backend names no node is taken to run on this host
+    (127.0.0.1), with a warning.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = backend.state(job_id)
+        if status.is_final:
+            tail, _ = backend.log_tail(job_id, -4000)
+            raise buffer_ended_error(job_id, status.state.value, status.exit_code, tail)
+        if status.nodes:
+            address = backend.node_address(status.nodes[0])
+            if address in LOOPBACK_NAMES:  # may resolve to ::1 first; the buffer binds IPv4
+                address = "127.0.0.1"
+            log.info("buffer job %s runs on %s (address %s)", job_id, status.nodes[0], address)
+            return address
+        if status.state is JobState.RUNNING:
+            log.warning(
+                "the %s backend does not say where buffer job %s runs; using 127.0.0.1",
+                getattr(backend, "name", "?"),
+                job_id,
+            )
+            return "127.0.0.1"
+        if time.monotonic() >= deadline:
+            backend.cancel(job_id)
+            raise JobBackendError(
+                f"buffer job {job_id} was not placed on a node within {timeout_s} s (still "
+                f"{status.native_state or status.state.value}; raise the ready timeout); it was "
+                "cancelled"
+            )
+        time.sleep(poll_s)
+        poll_s = min(poll_s * 1.5, 2.0)
 
 
 def wait_buffer_ready(

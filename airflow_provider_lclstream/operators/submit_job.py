@@ -17,10 +17,11 @@ from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from airflow_provider_lclstream.backends.base import JobState, JobStatus
 from airflow_provider_lclstream.config.job import JobSpec, job_name_for
-from airflow_provider_lclstream.exceptions import JobBackendError, JobFailedError
 from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
-from airflow_provider_lclstream.operators.links import task_log_url
-from airflow_provider_lclstream.triggers.job_state import JobStateTrigger
+from airflow_provider_lclstream.hooks.linked_jobs import cancel_all
+from airflow_provider_lclstream.links import task_log_url
+from airflow_provider_lclstream.transfer.layout import JOB_ID, JOB_URL
+from airflow_provider_lclstream.triggers.job_state import JobStateTrigger, raise_for_event
 from airflow_provider_lclstream.triggers.settle import SETTLE_S, settle_deadline
 
 if TYPE_CHECKING:
@@ -30,8 +31,9 @@ if TYPE_CHECKING:
 
     from airflow_provider_lclstream.backends.base import JobBackend
 
-JOB_ID_XCOM_KEY = "job_id"
-JOB_URL_XCOM_KEY = "job_url"
+JOB_ID_XCOM_KEY = JOB_ID
+JOB_URL_XCOM_KEY = JOB_URL
+__all__ = ["JobLink", "SubmitJobOperator", "raise_for_event"]  # raise_for_event: its old home
 
 
 class JobLink(BaseOperatorLink):
@@ -47,27 +49,6 @@ class JobLink(BaseOperatorLink):
         if not XCom.get_value(ti_key=ti_key, key=JOB_ID_XCOM_KEY):
             return ""
         return task_log_url(ti_key)
-
-
-def raise_for_event(event: Mapping[str, Any], name: str | None = None) -> str:
-    """Return the job id of a ``JobStateTrigger`` success event; raise for failed or error."""
-    status = event.get("status")
-    job_id = str(event.get("job_id"))
-    if status == "success":
-        return job_id
-    if status == "error":
-        raise JobBackendError(f"lost track of job {job_id}: {event.get('message')}")
-    if status == "failed":
-        raise JobFailedError(
-            job_id,
-            str(event.get("state")),
-            native_state=event.get("native_state"),
-            exit_code=event.get("exit_code"),
-            reason=event.get("reason"),
-            log_tail=event.get("log_tail") or "",
-            name=name,
-        )
-    raise JobBackendError(f"unexpected event for job {job_id}: {dict(event)!r}")
 
 
 class SubmitJobOperator(BaseOperator):
@@ -262,9 +243,12 @@ class SubmitJobOperator(BaseOperator):
             self.log.info("on_kill: no job was submitted yet")
             return
         self.log.info("on_kill: cancelling job %s", job_id)
-        self.hook.get_conn().cancel(job_id)
-        linked = self.linked_jobs()
-        if linked:
-            from airflow_provider_lclstream.transfer.linked import cancel_all
-
-            cancel_all(linked)
+        failures: list[str] = []
+        try:
+            self.hook.get_conn().cancel(job_id)
+        except Exception as err:  # the linked jobs must still be cancelled
+            self.log.warning("on_kill: could not cancel job %s: %s", job_id, err)
+            failures.append(f"job {job_id}: {type(err).__name__}: {err}")
+        failures += cancel_all(self.linked_jobs())
+        if failures:
+            self.log.error("on_kill: %d job(s) not cancelled: %s", len(failures), failures)

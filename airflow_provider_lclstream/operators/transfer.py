@@ -11,14 +11,16 @@ worker. The buffer and consumer waits first poll in the worker for at most ``rea
 ``grace_s`` seconds (default 5): a wait that ends that soon, the common case, costs no deferral,
 which would add a triggerer round trip and the trigger's settling pause (``triggers/settle.py``).
 
-When the request names the buffer's ports, consumers and streamer know the buffer's URLs
-without asking and start together with it (ZeroMQ and NNG peers connect once it listens);
-otherwise they wait for the URLs the buffer task publishes. ``LCLStreamerOperator`` guards its
+The buffer task publishes the buffer's URLs once its job started: their host is the address of
+the node the job landed on, from the job backend (the request's ``buffer_host`` only pins it).
+Consumers and streamer take them from its XCom. ``LCLStreamerOperator`` guards its
 wait with the buffer job: a buffer that ends first fails it at once, with the buffer's log.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -28,35 +30,60 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_lclstream.config.job import JobSpec, job_name_for
 from airflow_provider_lclstream.config.transfer import TransferRequest
-from airflow_provider_lclstream.exceptions import JobBackendError
+from airflow_provider_lclstream.exceptions import JobBackendError, JobNotFoundError, StopJobsError
 from airflow_provider_lclstream.hooks import settings
 from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
-from airflow_provider_lclstream.operators.buffer_wait import BufferWaitMixin
-from airflow_provider_lclstream.operators.links import TransferLink
-from airflow_provider_lclstream.operators.submit_job import JobLink, SubmitJobOperator
+from airflow_provider_lclstream.hooks.linked_jobs import cancel_all, linked_jobs, pull_ids
+from airflow_provider_lclstream.links import TransferLink
+from airflow_provider_lclstream.operators.buffer_wait import (
+    BufferWaitMixin,
+    wait_buffer_placed,
+    wait_buffer_ready,
+)
+from airflow_provider_lclstream.operators.submit_job import (
+    JobLink,
+    SubmitJobOperator,
+    raise_for_event,
+)
+from airflow_provider_lclstream.transfer import layout
 from airflow_provider_lclstream.transfer.jobs import (
     BufferEndpoints,
     buffer_job,
+    buffer_of,
+    buffer_ports,
     consumer_job,
     streamer_job,
+)
+from airflow_provider_lclstream.transfer.layout import JobSources, LinkedJob, role_conn_id
+from airflow_provider_lclstream.transfer.report import (
+    ACCOUNTING_XCOM_KEY,
+    accounting_line,
+    lost_buffer_accounting,
 )
 from airflow_provider_lclstream.triggers.job_state import JobsStateTrigger
 from airflow_provider_lclstream.triggers.settle import settle_deadline
 
-BUFFER_TASK_ID = "start_buffer"
+BUFFER_TASK_ID = layout.START_BUFFER  # the default ``buffer_task``
+CONSUMERS_TASK_ID = layout.START_CONSUMERS  # the default ``consumers_task``
+__all__ = [  # pull_ids and role_conn_id: their old home
+    "ConsumerOperator",
+    "LCLStreamerOperator",
+    "StartBufferOperator",
+    "StopJobsOperator",
+    "WaitJobsOperator",
+    "buffer_url",
+    "buffer_urls",
+    "pull_ids",
+    "role_conn_id",
+]
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from airflow.sdk import Context
 
     from airflow_provider_lclstream.backends.base import JobBackend
-
-
-def role_conn_id(request: TransferRequest, role: str) -> str | None:
-    """The connection of one role: given, or ``lclstream_<backend>`` for non-local backends."""
-    choice = getattr(request, role)
-    if choice.conn_id:
-        return str(choice.conn_id)
-    return None if choice.backend == "local" else f"lclstream_{choice.backend}"
 
 
 def named(spec: JobSpec, context: Context, suffix: str = "") -> JobSpec:
@@ -81,19 +108,28 @@ def submit_fresh(backend: JobBackend, spec: JobSpec, log: Any) -> str:
 def buffer_url(
     context: Context, request: TransferRequest, key: str, buffer_task: str, timeout_s: float
 ) -> str:
-    """The buffer's ``input_url`` or ``output_url``: from the request's ports at once, else from
-    the buffer task's XCom once it published it (it may still be starting the buffer)."""
-    if request.buffer_ports is not None:
-        return str(getattr(BufferEndpoints.pick(request.buffer_host, request.buffer_ports), key))
+    """The (first) buffer's ``input_url`` or ``output_url`` from the buffer task's XCom, once
+    it published it: its host is the address of the node the buffer job landed on, which only
+    the job backend knows (the buffer task may still be waiting for it)."""
+    return buffer_urls(context, request, key, buffer_task, timeout_s)[0]
+
+
+def buffer_urls(
+    context: Context, request: TransferRequest, key: str, buffer_task: str, timeout_s: float
+) -> list[str]:
+    """Every buffer's ``key`` URL, buffer 0 first (:func:`buffer_url`'s wait): from the buffer
+    task's ``buffers`` XCom, else its one ``key`` (a buffer task of an older version)."""
     deadline = time.monotonic() + timeout_s
     while True:
+        buffers = context["ti"].xcom_pull(task_ids=buffer_task, key=layout.BUFFERS)
+        if buffers:
+            return [str(b[key]) for b in buffers]
         value = context["ti"].xcom_pull(task_ids=buffer_task, key=key)
         if value:
-            return str(value)
+            return [str(value)]
         if time.monotonic() > deadline:
             raise JobBackendError(
-                f"{buffer_task} published no {key} within {timeout_s:.0f} s (see its log); "
-                "a request with buffer_ports needs no wait"
+                f"{buffer_task} published no {key} within {timeout_s:.0f} s (see its log)"
             )
         time.sleep(0.25)
 
@@ -106,6 +142,12 @@ class StartBufferOperator(BufferWaitMixin, BaseOperator):
     ``wait_ready`` (the default) it returns once the buffer answers (deferring after
     ``ready_grace_s`` when ``deferrable``); the transfer group turns that off, so consumers and
     streamer are submitted at once, and ``run_streamer`` watches the buffer job instead.
+
+    The URLs' host is the address of the node the buffer job runs on, from the job backend
+    (``JobStatus.nodes``, ``node_address``: SLURM's ``NodeAddr``, 127.0.0.1 for the local
+    backend), pushed once the job started (``ready_timeout`` bounds that wait too). The
+    request's ``buffer_host`` only pins the job to a node; a pin the backend cannot honour (no
+    such node) fails the submission naming the node.
     """
 
     template_fields = ("request",)
@@ -130,36 +172,83 @@ class StartBufferOperator(BufferWaitMixin, BaseOperator):
         self.ready_grace_s = ready_grace_s
         self.deferrable = deferrable
 
+    def _submit(
+        self, context: Context, request: TransferRequest, backend: JobBackend
+    ) -> list[tuple[str, BufferEndpoints]]:
+        """Submit every buffer job: ``[(job_id, endpoints without host)]``. The ids go to XCom
+        as each is submitted, so the teardown finds them whatever fails next."""
+        submitted: list[tuple[str, BufferEndpoints]] = []
+        for index in range(request.buffers):
+            endpoints = BufferEndpoints.pick(None, buffer_ports(request, index))
+            job = buffer_job(request, endpoints, capacity_bytes=self.capacity_bytes, index=index)
+            spec = named(job, context, f"-{index}" if request.buffers > 1 else "")
+            try:
+                if request.buffer_pin is not None:  # SLURM may queue a job for no such node
+                    backend.node_address(request.buffer_pin)
+                job_id = submit_fresh(backend, spec, self.log)
+            except JobBackendError as err:
+                if request.buffer_pin is None:
+                    raise
+                raise JobBackendError(
+                    f"the buffer job pinned to node {request.buffer_pin!r} could not be "
+                    f"submitted ({request.buffer.backend} backend): {err}; check that "
+                    f"{request.buffer_pin!r} is a node of that cluster (sinfo -N), or drop "
+                    "buffer_host"
+                ) from err
+            submitted.append((job_id, endpoints))
+            ids = [job for job, _ in submitted]
+            context["ti"].xcom_push(key=layout.JOB_ID, value=ids[0] if len(ids) == 1 else ids)
+        return submitted
+
     def execute(self, context: Context) -> dict[str, Any]:
         request = TransferRequest.model_validate(self.request)
-        backend = JobBackendHook(role_conn_id(request, "buffer")).get_conn()
-        endpoints = BufferEndpoints.pick(request.buffer_host, request.buffer_ports)
-        spec = named(buffer_job(request, endpoints, capacity_bytes=self.capacity_bytes), context)
-        job_id = submit_fresh(backend, spec, self.log)
-        context["ti"].xcom_push(key="job_id", value=job_id)
-        urls = endpoints.urls()
-        for key in ("input_url", "output_url", "metrics_url"):  # for XComArg(task, key)
-            context["ti"].xcom_push(key=key, value=urls[key])
-        result = {"job_id": job_id, **urls}
+        backend = JobBackendHook(role_conn_id(request, layout.BUFFER)).get_conn()
+        ti = context["ti"]
+        submitted = self._submit(context, request, backend)
+        ids = [job_id for job_id, _ in submitted]
+        buffers = []
+        for index, (job_id, endpoints) in enumerate(submitted):
+            address = wait_buffer_placed(backend, job_id, self.ready_timeout, self.log)
+            placed = dataclasses.replace(endpoints, host=address)
+            buffers.append({"index": index, layout.JOB_ID: job_id, **placed.urls()})
+        ti.xcom_push(key=layout.BUFFERS, value=buffers)
+        ti.xcom_push(key=layout.METRICS_URLS, value=[b[layout.METRICS_URL] for b in buffers])
+        ti.xcom_push(key=layout.BUFFER_ADDRESS, value=buffers[0]["host"])
+        for key in layout.BUFFER_URL_KEYS:  # buffer 0's, for XComArg(task, key)
+            ti.xcom_push(key=key, value=buffers[0][key])
+        result = {**buffers[0], layout.JOB_ID: ids[0] if len(ids) == 1 else ids}
+        if request.buffers > 1:
+            result[layout.BUFFERS] = buffers
         if self.wait_ready:
-            conn_id = role_conn_id(request, "buffer")
-            self.wait_buffer(conn_id, backend, job_id, endpoints.metrics_url, self.ready_timeout)
-            self.log.info("buffer ready: %s", urls)
+            conn_id = role_conn_id(request, layout.BUFFER)
+            for other in buffers[1:]:  # in the worker; the first may defer
+                wait_buffer_ready(
+                    backend, other[layout.JOB_ID], other[layout.METRICS_URL], self.ready_timeout
+                )
+            first = buffers[0]
+            self.wait_buffer(
+                conn_id, backend, first[layout.JOB_ID], first[layout.METRICS_URL],
+                self.ready_timeout,
+            )  # fmt: skip
+            self.log.info("buffers ready: %s", [b[layout.METRICS_URL] for b in buffers])
         return result
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after ``BufferReadyTrigger`` fired: the result (rebuilt from this task's XCom),
         or the wait's error."""
         request = TransferRequest.model_validate(self.request)
-        self.check_buffer_event(event, role_conn_id(request, "buffer"), self.ready_timeout)
+        self.check_buffer_event(event, role_conn_id(request, layout.BUFFER), self.ready_timeout)
         ti = context["ti"]
         pushed = {
             key: ti.xcom_pull(task_ids=ti.task_id, key=key, map_indexes=ti.map_index)
-            for key in ("job_id", "input_url", "output_url", "metrics_url")
+            for key in (layout.JOB_ID, layout.BUFFERS, *layout.BUFFER_URL_KEYS)
         }
-        parts = [urlsplit(str(pushed[key])) for key in ("input_url", "output_url", "metrics_url")]
+        parts = [urlsplit(str(pushed[key])) for key in layout.BUFFER_URL_KEYS]
         endpoints = BufferEndpoints(str(parts[0].hostname), *(int(p.port or 0) for p in parts))
-        return {"job_id": pushed["job_id"], **endpoints.urls()}
+        result = {layout.JOB_ID: pushed[layout.JOB_ID], **endpoints.urls()}
+        if len(pushed[layout.BUFFERS] or []) > 1:
+            result[layout.BUFFERS] = pushed[layout.BUFFERS]
+        return result
 
 
 class ConsumerOperator(BufferWaitMixin, BaseOperator):
@@ -167,11 +256,11 @@ class ConsumerOperator(BufferWaitMixin, BaseOperator):
 
     Each runs the request's ``consumer_command`` (``$LCLSTREAM_URL`` is the output URL) or
     ``lclstream-receive`` writing HDF5 files. Returns (XCom) the list of job ids. Without
-    ``output_url`` the URL comes from the request's ``buffer_ports``, else from the XCom of
-    ``buffer_task`` (waiting up to ``url_timeout`` seconds for it). With
-    ``buffer_ready_timeout`` it then waits until the buffer of ``buffer_task`` answers (and fails
-    with the buffer's log if its job ended), deferring after ``ready_grace_s`` when
-    ``deferrable``.
+    ``output_url`` the URL comes from the XCom of ``buffer_task`` (waiting up to
+    ``url_timeout`` seconds for it). With ``buffer_ready_timeout`` it then waits until the
+    buffer of ``buffer_task`` answers at that address (and fails with the buffer's log if its
+    job ended, or naming the address it tried once the timeout passed), deferring after
+    ``ready_grace_s`` when ``deferrable``.
 
     A request with ``addr`` (the user's own receiver; the buffer dials it) submits no consumer
     job and returns ``[]``.
@@ -208,55 +297,78 @@ class ConsumerOperator(BufferWaitMixin, BaseOperator):
                 "addr %s: the buffer pushes to your own receiver there; no consumer job",
                 request.addr,
             )
-            context["ti"].xcom_push(key="job_ids", value=[])
+            context["ti"].xcom_push(key=layout.JOB_IDS, value=[])
             if self.buffer_ready_timeout is not None:
                 self._check_buffer(context, request)
             return []
-        backend = JobBackendHook(role_conn_id(request, "consumer")).get_conn()
-        url = self.output_url or buffer_url(
-            context, request, "output_url", self.buffer_task, self.url_timeout
+        backend = JobBackendHook(role_conn_id(request, layout.CONSUMER)).get_conn()
+        urls = (
+            [str(self.output_url)]
+            if self.output_url
+            else buffer_urls(
+                context, request, layout.OUTPUT_URL, self.buffer_task, self.url_timeout
+            )
         )
         job_ids = []
         for index in range(request.consumers):
-            spec = named(consumer_job(request, str(url), index), context, f"-{index}")
+            url = urls[buffer_of(index, len(urls))]  # consumer i reads buffer i % buffers
+            spec = named(consumer_job(request, url, index), context, f"-{index}")
             job_ids.append(submit_fresh(backend, spec, self.log))
-        context["ti"].xcom_push(key="job_ids", value=job_ids)
+        context["ti"].xcom_push(key=layout.JOB_IDS, value=job_ids)
         if self.buffer_ready_timeout is not None:
             self._check_buffer(context, request)
         return job_ids
 
     def _check_buffer(self, context: Context, request: TransferRequest) -> None:
+        """Wait until every buffer answers at its address (the last one's wait may defer)."""
         ti = context["ti"]
-        job_id = ti.xcom_pull(task_ids=self.buffer_task, key="job_id")
-        metrics_url = ti.xcom_pull(task_ids=self.buffer_task, key="metrics_url")
-        if not job_id or not metrics_url:
+        buffers = ti.xcom_pull(task_ids=self.buffer_task, key=layout.BUFFERS) or [
+            {
+                layout.JOB_ID: ti.xcom_pull(task_ids=self.buffer_task, key=layout.JOB_ID),
+                layout.METRICS_URL: ti.xcom_pull(task_ids=self.buffer_task, key=layout.METRICS_URL),
+            }
+        ]
+        if not all(b[layout.JOB_ID] and b[layout.METRICS_URL] for b in buffers):
             raise JobBackendError(f"{self.buffer_task} published no buffer job id and URLs")
-        conn_id = role_conn_id(request, "buffer")
+        conn_id = role_conn_id(request, layout.BUFFER)
+        backend = JobBackendHook(conn_id).get_conn()
+        timeout_s = float(self.buffer_ready_timeout or 0)
+        for other in buffers[:-1]:
+            wait_buffer_ready(
+                backend, str(other[layout.JOB_ID]), other[layout.METRICS_URL], timeout_s
+            )
+        last = buffers[-1]
         self.wait_buffer(
-            conn_id,
-            JobBackendHook(conn_id).get_conn(),
-            str(job_id),
-            str(metrics_url),
-            float(self.buffer_ready_timeout or 0),
+            conn_id, backend, str(last[layout.JOB_ID]), str(last[layout.METRICS_URL]), timeout_s
         )
-        self.log.info("buffer ready: metrics %s", metrics_url)
+        self.log.info("buffers ready: metrics %s", [b[layout.METRICS_URL] for b in buffers])
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
         """Resume after ``BufferReadyTrigger`` fired: the consumers' ids (from this task's
         XCom), or the wait's error."""
         request = TransferRequest.model_validate(self.request)
         timeout_s = float(self.buffer_ready_timeout or 0)
-        self.check_buffer_event(event, role_conn_id(request, "buffer"), timeout_s)
+        self.check_buffer_event(event, role_conn_id(request, layout.BUFFER), timeout_s)
         ti = context["ti"]
-        return pull_ids(context, ti.task_id, "job_ids")
+        return pull_ids(context, ti.task_id, layout.JOB_IDS)
 
 
 class LCLStreamerOperator(SubmitJobOperator):
     """Run ``mpiexec -n RANKS lclstreamer`` (or ``srun``) streaming to ``input_url``; deferrable.
 
     The streamer config is rendered from the request (or the user's config in it) with its
-    streaming handlers pointed at ``input_url``: given, or from the request's ``buffer_ports``,
-    else from the XCom of ``buffer_task`` (waiting up to ``url_timeout`` seconds for it).
+    streaming handlers pointed at ``input_url``: given, else from the XCom of ``buffer_task``
+    (waiting up to ``url_timeout`` seconds for it).
+
+    ``transfer_jobs`` (``{role: (task_id, key)}``, default: the unprefixed task ids of
+    ``transfer/layout.py``) says where the transfer's other jobs are: killing this task cancels
+    them too. ``TransferTaskGroup`` passes its own tasks' ids.
+
+    When the buffer job ends while the streamer runs, the streamer job and the consumer jobs of
+    ``consumers_task`` are cancelled (each process prints its counts on SIGTERM), and the task
+    fails with the events produced, delivered and missing, also pushed to XCom
+    ``ACCOUNTING_XCOM_KEY`` (see ``transfer/report.py``: ``lost_buffer_accounting``). The counts
+    are read from the jobs' logs for up to ``report_timeout_s`` seconds.
     """
 
     template_fields: tuple[str, ...] = ("request", "input_url", "conn_id")
@@ -270,7 +382,10 @@ class LCLStreamerOperator(SubmitJobOperator):
         launcher: str = "mpiexec",
         conn_id: str | None = None,
         buffer_task: str = BUFFER_TASK_ID,
+        consumers_task: str = CONSUMERS_TASK_ID,
         url_timeout: float = 90.0,
+        report_timeout_s: float = 60.0,
+        transfer_jobs: Mapping[str, tuple[str, str]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(job={"script": "#!/bin/bash\n"}, conn_id=conn_id, **kwargs)
@@ -278,16 +393,18 @@ class LCLStreamerOperator(SubmitJobOperator):
         self.input_url = input_url
         self.launcher = launcher
         self.buffer_task = buffer_task
+        self.consumers_task = consumers_task
         self.url_timeout = url_timeout
+        self.report_timeout_s = report_timeout_s
+        self.transfer_jobs: JobSources = dict(transfer_jobs or layout.job_sources())
 
-    def linked_jobs(self) -> list[list[Any]]:
+    def linked_jobs(self) -> list[LinkedJob]:
         """The transfer's buffer and consumers: a user killing the streamer stops them too."""
         if self._context is None:
             return []
-        from airflow_provider_lclstream.transfer.linked import linked_jobs
-
         request = TransferRequest.model_validate(self.request)
-        return [job for job in linked_jobs(self._context, request) if job[1] != self._job_id]
+        jobs = linked_jobs(self._context, request, self.transfer_jobs)
+        return [job for job in jobs if job[1] != self._job_id]
 
     def guard_jobs(self) -> list[list[Any]]:
         """The buffer this streamer sends to: if its job ends first, the streamer cannot finish,
@@ -296,9 +413,57 @@ class LCLStreamerOperator(SubmitJobOperator):
             return []
         request = TransferRequest.model_validate(self.request)
         return [
-            [role_conn_id(request, "buffer"), job_id]
-            for job_id in pull_ids(self._context, self.buffer_task, "job_id")
+            [role_conn_id(request, layout.BUFFER), job_id]
+            for job_id in pull_ids(self._context, self.buffer_task, layout.JOB_ID)
         ]
+
+    def _guard_failed(self, event: Mapping[str, Any]) -> None:
+        """The buffer ended while the streamer ran: cancel the streamer and the consumers, then
+        fail with how many events were produced, delivered and are missing."""
+        request = TransferRequest.model_validate(self.request)
+        self._use_streamer_conn(request)
+        if not self._job_id or self._context is None:
+            super()._guard_failed(event)
+            return
+        reason = str(event.get("reason"))
+        self.log.warning("%s; cancelling job %s and the consumers", reason, self._job_id)
+        accounting = self._account_lost_buffer(request, self._context, self._job_id)
+        accounting["reason"] = reason
+        self._context["ti"].xcom_push(key=ACCOUNTING_XCOM_KEY, value=accounting)
+        self.log.error("buffer lost: %s", accounting_line(accounting))
+        raise_for_event({**event, "reason": f"{reason}: {accounting_line(accounting)}"})
+
+    def _account_lost_buffer(
+        self, request: TransferRequest, context: Context, job_id: str
+    ) -> dict[str, Any]:
+        """Cancel the streamer and consumer jobs, then read their counts from their logs until
+        every rank and consumer reported, the jobs ended (read once more), or the timeout."""
+        streamer = self.hook.get_conn()
+        consumer = JobBackendHook(role_conn_id(request, layout.CONSUMER)).get_conn()
+        consumer_ids = (
+            [] if request.addr else pull_ids(context, self.consumers_task, layout.JOB_IDS)
+        )
+        jobs = [(streamer, job_id), *((consumer, c) for c in consumer_ids)]
+        for backend, job in jobs:
+            try:
+                if not backend.state(job).is_final:
+                    backend.cancel(job)
+            except JobBackendError as err:
+                self.log.warning("could not cancel job %s: %s", job, err)
+        deadline = time.monotonic() + self.report_timeout_s
+        ended_reads = 0
+        while True:
+            accounting = lost_buffer_accounting(
+                request.ranks,
+                _log_text(streamer, job_id) or "",
+                {c: _log_text(consumer, c) for c in consumer_ids},
+            )
+            if accounting["exact"] or time.monotonic() > deadline:
+                return accounting
+            ended_reads = ended_reads + 1 if all(_ended(b, j) for b, j in jobs) else 0
+            if ended_reads > 2:  # ended, and their logs read twice since: nothing more comes
+                return accounting
+            time.sleep(1.0)
 
     def _use_streamer_conn(self, request: TransferRequest) -> None:
         """Without ``conn_id``, the streamer role's connection. Every entry point sets it: a
@@ -306,7 +471,7 @@ class LCLStreamerOperator(SubmitJobOperator):
         local backend would not know the job (a buffer killed mid-stream left the streamer job
         running: the guard's cancel asked the local backend and failed)."""
         if self.conn_id is None:
-            self.conn_id = role_conn_id(request, "streamer")
+            self.conn_id = role_conn_id(request, layout.STREAMER)
             self.__dict__.pop("hook", None)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
@@ -320,21 +485,32 @@ class LCLStreamerOperator(SubmitJobOperator):
     def job_spec(self, context: Context) -> JobSpec:
         request = TransferRequest.model_validate(self.request)
         self._use_streamer_conn(request)
-        url = self.input_url or buffer_url(
-            context, request, "input_url", self.buffer_task, self.url_timeout
+        urls = (
+            [str(self.input_url)]
+            if self.input_url
+            else buffer_urls(context, request, layout.INPUT_URL, self.buffer_task, self.url_timeout)
         )
-        config = request.to_streamer_config(str(url))
+        config = request.to_streamer_config(urls)  # rank r sends to buffer r % buffers
         job = streamer_job(
             request, config, launcher=self.launcher, logbook_url=settings.get("logbook_url")
         )
         return named(job, context)
 
 
-def pull_ids(context: Context, task_id: str, key: str) -> list[str]:
-    value = context["ti"].xcom_pull(task_ids=task_id, key=key)
-    if not value:
-        return []
-    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
+def _log_text(backend: JobBackend, job_id: str, tail_bytes: int = 256_000) -> str | None:
+    """The last ``tail_bytes`` of a job's log, or None when it cannot be read."""
+    try:
+        return backend.log_tail(job_id, -tail_bytes)[0]
+    except (JobBackendError, OSError) as err:
+        log.warning("cannot read the log of job %s: %s", job_id, err)
+        return None
+
+
+def _ended(backend: JobBackend, job_id: str) -> bool:
+    try:
+        return backend.state(job_id).is_final
+    except JobBackendError:
+        return True  # gone: nothing more will come from it
 
 
 class WaitJobsOperator(BaseOperator):
@@ -343,6 +519,7 @@ class WaitJobsOperator(BaseOperator):
 
     Polls in the worker for at most ``grace_s`` seconds, then (``deferrable``) hands the rest of
     the wait to :class:`JobsStateTrigger`; not deferrable, it polls until ``timeout_s``.
+    Killing it cancels the jobs of ``transfer_jobs`` (as :class:`LCLStreamerOperator`'s).
     """
 
     template_fields = ("request",)
@@ -353,17 +530,19 @@ class WaitJobsOperator(BaseOperator):
         *,
         request: dict[str, Any] | Any,
         jobs_from: tuple[str, str],
-        role: str = "consumer",
+        role: str = layout.CONSUMER,
         timeout_s: float = 600.0,
         poll_interval: float = 1.0,
         max_poll_interval: float = 10.0,
         grace_s: float = 5.0,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        transfer_jobs: Mapping[str, tuple[str, str]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.request = request
         self.jobs_from = jobs_from
+        self.transfer_jobs: JobSources = dict(transfer_jobs or layout.job_sources())
         self.role = role
         self.timeout_s = timeout_s
         self.poll_interval = poll_interval
@@ -375,9 +554,10 @@ class WaitJobsOperator(BaseOperator):
     def on_kill(self) -> None:
         """A user killed the transfer while it finished: stop every job of it."""
         if self._context is not None:
-            from airflow_provider_lclstream.transfer.linked import cancel_all, linked_jobs
-
-            cancel_all(linked_jobs(self._context, TransferRequest.model_validate(self.request)))
+            request = TransferRequest.model_validate(self.request)
+            failures = cancel_all(linked_jobs(self._context, request, self.transfer_jobs))
+            if failures:
+                self.log.error("on_kill: %d job(s) not cancelled: %s", len(failures), failures)
 
     def _failed(self, job_id: str, state: str, exit_code: Any, tail: str) -> JobBackendError:
         return JobBackendError(
@@ -416,8 +596,6 @@ class WaitJobsOperator(BaseOperator):
                 time.sleep(self.poll_interval)
         if not pending:
             return done
-        from airflow_provider_lclstream.transfer.linked import linked_jobs
-
         self.log.info("%s jobs %s still running; deferring the wait", self.role, pending)
         self.defer(  # the trigger watches every job: dag.test() drops a deferral's kwargs
             trigger=JobsStateTrigger(
@@ -426,7 +604,7 @@ class WaitJobsOperator(BaseOperator):
                 poll_interval=self.poll_interval,
                 max_poll_interval=self.max_poll_interval,
                 deadline=deadline,
-                linked_jobs=linked_jobs(context, request),
+                linked_jobs=linked_jobs(context, request, self.transfer_jobs),
                 not_before=settle_deadline(),
             ),
             method_name="execute_complete",
@@ -458,7 +636,13 @@ class StopJobsOperator(BaseOperator):
     """Teardown: cancel the transfer's jobs that are still running (buffer, consumers, streamer).
 
     ``jobs_from`` maps a role (``buffer``, ``consumer``, ``streamer``) to the ``(task_id, key)``
-    of the XCom holding its job id(s); a missing XCom (the task never ran) is skipped.
+    of the XCom holding its job id(s) (default: the unprefixed task ids of
+    ``transfer/layout.py``); a missing XCom (the task never ran) is skipped.
+
+    It tries every job, whatever fails on the way (a backend that cannot be reached, a cancel
+    refused), and then fails with :class:`StopJobsError` naming every job it could not stop: a
+    job left running holds its nodes until its walltime. A job its backend no longer knows is
+    gone already and no failure.
     """
 
     template_fields = ("request",)
@@ -468,27 +652,38 @@ class StopJobsOperator(BaseOperator):
         self,
         *,
         request: dict[str, Any] | Any,
-        jobs_from: dict[str, tuple[str, str]],
+        jobs_from: Mapping[str, tuple[str, str]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.request = request
-        self.jobs_from = jobs_from
+        self.jobs_from: JobSources = dict(jobs_from or layout.job_sources())
 
     def execute(self, context: Context) -> dict[str, list[str]]:
         request = TransferRequest.model_validate(self.request)
         cancelled: dict[str, list[str]] = {}
+        failures: list[str] = []
         for role, (task_id, key) in self.jobs_from.items():
             ids = pull_ids(context, task_id, key)
             if not ids:
                 continue
-            backend = JobBackendHook(role_conn_id(request, role)).get_conn()
+            try:
+                backend = JobBackendHook(role_conn_id(request, role)).get_conn()
+            except Exception as err:
+                failures += [f"{role} job {job_id}: no backend: {err}" for job_id in ids]
+                self.log.warning("cannot reach the %s backend: %s", role, err)
+                continue
             for job_id in ids:
                 try:
                     if not backend.state(job_id).is_final:
                         backend.cancel(job_id)
                         cancelled.setdefault(role, []).append(job_id)
-                except JobBackendError as err:
+                except JobNotFoundError as err:
+                    self.log.info("%s job %s is gone already: %s", role, job_id, err)
+                except Exception as err:
+                    failures.append(f"{role} job {job_id}: {type(err).__name__}: {err}")
                     self.log.warning("could not stop %s job %s: %s", role, job_id, err)
         self.log.info("stopped: %s", cancelled or "nothing was left running")
+        if failures:
+            raise StopJobsError(failures, cancelled)
         return cancelled

@@ -10,8 +10,7 @@ from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator
 
 from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
-from airflow_provider_lclstream.operators.submit_job import raise_for_event
-from airflow_provider_lclstream.triggers.job_state import JobStateTrigger
+from airflow_provider_lclstream.triggers.job_state import JobStateTrigger, raise_for_event
 from airflow_provider_lclstream.triggers.settle import settle_deadline
 
 if TYPE_CHECKING:

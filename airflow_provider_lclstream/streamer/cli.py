@@ -1,16 +1,25 @@
 """``lclstreamer``: run the LCLStreamer chain on every MPI rank (``mpiexec -n N lclstreamer -c F``).
 
 Each rank prints a progress line every few seconds and a JSON summary at the end; rank 0 also
-prints the totals of all ranks as one JSON line prefixed ``TOTAL``.
+prints the totals of all ranks as one JSON line prefixed ``TOTAL``. A rank stopped by SIGTERM (a
+cancelled job: SLURM and the local backend send it before SIGKILL) prints its summary as it
+stands, with ``"terminated": true``, and exits 143 at once: the events it counted are every
+event it read, so a transfer that lost its buffer can say how many never arrived. With
+``LCLSTREAM_TALLY_DIR`` set (the streamer job sets it), each rank also keeps its counters in a
+file that outlives a rank killed in C, e.g. by psana on a corrupt big-data dgram
+(``streamer/tally.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     streamer = Streamer(
         config, Partition(rank, size), args.send_timeout, progress, args.progress_every, barrier
     )
+    if threading.current_thread() is threading.main_thread():  # (called in-process elsewhere)
+        signal.signal(signal.SIGTERM, lambda signum, _frame: terminated(streamer, signum))
+    from airflow_provider_lclstream.streamer.tally import open_tally
+
+    tally = open_tally(rank)  # counts that outlive a rank killed in C (streamer/tally.py)
+    if tally is not None:
+        streamer.checkpoint = lambda counters: tally.write(counters.summary())
     error: str | None = None
     try:
         summary = streamer.run(args.num_events)
@@ -191,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         error = f"{type(err).__name__}: {err}"
         summary = streamer.counters.summary()
     summary["error"] = error
+    if tally is not None:
+        tally.write(summary)
     emit_line(json.dumps(summary))
     if error and comm is not None and size > 1 and streamer.coupled and not streamer.stream_ended:
         # psana2's ranks wait on each other: the others would wait forever for this one.
@@ -207,6 +225,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lclstreamer: rank {rank} failed: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def terminated(streamer: Any, signum: int) -> None:
+    """SIGTERM: this rank's summary as it stands (``"terminated": true``), then exit at once.
+
+    The counters count an event when it is read, before it is batched and sent, so the line
+    covers every event this rank produced; the handlers' queues are not drained (the buffer may
+    be gone). One ``os.write``: no buffered stream is touched inside a signal handler.
+    """
+    summary = streamer.counters.summary()
+    summary["error"] = f"terminated by signal {signum}"
+    summary["terminated"] = True
+    data = (json.dumps(summary) + "\n").encode()
+    with contextlib.suppress(OSError):
+        while data:
+            data = data[os.write(1, data) :]
+    os._exit(128 + signum)
 
 
 def totals(summaries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -9,31 +9,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from airflow_provider_lclstream.config import streamer_components as cfg
+from airflow_provider_lclstream.config.streamer import (
+    EVENT_SOURCES,
+    HANDLERS,
+    PIPELINES,
+    SERIALIZERS,
+)
 from airflow_provider_lclstream.exceptions import LCLStreamError
 from airflow_provider_lclstream.protocol import EndOfStream, producer_name
+from airflow_provider_lclstream.streamer.components import engine_for, step_for
 from airflow_provider_lclstream.streamer.handlers.concurrent import QueuedHandler
-from airflow_provider_lclstream.streamer.handlers.handlers import (
-    BinaryDataStreamingDataHandler,
-    BinaryFileWritingDataHandler,
-    DataHandler,
-)
-from airflow_provider_lclstream.streamer.pipelines.pipelines import (
-    PeaknetPreprocessing,
-    ProcessingPipeline,
-)
-from airflow_provider_lclstream.streamer.pipelines.steps import STEP_KINDS
-from airflow_provider_lclstream.streamer.serializers.hdf5 import HDF5BinarySerializer
-from airflow_provider_lclstream.streamer.serializers.simplon import (
-    SimplonBinarySerializer,
-    SimplonStreamV2Serializer,
-)
 from airflow_provider_lclstream.streamer.sources.base import EventSource, Partition, RawEvent
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from airflow_provider_lclstream.config.streamer import StreamerConfig
+    from airflow_provider_lclstream.streamer.handlers.handlers import DataHandler
+    from airflow_provider_lclstream.streamer.pipelines.pipelines import ProcessingPipeline
     from airflow_provider_lclstream.streamer.serializers.base import Serializer
     from airflow_provider_lclstream.transports.base import Payload
 
@@ -45,64 +38,21 @@ class IncompleteEventError(LCLStreamError):
 
 
 def build_event_source(config: StreamerConfig, partition: Partition) -> EventSource:
-    source = config.event_source
-    if isinstance(source, cfg.InternalEventSource):
-        from airflow_provider_lclstream.streamer.sources.internal import InternalEventSource
-
-        return InternalEventSource(config, partition)
-    if isinstance(source, cfg.Psana2EventSource):
-        from airflow_provider_lclstream.streamer.sources.psana2 import Psana2EventSource
-
-        return Psana2EventSource(config, partition)
-    if isinstance(source, cfg.Psana1EventSource):
-        from airflow_provider_lclstream.streamer.sources.psana1 import Psana1EventSource
-
-        return Psana1EventSource(config, partition)
-    if isinstance(source, cfg.Hdf5EventSource):
-        from airflow_provider_lclstream.streamer.sources.hdf5 import Hdf5EventSource
-
-        return Hdf5EventSource(config, partition)
-    raise LCLStreamError(f"event_source: no engine for {type(source).__name__}")
+    """The event source the config names (its engine from the component registry)."""
+    source: EventSource = engine_for(EVENT_SOURCES, config.event_source)(config, partition)
+    return source
 
 
 def build_pipeline(config: StreamerConfig) -> ProcessingPipeline:
-    pipeline = config.processing_pipeline
-    steps: list[Callable[[Any], Any]] = [
-        STEP_KINDS[step.kind](**step.model_dump(exclude={"kind"})) for step in pipeline.steps
-    ]
-    if isinstance(pipeline, cfg.PeaknetPreprocessingPipeline):
-        steps.append(
-            PeaknetPreprocessing(
-                pipeline.target_height,
-                pipeline.target_width,
-                pipeline.pad_style,
-                pipeline.add_channel_dim,
-                pipeline.num_channels,
-            )
-        )
-    if isinstance(pipeline, cfg.NoOpProcessingPipeline):
-        return ProcessingPipeline(steps, batch_size=1, stack=False)
-    return ProcessingPipeline(steps, batch_size=pipeline.batch_size)
+    spec = config.processing_pipeline
+    steps: list[Callable[[Any], Any]] = [step_for(step) for step in spec.steps]
+    pipeline: ProcessingPipeline = engine_for(PIPELINES, spec)(spec, steps)
+    return pipeline
 
 
 def build_serializer(config: StreamerConfig, rank: int = 0) -> Serializer:
-    serializer = config.data_serializer
-    if isinstance(serializer, cfg.HDF5BinarySerializer):
-        fields = serializer.fields or {name: f"/{name}" for name in config.data_sources}
-        return HDF5BinarySerializer(fields, serializer.compression, serializer.compression_level)
-    if not isinstance(serializer, cfg.SimplonBinarySerializer):
-        raise LCLStreamError(f"data_serializer: no engine for {type(serializer).__name__}")
-    args = (
-        config.simplon_image_source(),
-        serializer.detector_name,
-        serializer.detector_type,
-        serializer.polarization_fraction,
-        serializer.polarization_axis,
-        serializer.data_collection_rate,
-    )
-    if serializer.flavor == "dectris-stream-v2":
-        return SimplonStreamV2Serializer(*args)
-    return SimplonBinarySerializer(*args, rank=rank)
+    serializer: Serializer = engine_for(SERIALIZERS, config.data_serializer)(config, rank)
+    return serializer
 
 
 def build_handlers(
@@ -110,28 +60,8 @@ def build_handlers(
 ) -> list[DataHandler]:
     handlers: list[DataHandler] = []
     try:
-        for handler in config.data_handlers:
-            if isinstance(handler, cfg.BinaryFileWritingDataHandler):
-                handlers.append(
-                    BinaryFileWritingDataHandler(
-                        handler.write_directory,
-                        handler.file_prefix,
-                        handler.file_suffix,
-                        partition.rank,
-                    )
-                )
-            else:
-                handlers.append(
-                    BinaryDataStreamingDataHandler(
-                        list(handler.urls),
-                        handler.library,
-                        handler.role,
-                        handler.distribute,
-                        partition.rank,
-                        send_timeout_s,
-                        handler.buffer,
-                    )
-                )
+        for spec in config.data_handlers:
+            handlers.append(engine_for(HANDLERS, spec)(spec, partition.rank, send_timeout_s))
     except Exception:
         for opened in handlers:
             opened.close()
@@ -205,6 +135,9 @@ class Streamer:
         self.counters = Counters(self.partition.rank, producer_name(self.partition.rank))
         self.coupled = False  # set from the event source: do the ranks wait on each other?
         self.stream_ended = False  # this rank's end records went out (its counts are known)
+        self.checkpoint: Callable[[Counters], None] | None = None
+        """Called once the source is built and after every batch handed to the handlers, with
+        the counters as they stand (``streamer/tally.py`` keeps them)."""
 
     def run(self, max_events: int | None = None) -> dict[str, Any]:
         source = build_event_source(self.config, self.partition)
@@ -223,6 +156,8 @@ class Streamer:
         counters = self.counters
         counters.role = source.role
         self.coupled = source.coupled
+        if self.checkpoint is not None:
+            self.checkpoint(counters)
         extra_meta = source.metadata
         last_report = time.monotonic()
         completed = False
@@ -247,6 +182,8 @@ class Streamer:
                 for data in serializer.messages(batch, meta):
                     self._deliver(handlers, data)
                 counters.batches += 1
+                if self.checkpoint is not None:
+                    self.checkpoint(counters)
                 if self.progress and time.monotonic() - last_report >= self.progress_every_s:
                     last_report = time.monotonic()
                     self.progress(counters.summary())

@@ -19,12 +19,15 @@ import yaml
 
 from airflow_provider_lclstream.config.job import JobSpec, ResourceSpec, shell_join, shell_quote
 from airflow_provider_lclstream.config.loader import dump_flat
+from airflow_provider_lclstream.streamer.tally import TALLY_DIR_ENV
 
 if TYPE_CHECKING:
     from airflow_provider_lclstream.config.streamer import StreamerConfig
     from airflow_provider_lclstream.config.transfer import TransferRequest
 
 CONFIG_END = "LCLSTREAM_CONFIG_END"
+TALLY_DIR = "lclstreamer-tally"
+"""Where the streamer job's ranks keep their running counts (``streamer/tally.py``)."""
 # Settings of the worker's environment that the streamer job needs too (a SLURM job gets only
 # the spec's environment).
 PASSED_ENVIRONMENT = ("LCLSTREAM_PSANA_OFFLINE", "LCLSTREAM_LOGBOOK_URL")
@@ -48,7 +51,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass(frozen=True)
 class BufferEndpoints:
-    """Where a buffer listens (all interfaces) and how others reach it (``host``)."""
+    """Where a buffer listens (all interfaces) and how others reach it (``host``: the address of
+    the node its job runs on, learned from the job backend once the job started)."""
 
     host: str
     input_port: int
@@ -57,11 +61,11 @@ class BufferEndpoints:
 
     @classmethod
     def pick(
-        cls, host: str = "127.0.0.1", ports: tuple[int, int, int] | None = None
+        cls, host: str | None = "127.0.0.1", ports: tuple[int, int, int] | None = None
     ) -> BufferEndpoints:
         """Given ports, or three free ones on this machine (right for the local backend)."""
         chosen = ports or (free_port(), free_port(), free_port())
-        return cls(host, *chosen)
+        return cls(host or "127.0.0.1", *chosen)
 
     @property
     def input_url(self) -> str:
@@ -89,15 +93,35 @@ class BufferEndpoints:
 
 
 def with_buffer_ports(request: TransferRequest) -> TransferRequest:
-    """The request with its buffer's ports fixed (three free ones here when it names none).
-
-    Fixed ports let the buffer, the consumers and the streamer start at the same time: each
-    knows the buffer's URLs from the request alone.
-    """
+    """The request with its buffers' ports fixed (three free ones here per buffer when it names
+    none), so every try of the transfer uses the same ones."""
     if request.buffer_ports is not None:
         return request
-    ports = BufferEndpoints.pick(request.buffer_host).ports
-    return request.model_copy(update={"buffer_ports": ports})
+    ports: list[int] = []
+    while len(ports) < 3 * request.buffers:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return request.model_copy(update={"buffer_ports": tuple(ports)})
+
+
+def buffer_ports(request: TransferRequest, index: int) -> tuple[int, int, int] | None:
+    """The input, output and metrics port of buffer ``index``; None when the request names none."""
+    if request.buffer_ports is None:
+        return None
+    start = 3 * index
+    first, second, third = request.buffer_ports[start : start + 3]
+    return (first, second, third)
+
+
+def buffer_of(index: int, buffers: int) -> int:
+    """The buffer of streamer rank or consumer ``index``: ``index % buffers``."""
+    return index % buffers
+
+
+def producers_of(buffer: int, ranks: int, buffers: int) -> int:
+    """How many streamer ranks send to ``buffer`` (ranks r with ``r % buffers == buffer``)."""
+    return len(range(buffer, ranks, buffers))
 
 
 def buffer_job(
@@ -106,12 +130,16 @@ def buffer_job(
     *,
     capacity_bytes: str = "1GB",
     bin_dir: str | None = None,
+    index: int = 0,
 ) -> JobSpec:
-    """A persistent buffer for one transfer: it stays up after the stream (so its final report
+    """A persistent buffer for one transfer (buffer ``index`` of ``request.buffers``: it expects
+    the ranks that send to it): it stays up after the stream (so its final report
     can be read) until the transfer's teardown stops it.
 
     With the request's ``addr`` the buffer's output dials that address (the user's own
-    receiver) instead of listening for consumer jobs."""
+    receiver) instead of listening for consumer jobs. The request's ``buffer_host`` pins the
+    job to that node (the ``nodelist`` attribute: sbatch's ``--nodelist``, slurmrestd's
+    ``required_nodes``)."""
     output = ["--output", f"tcp://0.0.0.0:{endpoints.output_port}"]
     if request.addr:
         output = ["--output", request.addr, "--dial-output"]
@@ -121,17 +149,20 @@ def buffer_job(
         *output,
         "--input-transport", request.library,
         "--output-transport", request.library,
-        "--expect-producers", str(request.ranks),
+        "--expect-producers", str(producers_of(index, request.ranks, request.buffers)),
         "--metrics", f"0.0.0.0:{endpoints.metrics_port}",
         "--capacity-bytes", capacity_bytes,
         "--drain-timeout", "30",
         "--persistent",
     ]  # fmt: skip
     return JobSpec(
-        name=f"buffer-{request.label}",
+        name=f"buffer{index if request.buffers > 1 else ''}-{request.label}",
         script="#!/bin/bash\nexec " + shell_join(command) + "\n",
         resources=ResourceSpec(duration=24 * 60, process_count=1, exclusive_node_use=False),
-        attributes=request.buffer.attributes,
+        attributes={
+            **request.buffer.attributes,
+            **({"nodelist": request.buffer_pin} if request.buffer_pin else {}),
+        },
     )
 
 
@@ -153,7 +184,10 @@ def streamer_job(
     ``logbook_url`` (the caller passes ``[lclstream] logbook_url``) reaches psana2 in the job as
     ``LCLSTREAM_LOGBOOK_URL``. For a psana2 run in ``xtc_dir``, a failed ``mpiexec`` is followed
     by a walk of the run's files that names a corrupt dgram (file, offset) in the job's log:
-    psana dies in C on a corrupt big-data dgram and cannot say which one it was."""
+    psana dies in C on a corrupt big-data dgram and cannot say which one it was. Every failed
+    ``mpiexec`` is followed by each rank's tally (``streamer/tally.py``, kept in
+    ``./lclstreamer-tally``): the counts of a rank killed before its summary line, as lower
+    bounds."""
     text = render_config(config)
     if CONFIG_END in text:
         raise ValueError("the streamer config contains the here-document terminator")
@@ -164,14 +198,19 @@ def streamer_job(
     command = [*launch, tool("lclstreamer", bin_dir), "-c", "lclstreamer.yaml"]
     if request.events is not None and not request.synthetic:
         command += ["--num-events", str(request.events)]
-    run_line = shell_join(command)
+    fallback = []
     if request.exp is not None and request.xtc_dir and request.psana_version == 2:
         check = [tool("python", bin_dir), "-m", "airflow_provider_lclstream.streamer.xtc2",
                  request.xtc_dir, request.exp, str(request.run)]  # fmt: skip
-        run_line += f" || {{ rc=$?; {shell_join(check)} >&2 || true; exit $rc; }}"
+        fallback.append(f"{shell_join(check)} >&2 || true")
+    tally = [tool("python", bin_dir), "-m", "airflow_provider_lclstream.streamer.tally",
+             TALLY_DIR, str(request.ranks)]  # fmt: skip
+    fallback.append(f"{shell_join(tally)} || true")
+    run_line = shell_join(command) + f" || {{ rc=$?; {'; '.join(fallback)}; exit $rc; }}"
     script = (
         "#!/bin/bash\nset -euo pipefail\n"
-        f"cat > lclstreamer.yaml <<'{CONFIG_END}'\n{text}{CONFIG_END}\n" + run_line + "\n"
+        f"cat > lclstreamer.yaml <<'{CONFIG_END}'\n{text}{CONFIG_END}\n"
+        f'rm -rf {TALLY_DIR}; export {TALLY_DIR_ENV}="$PWD/{TALLY_DIR}"\n' + run_line + "\n"
     )
     return JobSpec(
         name=f"streamer-{request.label}",
@@ -228,6 +267,9 @@ def consumer_job(
 __all__ = [
     "BufferEndpoints",
     "with_buffer_ports",
+    "buffer_of",
+    "buffer_ports",
+    "producers_of",
     "buffer_job",
     "consumer_job",
     "render_config",

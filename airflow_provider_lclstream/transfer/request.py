@@ -17,8 +17,8 @@ from airflow_provider_lclstream.exceptions import LCLStreamError
 # Params of the manual-trigger form that map 1:1 onto TransferRequest fields.
 FORM_FIELDS = (
     "exp", "run", "detector_name", "mode", "access_mode", "events", "img_per_file",
-    "compression", "library", "ranks", "consumers", "consumer_command", "consumer_template",
-    "consumer_params", "output_dir", "buffer_host", "addr",
+    "compression", "library", "ranks", "buffers", "consumers", "consumer_command",
+    "consumer_template", "consumer_params", "output_dir", "buffer_host", "addr",
 )  # fmt: skip
 BACKEND_PARAMS = {
     "streamer": "streamer_backend",
@@ -58,8 +58,8 @@ def request_from(
     ``consumer_command``; a raw ``consumer_command`` is refused unless ``admin`` (``caller``
     names who asked, in the error).
 
-    The buffer's ports are chosen here when the request names none, so that the transfer's
-    jobs can all start at once.
+    The buffer's ports are chosen here when the request names none (its host is learned from
+    its job once it runs).
     """
     conf = dict(conf or {})
     if "request" in conf:

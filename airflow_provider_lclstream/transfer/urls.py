@@ -1,6 +1,6 @@
 """Where a browser shows a transfer: the transfers DAG and its page in Airflow's API server.
 
-Plain strings, no Airflow: the extra links (``operators/links.py``), the API and its plugin
+Plain strings, no Airflow: the extra links (``links.py``), the API and its plugin
 all read them from here.
 """
 

@@ -8,7 +8,8 @@ polls, the buffer job's state through the job backend's async half. Events (plai
   when the buffer's job ended before it answered (``log_tail``: its last ``log_tail_bytes``);
 - ``{"status": "timeout", "job_id", "metrics_url"}`` once ``deadline`` (epoch seconds) passed;
 - ``{"status": "error", "job_id", "message"}`` when the job backend cannot be created, does not
-  know the job, or failed ``max_errors`` state queries in a row.
+  know the job, or failed ``max_errors`` state queries in a row (a failed query is retried in
+  place every ``poll_interval``: ``triggers/polling.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ import httpx
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_lclstream.exceptions import JobNotFoundError
+from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
+from airflow_provider_lclstream.triggers.polling import (
+    StateQueryFailed,
+    log_tail_or_note,
+    query_state,
+)
 from airflow_provider_lclstream.triggers.settle import settled
 
 if TYPE_CHECKING:
@@ -77,8 +84,6 @@ class BufferReadyTrigger(BaseTrigger):
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=2.0)
         if self._backend is None:
-            from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
-
             self._backend = await JobBackendHook(self.conn_id).aget_conn()
         return self._http, self._backend
 
@@ -101,7 +106,6 @@ class BufferReadyTrigger(BaseTrigger):
         except Exception as err:
             yield self._error(f"cannot create the job backend: {type(err).__name__}: {err}")
             return
-        errors = 0
         while True:
             if await self._answers(http):
                 yield TriggerEvent(
@@ -109,33 +113,21 @@ class BufferReadyTrigger(BaseTrigger):
                 )
                 return
             try:
-                status = await backend.astate(self.job_id)
-                errors = 0
-            except JobNotFoundError as err:
+                status = await query_state(
+                    backend,
+                    self.job_id,
+                    max_errors=self.max_errors,
+                    wait_s=self.poll_interval,
+                    log=self.log,
+                    what="buffer job",
+                )
+            except (JobNotFoundError, StateQueryFailed) as err:
                 yield self._error(str(err))
                 return
-            except Exception as err:
-                errors += 1
-                self.log.warning(
-                    "buffer job %s: state query failed (%d/%d): %s",
-                    self.job_id,
-                    errors,
-                    self.max_errors,
-                    err,
-                )
-                if errors >= self.max_errors:
-                    yield self._error(
-                        f"{errors} state queries in a row failed; last: {type(err).__name__}: {err}"
-                    )
-                    return
-            else:
-                if status.is_final:
-                    try:
-                        tail, _ = await backend.alog_tail(self.job_id, -self.log_tail_bytes)
-                    except Exception as err:
-                        tail = f"(log not readable: {err})"
-                    yield TriggerEvent({"status": "failed", **status.to_dict(), "log_tail": tail})
-                    return
+            if status.is_final:
+                tail = await log_tail_or_note(backend, self.job_id, self.log_tail_bytes)
+                yield TriggerEvent({"status": "failed", **status.to_dict(), "log_tail": tail})
+                return
             if time.time() >= self.deadline:
                 yield TriggerEvent(
                     {"status": "timeout", "job_id": self.job_id, "metrics_url": self.metrics_url}

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, cast, get_args
 
+from airflow_provider_lclstream.exceptions import LCLStreamError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -46,7 +48,7 @@ class ElogEvent(TypedDict):
     offset: NotRequired[int]
 
 
-class MalformedElogMessage(ValueError):
+class MalformedElogMessage(LCLStreamError, ValueError):
     """A Kafka record that is not a valid Elog envelope for its topic."""
 
 

@@ -24,13 +24,44 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_lclstream.exceptions import JobNotFoundError
+from airflow_provider_lclstream.exceptions import JobBackendError, JobFailedError, JobNotFoundError
+from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
+from airflow_provider_lclstream.hooks.linked_jobs import acancel_all
+from airflow_provider_lclstream.triggers.polling import (
+    StateQueryFailed,
+    log_tail_or_note,
+    query_state,
+)
 from airflow_provider_lclstream.triggers.settle import settled
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
 
     from airflow_provider_lclstream.backends.base import JobBackend, JobStatus
+
+
+def raise_for_event(event: Mapping[str, Any], name: str | None = None) -> str:
+    """Return the job id of a ``JobStateTrigger`` success event; raise for failed or error.
+
+    (The operators' and sensors' reading of this trigger's events, defined next to them.)
+    """
+    status = event.get("status")
+    job_id = str(event.get("job_id"))
+    if status == "success":
+        return job_id
+    if status == "error":
+        raise JobBackendError(f"lost track of job {job_id}: {event.get('message')}")
+    if status == "failed":
+        raise JobFailedError(
+            job_id,
+            str(event.get("state")),
+            native_state=event.get("native_state"),
+            exit_code=event.get("exit_code"),
+            reason=event.get("reason"),
+            log_tail=event.get("log_tail") or "",
+            name=name,
+        )
+    raise JobBackendError(f"unexpected event for job {job_id}: {dict(event)!r}")
 
 
 class JobStateTrigger(BaseTrigger):
@@ -109,8 +140,6 @@ class JobStateTrigger(BaseTrigger):
 
                 self._client = backend_class(self.backend)(**self.backend_kwargs)
             else:
-                from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
-
                 self._client = await JobBackendHook(self.conn_id).aget_conn()
         assert self._client is not None
         return self._client
@@ -138,8 +167,6 @@ class JobStateTrigger(BaseTrigger):
             try:
                 backend = self._guard_clients.get(conn_id)
                 if backend is None:
-                    from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
-
                     backend = await JobBackendHook(conn_id).aget_conn()
                     self._guard_clients[conn_id] = backend
                 status = await backend.astate(str(job_id))
@@ -175,41 +202,27 @@ class JobStateTrigger(BaseTrigger):
             return
         started = time.monotonic()
         interval = self.poll_interval
-        errors = 0
         last_state = None
         while True:
             try:
-                status = await backend.astate(self.job_id)
-                errors = 0
-            except JobNotFoundError as err:
+                status = await query_state(
+                    backend,
+                    self.job_id,
+                    max_errors=self.max_errors,
+                    wait_s=interval,
+                    max_wait_s=self.max_poll_interval,
+                    backoff=self.backoff,
+                    log=self.log,
+                )
+            except (JobNotFoundError, StateQueryFailed) as err:
                 yield self._error(str(err))
                 return
-            except Exception as err:
-                errors += 1
-                self.log.warning(
-                    "job %s: state query failed (%d/%d): %s",
-                    self.job_id,
-                    errors,
-                    self.max_errors,
-                    err,
-                )
-                if errors >= self.max_errors:
-                    yield self._error(
-                        f"{errors} state queries in a row failed; last: {type(err).__name__}: {err}"
-                    )
-                    return
-                await asyncio.sleep(interval)
-                interval = min(interval * self.backoff, self.max_poll_interval)
-                continue
             if self.stream_logs:
                 await self._pump_log(backend)
             if status.is_final:
                 tail = ""
-                if not status.state.is_success and self.log_tail_bytes > 0:
-                    try:
-                        tail, _ = await backend.alog_tail(self.job_id, -self.log_tail_bytes)
-                    except Exception as err:
-                        tail = f"(log not readable: {err})"
+                if not status.state.is_success:
+                    tail = await log_tail_or_note(backend, self.job_id, self.log_tail_bytes)
                 ok = status.state.is_success
                 yield self._event("success" if ok else "failed", status, log_tail=tail)
                 return
@@ -232,12 +245,13 @@ class JobStateTrigger(BaseTrigger):
 
     async def on_kill(self) -> None:
         """The user killed the deferred task (mark failed/success, clear): cancel the job."""
-        backend = await self._connect()
-        await backend.acancel(self.job_id)
-        self.log.info("cancelled job %s", self.job_id)
+        try:
+            backend = await self._connect()
+            await backend.acancel(self.job_id)
+            self.log.info("cancelled job %s", self.job_id)
+        except Exception as err:  # the linked jobs must still be cancelled
+            self.log.warning("could not cancel job %s: %s", self.job_id, err)
         if self.linked_jobs:  # e.g. the buffer and consumers of a transfer's streamer
-            from airflow_provider_lclstream.transfer.linked import acancel_all
-
             await acancel_all(self.linked_jobs)
 
     async def cleanup(self) -> None:
@@ -318,22 +332,11 @@ class JobsStateTrigger(BaseTrigger):
     async def _connect(self) -> JobBackend:
         """The backend of ``conn_id``, created once per trigger."""
         if self._client is None:
-            from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
-
             self._client = await JobBackendHook(self.conn_id).aget_conn()
         return self._client
 
     def _error(self, job_id: str, message: str) -> TriggerEvent:
         return TriggerEvent({"status": "error", "job_id": job_id, "message": message})
-
-    async def _tail(self, backend: JobBackend, job_id: str) -> str:
-        if self.log_tail_bytes <= 0:
-            return ""
-        try:
-            tail, _ = await backend.alog_tail(job_id, -self.log_tail_bytes)
-        except Exception as err:
-            return f"(log not readable: {err})"
-        return tail
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         async for event in settled(self._events(), self.not_before):
@@ -347,39 +350,29 @@ class JobsStateTrigger(BaseTrigger):
             return
         pending = list(self.job_ids)
         ended: dict[str, dict[str, Any]] = {}
-        interval, errors = self.poll_interval, 0
+        interval = self.poll_interval
         while pending:
             changed = False
             for job_id in list(pending):
                 try:
-                    status = await backend.astate(job_id)
-                    errors = 0
-                except JobNotFoundError as err:
+                    status = await query_state(
+                        backend,
+                        job_id,
+                        max_errors=self.max_errors,
+                        wait_s=interval,
+                        max_wait_s=self.max_poll_interval,
+                        backoff=self.backoff,
+                        log=self.log,
+                    )
+                except (JobNotFoundError, StateQueryFailed) as err:
                     yield self._error(job_id, str(err))
                     return
-                except Exception as err:
-                    errors += 1
-                    self.log.warning(
-                        "job %s: state query failed (%d/%d): %s",
-                        job_id,
-                        errors,
-                        self.max_errors,
-                        err,
-                    )
-                    if errors >= self.max_errors:
-                        yield self._error(
-                            job_id,
-                            f"{errors} state queries in a row failed; last: "
-                            f"{type(err).__name__}: {err}",
-                        )
-                        return
-                    break
                 if not status.is_final:
                     continue
                 pending.remove(job_id)
                 ended[job_id] = status.to_dict()
                 changed = True
-                tail = await self._tail(backend, job_id)
+                tail = await log_tail_or_note(backend, job_id, self.log_tail_bytes)
                 self.log.info("job %s ended %s\n%s", job_id, status.state.value, tail)
                 if not status.state.is_success:
                     yield TriggerEvent(
@@ -399,8 +392,6 @@ class JobsStateTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """The user killed the deferred task: cancel the linked jobs (the transfer's)."""
         if self.linked_jobs:
-            from airflow_provider_lclstream.transfer.linked import acancel_all
-
             await acancel_all(self.linked_jobs)
 
     async def cleanup(self) -> None:

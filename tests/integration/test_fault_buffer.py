@@ -3,8 +3,11 @@ killed (SIGKILL) mid-stream on SLURM.
 
 The transfer must fail at once instead of waiting for timeouts: ``run_streamer``'s wait is
 guarded by the buffer job, so it fails naming the buffer job that ended and cancels the streamer
-job; the teardown cancels the consumers; no job of the run is left running. What reached the
-consumers is counted from their files against what the streamer was asked to produce.
+job and the consumers; no job of the run is left running. The failure says exactly how many
+events are missing: the streamer's ranks and the consumers print their counts when cancelled
+(SIGTERM), ``run_streamer`` reads them from the jobs' logs, pushes them to XCom ``accounting``
+and names them in its error; the LCLStream API shows them as the transfer's ``final``. The test
+checks them against the events in the consumer's files.
 
 Found on the way: a resumed ``run_streamer`` (a new operator object after the deferral) asked
 the *local* backend to cancel the SLURM streamer job and failed with ``JobNotFoundError``,
@@ -21,8 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from airflow_provider_lclstream.transfer.report import ACCOUNTING_XCOM_KEY
 from tests.airflow_api import AirflowApi
 from tests.integration.test_fault_transfer import (
     DAG,
@@ -88,9 +93,30 @@ def test_buffer_killed_mid_stream_fails_the_transfer(airflow_standalone: dict[st
     assert states == {"start_buffer": "FAILED", "start_consumers": "CANCELLED",
                       "run_streamer": "CANCELLED"}, jobs  # fmt: skip
     delivered = h5_events(output)
-    assert delivered < RANKS * EVENTS
     expected = RANKS * EVENTS
+    assert delivered < expected
+    accounting = api.xcom(DAG, run_id, "run_streamer", ACCOUNTING_XCOM_KEY)
+    assert accounting["exact"] is True, accounting
+    produced, missing = accounting["produced"], accounting["missing"]
+    assert accounting["delivered"] == delivered, (accounting, delivered)
+    assert produced == delivered + missing and missing > 0, accounting
+    assert delivered <= produced <= expected, accounting
+    assert sorted(accounting["per_rank"]) == [str(r) for r in range(RANKS)], accounting
+    line = f"{produced} events produced, {delivered} delivered, {missing} missing"
+    assert line in log, log[-3000:]
+    detail = httpx.get(
+        f"{standalone['url']}/lclstream/v1/transfers/{run_id}",
+        headers={"Authorization": api.client.headers["Authorization"]},
+        timeout=30,
+    )
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["state"] == "failed", detail.json()
+    final = detail.json()["final"]
+    assert (final["produced"], final["delivered"], final["missing"]) == (
+        produced, delivered, missing,
+    ), final  # fmt: skip
     print(
-        f"buffer killed: run failed {took:.1f} s later; {delivered} of {expected} events "
-        f"reached the consumer, {expected - delivered} missing; jobs {states}"
+        f"buffer killed: run failed {took:.1f} s later; {produced} of {expected} events "
+        f"produced, {delivered} delivered, {missing} missing (the consumer's files: "
+        f"{delivered}); jobs {states}"
     )

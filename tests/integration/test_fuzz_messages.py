@@ -120,7 +120,8 @@ def test_receiver_counts_every_bad_message_and_keeps_going(library: str, tmp_pat
     # a lost message of a producer that names itself
     assert summary["unattributed"] == len(bad["random"])
     assert summary["per_producer"]["p0"] == {
-        "received": good, "announced": good, "events": 0, "skipped": 0,
+        "received": good, "events_received": 2 * good, "eos": True, "announced": good,
+        "events": 0, "skipped": 0,
     }  # fmt: skip
     assert summary["missing_messages"] == 0 and summary["gaps"] == {}
 

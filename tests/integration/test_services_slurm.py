@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +11,6 @@ from typing import TypeVar
 import pytest
 
 from airflow_provider_lclstream.backends.slurm_rest import (
-    AsyncSlurmRestClient,
     JobState,
     SlurmJobNotFound,
     SlurmRestClient,
@@ -130,20 +128,6 @@ def test_rest_cancel_running_job(client: SlurmRestClient, tmp_path: Path) -> Non
 def test_rest_unknown_job(client: SlurmRestClient) -> None:
     with pytest.raises(SlurmJobNotFound, match="99999999"):
         client.state(99999999)
-
-
-async def test_async_client_submit_and_state(slurm_env: dict[str, str], tmp_path: Path) -> None:
-    url, version = slurm_env["LCLSTREAM_SLURMRESTD_URL"], slurm_env["LCLSTREAM_SLURMRESTD_API"]
-    async with AsyncSlurmRestClient(url, api_version=version) as c:
-        await c.ping()
-        job = {"current_working_directory": str(tmp_path), "standard_output": str(tmp_path / "o")}
-        job_id = await c.submit("#!/bin/bash\necho async-ok\n", job)
-        deadline = time.monotonic() + JOB_TIMEOUT
-        while not (state := await c.state(job_id))["done"]:
-            assert time.monotonic() < deadline, state
-            await asyncio.sleep(0.5)
-    assert state["state"] == "COMPLETED"
-    assert (tmp_path / "o").read_text() == "async-ok\n"
 
 
 def test_cli_sbatch_squeue_scontrol(slurm_env: dict[str, str], tmp_path: Path) -> None:

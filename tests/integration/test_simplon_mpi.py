@@ -166,6 +166,48 @@ def test_simplon_two_ranks_upstream_pull_script_and_bit_exact(mpiexec: str, tmp_
     assert np.all([s["detector"]["id"] == "jf-7" for s in started.values()])
 
 
+def test_simplon_through_the_buffer_ends_with_a_simplon_stop(mpiexec: str, tmp_path: Path) -> None:
+    """2 ranks -> ``lclstream-buffer`` -> upstream's pull script: the buffer's own end-of-stream
+    record is a Simplon ``c`` stop (not an HDF5 image, which the script would die on), after
+    every image, carrying the buffer's counts."""
+    from tests.integration.buffer_consumer import start_buffer
+
+    ranks = 2
+    pull_url, inp = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+    script = Path(__file__).with_name("upstream_pull_simplon_zmq.py")
+    pull = subprocess.Popen(
+        [sys.executable, str(script), pull_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    buffer = start_buffer(
+        tmp_path / "buffer.log", "--input", inp, "--output", pull_url, "--dial-output",
+        "--expect-producers", str(ranks), "--drain-timeout", "3",
+        "--report", str(tmp_path / "report.json"),
+    )  # fmt: skip
+    try:
+        config = write_config(tmp_path / "c.yaml", simplon_config([inp]))
+        result = run_streamer(mpiexec, ranks, config)
+        assert result.returncode == 0, result.stderr
+        seen = read_pull_script(pull, stops=1, timeout=30)
+        buffer.wait(30)
+        assert pull.poll() is None, f"upstream's pull script died: {pull.stderr.read()}"  # type: ignore[union-attr]
+    finally:
+        pull.kill()
+        pull.wait()
+        buffer.kill()
+        buffer.wait()
+    types = [t for _, t in seen]
+    assert types.count("start") == ranks and types.count("image") == ranks * EVENTS
+    assert types[-1] == "stop" and types.count("stop") == 1, types
+    assert seen[-1][0] == "c"
+    import json
+
+    stats = json.loads((tmp_path / "report.json").read_text())
+    assert stats["messages_in"] == stats["messages_out"] == ranks * (EVENTS + 1)
+
+
 @pytest.mark.psana
 def test_simplon_psana2_start_message_from_data_sources(
     mpiexec: str, tmp_path: Path, xtc2_file: Path

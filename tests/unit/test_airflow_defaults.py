@@ -76,7 +76,7 @@ def ti_key(dag_id: str, run_id: str, task_id: str = "start_buffer", map_index: i
 def test_transfer_link_opens_the_transfers_page_of_the_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from airflow_provider_lclstream.operators.links import TransferLink
+    from airflow_provider_lclstream.links import TransferLink
 
     run_id = "manual__2025-01-01T00:00:00+00:00 x&y"
     link = TransferLink()
@@ -94,7 +94,7 @@ def test_transfer_link_opens_the_transfers_page_of_the_run(
 
 
 def test_task_log_url_is_airflows_task_instance_page(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_lclstream.operators.links import task_log_url
+    from airflow_provider_lclstream.links import task_log_url
 
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow:8080")
     key = ti_key("lclstream_transfer", "manual__2025+1", "run_streamer")

@@ -1,6 +1,6 @@
-"""The transfer task group: buffer, consumers and streamer are submitted one right after the
-other (the streamer last, guarded by the buffer job); URLs come from the request's ports or the
-buffer task's XCom."""
+"""The transfer task group: buffer, consumers and streamer are submitted one after the other
+(the streamer last, guarded by the buffer job); URLs come from the buffer task's XCom, their host
+the address of the node the buffer job landed on."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from airflow_provider_lclstream.exceptions import JobBackendError
 from airflow_provider_lclstream.operators.transfer import buffer_url
 
 
-def test_buffer_then_consumers_then_streamer_each_only_submitting() -> None:
+def test_buffer_then_consumers_then_streamer() -> None:
     from airflow.sdk import DAG
 
     from airflow_provider_lclstream.task_groups.transfer import transfer_task_group
@@ -27,8 +27,8 @@ def test_buffer_then_consumers_then_streamer_each_only_submitting() -> None:
         assert buffer.wait_ready is False  # type: ignore[attr-defined]
         assert dag.get_task("start_consumers").upstream_task_ids == {"start_buffer"}
         assert dag.get_task("run_streamer").upstream_task_ids == {"start_consumers"}
-        # Consumers only submit (nothing waits between the buffer's submit and the streamer's):
-        assert dag.get_task("start_consumers").buffer_ready_timeout is None  # type: ignore[attr-defined]
+        # Consumers are submitted, then the buffer must answer at its address within the timeout:
+        assert dag.get_task("start_consumers").buffer_ready_timeout == 60.0  # type: ignore[attr-defined]
         assert dag.get_task("watch_transfer").upstream_task_ids == {"start_buffer", "run_streamer"}
         assert dag.get_task("stop_jobs").is_teardown
 
@@ -43,11 +43,19 @@ class FakeTi:
         return self.values.get((task_ids, key))
 
 
-def test_urls_come_from_the_request_ports_without_waiting() -> None:
-    request = TransferRequest(synthetic=True, buffer_host="node7", buffer_ports=(5000, 5001, 5002))
-    context: Any = {"ti": FakeTi()}
-    assert buffer_url(context, request, "input_url", "start_buffer", 0) == "tcp://node7:5000"
-    assert buffer_url(context, request, "output_url", "start_buffer", 0) == "tcp://node7:5001"
+def test_fixed_ports_still_take_the_host_from_the_buffer_task() -> None:
+    """A pin (``buffer_host``) is no address: the URLs wait for what the buffer task learned."""
+    request = TransferRequest(
+        synthetic=True,
+        buffer_host="node7",
+        buffer_ports=(5000, 5001, 5002),
+        buffer={"backend": "slurm"},
+    )
+    ti = FakeTi()
+    with pytest.raises(JobBackendError, match="published no input_url"):
+        buffer_url({"ti": ti}, request, "input_url", "start_buffer", 0)  # type: ignore[arg-type]
+    ti.values[("start_buffer", "input_url")] = "tcp://10.0.0.7:5000"
+    assert buffer_url({"ti": ti}, request, "input_url", "start_buffer", 0) == "tcp://10.0.0.7:5000"  # type: ignore[arg-type]
 
 
 def test_without_ports_the_url_is_awaited_from_the_buffer_task() -> None:
@@ -89,3 +97,50 @@ def test_a_buffer_job_that_dies_fails_the_wait_with_its_log(tmp_path: Any) -> No
     while not backend.state(silent).is_final and time.monotonic() < deadline:
         time.sleep(0.1)
     assert backend.state(silent).is_final
+
+
+def test_the_buffer_address_is_the_node_its_job_runs_on(tmp_path: Any) -> None:
+    """Real local jobs: a running job's node is this host (127.0.0.1); a job that ends before it
+    runs fails with its log; a job never placed is cancelled after the timeout."""
+    import logging
+    import socket
+
+    from airflow_provider_lclstream.backends.base import JobState, JobStatus
+    from airflow_provider_lclstream.backends.local import LocalBackend
+    from airflow_provider_lclstream.config.job import JobSpec
+    from airflow_provider_lclstream.operators.buffer_wait import wait_buffer_placed
+
+    log = logging.getLogger("test")
+    backend = LocalBackend(tmp_path / "jobs", kill_grace=1.0)
+    running = backend.submit(JobSpec(name="runs", script="sleep 30"))
+    assert wait_buffer_placed(backend, running, 30, log) == "127.0.0.1"
+    assert backend.state(running).nodes == (socket.gethostname(),)
+    backend.cancel(running)
+    dead = backend.submit(JobSpec(name="dies", script="echo no such option; exit 2"))
+    time.sleep(1.0)
+    with pytest.raises(JobBackendError, match="ended failed(.|\n)*no such option"):
+        wait_buffer_placed(backend, dead, 30, log)
+
+    class Queued(LocalBackend):
+        """A cluster whose queue never starts the job; reports a node once told to."""
+
+        node: str | None = None
+        cancelled: list[str] = []
+
+        def state(self, job_id: str) -> JobStatus:
+            if self.node:
+                return JobStatus(job_id, JobState.RUNNING, "RUNNING", nodes=(self.node,))
+            return JobStatus(job_id, JobState.PENDING, "PENDING")
+
+        def node_address(self, node: str) -> str:
+            return {"n7": "10.1.2.7"}[node]
+
+        def cancel(self, job_id: str) -> None:
+            self.cancelled.append(job_id)
+
+    queued = Queued(tmp_path / "q")
+    with pytest.raises(JobBackendError, match=r"job 42 was not placed .*still PENDING.*cancelled"):
+        wait_buffer_placed(queued, "42", 0.3, log)
+    assert queued.cancelled == ["42"]
+    queued.node = "n7"
+    assert wait_buffer_placed(queued, "43", 1, log) == "10.1.2.7"

@@ -13,6 +13,7 @@ from airflow_provider_lclstream.transports import Sender, open_sender
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from airflow_provider_lclstream.config import streamer_components as cfg
     from airflow_provider_lclstream.protocol import EndOfStream
     from airflow_provider_lclstream.transports.base import Payload
 
@@ -115,3 +116,23 @@ class BinaryDataStreamingDataHandler(DataHandler):
     def close(self) -> None:
         for sender in self.senders:
             sender.close()
+
+
+# Engines of the handler classes, named in the component registry (config/streamer.py).
+
+
+def file_handler(
+    spec: cfg.BinaryFileWritingDataHandler, rank: int, send_timeout_s: float | None
+) -> BinaryFileWritingDataHandler:
+    return BinaryFileWritingDataHandler(
+        spec.write_directory, spec.file_prefix, spec.file_suffix, rank
+    )
+
+
+def streaming_handler(
+    spec: cfg.BinaryDataStreamingDataHandler, rank: int, send_timeout_s: float | None
+) -> BinaryDataStreamingDataHandler:
+    return BinaryDataStreamingDataHandler(
+        list(spec.urls), spec.library, spec.role, spec.distribute, rank, send_timeout_s,
+        spec.buffer,
+    )  # fmt: skip

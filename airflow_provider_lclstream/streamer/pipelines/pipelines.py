@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from airflow_provider_lclstream.streamer.pipelines.padding import PAD_STYLES, pad_crop
 from airflow_provider_lclstream.streamer.pipelines.steps import Event
+
+if TYPE_CHECKING:
+    from airflow_provider_lclstream.config.streamer_components import (
+        BatchProcessingPipeline,
+        NoOpProcessingPipeline,
+        PeaknetPreprocessingPipeline,
+    )
 
 Step = Callable[[Event], Event | None]
 
@@ -178,3 +186,24 @@ class PeaknetPreprocessing:
                 image = np.repeat(image[np.newaxis], self.num_channels, axis=0)
             event[name] = image
         return event
+
+
+# Engines of the pipeline classes, named in the component registry (config/streamer.py); each
+# gets the reduction steps already built from ``spec.steps``.
+
+
+def noop_pipeline(spec: NoOpProcessingPipeline, steps: list[Step]) -> ProcessingPipeline:
+    """One event per message, no stacking."""
+    return ProcessingPipeline(steps, batch_size=1, stack=False)
+
+
+def batch_pipeline(spec: BatchProcessingPipeline, steps: list[Step]) -> ProcessingPipeline:
+    return ProcessingPipeline(steps, batch_size=spec.batch_size)
+
+
+def peaknet_pipeline(spec: PeaknetPreprocessingPipeline, steps: list[Step]) -> ProcessingPipeline:
+    pad = PeaknetPreprocessing(
+        spec.target_height, spec.target_width, spec.pad_style, spec.add_channel_dim,
+        spec.num_channels,
+    )  # fmt: skip
+    return ProcessingPipeline([*steps, pad], batch_size=spec.batch_size)

@@ -80,6 +80,3 @@ class HitFilter:
     def __call__(self, event: Event) -> Event | None:
         data = _field(event, self.field, "hit_filter")
         return event if int(np.count_nonzero(data > self.threshold)) >= self.min_pixels else None
-
-
-STEP_KINDS = {"roi": Roi, "threshold": Threshold, "binning": Binning, "hit_filter": HitFilter}

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
+from airflow_provider_lclstream.config import streamer_components as cfg
 from airflow_provider_lclstream.exceptions import LCLStreamError
 from airflow_provider_lclstream.streamer.pipelines.pipelines import PendingBatch
 from airflow_provider_lclstream.streamer.serializers.base import Serializer
@@ -26,6 +27,7 @@ from airflow_provider_lclstream.streamer.serializers.hdf5_template import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from airflow_provider_lclstream.config.streamer import StreamerConfig
     from airflow_provider_lclstream.protocol import EndOfStream
     from airflow_provider_lclstream.transports.base import Payload
 
@@ -190,3 +192,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode()
     return value
+
+
+def from_config(config: StreamerConfig, rank: int = 0) -> HDF5BinarySerializer:
+    """The engine of ``HDF5BinarySerializer`` (named in the registry, config/streamer.py)."""
+    spec = config.data_serializer
+    if not isinstance(spec, cfg.HDF5BinarySerializer):  # the registry maps only this class here
+        raise LCLStreamError(f"data_serializer: {spec.type} is not an HDF5BinarySerializer")
+    fields = spec.fields or {name: f"/{name}" for name in config.data_sources}
+    return HDF5BinarySerializer(fields, spec.compression, spec.compression_level)

@@ -23,12 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from airflow_provider_lclstream.config import streamer_components as cfg
 from airflow_provider_lclstream.exceptions import LCLStreamError
 from airflow_provider_lclstream.streamer.serializers.base import Serializer
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from airflow_provider_lclstream.config.streamer import StreamerConfig
     from airflow_provider_lclstream.protocol import EndOfStream
     from airflow_provider_lclstream.transports.base import Payload
 
@@ -305,3 +307,18 @@ class SimplonStreamV2Serializer(Serializer):
 
     def finish(self) -> list[bytes]:
         return [self._encode({"type": "end", "series_id": self.series_id})]
+
+
+def from_config(config: StreamerConfig, rank: int = 0) -> Serializer:
+    """The engine of ``SimplonBinarySerializer`` (named in the registry, config/streamer.py):
+    the flavor picks the wire form."""
+    spec = config.data_serializer
+    if not isinstance(spec, cfg.SimplonBinarySerializer):  # the registry maps only this class here
+        raise LCLStreamError(f"data_serializer: {spec.type} is not a SimplonBinarySerializer")
+    args = (
+        config.simplon_image_source(), spec.detector_name, spec.detector_type,
+        spec.polarization_fraction, spec.polarization_axis, spec.data_collection_rate,
+    )  # fmt: skip
+    if spec.flavor == "dectris-stream-v2":
+        return SimplonStreamV2Serializer(*args)
+    return SimplonBinarySerializer(*args, rank=rank)

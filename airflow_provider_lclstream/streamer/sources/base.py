@@ -8,19 +8,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from airflow_provider_lclstream.config.streamer_components import (
-    ConstValue,
-    GenericRandomNumpyArray,
-    SourceIdentifier,
-    SyntheticDetector,
-)
+from airflow_provider_lclstream.config.streamer import DATA_SOURCES
+from airflow_provider_lclstream.config.streamer_components import ComponentModel
 from airflow_provider_lclstream.exceptions import LCLStreamError
+from airflow_provider_lclstream.streamer.components import engine_for, has_engine
 from airflow_provider_lclstream.streamer.sources.synthetic import SyntheticFrames
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from pydantic import BaseModel
+
+    from airflow_provider_lclstream.config.streamer_components import (
+        ConstValue,
+        GenericRandomNumpyArray,
+        SourceIdentifier,
+        SyntheticDetector,
+    )
 
 # An event: data-source name -> value; None marks a value the source could not provide.
 RawEvent = dict[str, np.ndarray | None]
@@ -64,38 +68,52 @@ class EventSource(ABC):
 
 
 def generic_value(name: str, config: BaseModel, source_identifier: str, seed: int) -> Any:
-    """A callable ``index -> ndarray`` for the data sources that need no facility data, or None."""
-    if isinstance(config, GenericRandomNumpyArray):
-        rng = np.random.default_rng(seed)
-        dtype = np.dtype(config.array_dtype)
+    """A callable ``index -> ndarray`` for the data sources that need no facility data, or None.
 
-        def random_array() -> np.ndarray:
-            if dtype.kind in "iu":
-                info = np.iinfo(dtype)
-                return rng.integers(info.min, info.max, size=config.array_shape, dtype=dtype)
-            if dtype.kind == "b":
-                return rng.integers(0, 2, size=config.array_shape).astype(bool)
-            return rng.random(size=config.array_shape).astype(dtype)
+    Which data sources have such a reader is the component registry's ``engines`` (each is one
+    of the functions below); the others are read by the event source they are named after.
+    """
+    if not isinstance(config, ComponentModel) or not has_engine(DATA_SOURCES, config):
+        return None
+    return engine_for(DATA_SOURCES, config)(config, source_identifier, seed)
 
-        fixed = random_array()
-        return lambda index: random_array() if config.always_random else fixed
-    if isinstance(config, ConstValue):
-        const = np.asarray(config.value, dtype=config.dtype)
-        return lambda index: const
-    if isinstance(config, SourceIdentifier):
-        ident = np.asarray(source_identifier)
-        return lambda index: ident
-    if isinstance(config, SyntheticDetector):
-        frames = SyntheticFrames(
-            config.frame_shape,
-            config.dtype,
-            config.seed,
-            config.pedestal,
-            config.noise,
-            config.peaks_per_frame,
-        )
-        return frames.frame
-    return None
+
+def random_array(config: GenericRandomNumpyArray, source_identifier: str, seed: int) -> Any:
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(config.array_dtype)
+
+    def make() -> np.ndarray:
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            return rng.integers(info.min, info.max, size=config.array_shape, dtype=dtype)
+        if dtype.kind == "b":
+            return rng.integers(0, 2, size=config.array_shape).astype(bool)
+        return rng.random(size=config.array_shape).astype(dtype)
+
+    fixed = make()
+    return lambda index: make() if config.always_random else fixed
+
+
+def const_value(config: ConstValue, source_identifier: str, seed: int) -> Any:
+    const = np.asarray(config.value, dtype=config.dtype)
+    return lambda index: const
+
+
+def source_identifier(config: SourceIdentifier, source_identifier: str, seed: int) -> Any:
+    ident = np.asarray(source_identifier)
+    return lambda index: ident
+
+
+def synthetic_frames(config: SyntheticDetector, source_identifier: str, seed: int) -> Any:
+    frames = SyntheticFrames(
+        config.frame_shape,
+        config.dtype,
+        config.seed,
+        config.pedestal,
+        config.noise,
+        config.peaks_per_frame,
+    )
+    return frames.frame
 
 
 def constant(value: Any) -> Callable[[Any], Any]:

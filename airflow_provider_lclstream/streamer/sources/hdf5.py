@@ -7,7 +7,7 @@ any depth). Rank r replays events r, r+size, ... of the concatenated files.
 from __future__ import annotations
 
 import glob
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_lclstream.exceptions import LCLStreamError
 from airflow_provider_lclstream.streamer.sources.base import (
@@ -20,6 +20,7 @@ from airflow_provider_lclstream.streamer.sources.base import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from airflow_provider_lclstream.config import streamer_components as cfg
     from airflow_provider_lclstream.config.streamer import StreamerConfig
 
 
@@ -51,8 +52,9 @@ class Hdf5EventSource(EventSource):
     def __init__(self, config: StreamerConfig, partition: Partition) -> None:
         self.config = config
         self.partition = partition
-        self.files = expand_files(list(config.event_source.files))  # type: ignore[union-attr]
-        self.datasets: dict[str, str] = dict(config.event_source.datasets)  # type: ignore[union-attr]
+        spec = cast("cfg.Hdf5EventSource", config.event_source)  # the registry's choice
+        self.files = expand_files(list(spec.files))
+        self.datasets: dict[str, str] = dict(spec.datasets)
 
     def events(self, max_events: int | None) -> Iterator[tuple[str, RawEvent]]:
         import h5py

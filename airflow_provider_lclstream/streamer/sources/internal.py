@@ -4,7 +4,7 @@ at most ``events_per_second`` of them per second when that is set."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from airflow_provider_lclstream.streamer.sources.base import (
     EventSource,
@@ -17,13 +17,15 @@ from airflow_provider_lclstream.streamer.sources.base import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from airflow_provider_lclstream.config import streamer_components as cfg
     from airflow_provider_lclstream.config.streamer import StreamerConfig
 
 
 class InternalEventSource(EventSource):
     def __init__(self, config: StreamerConfig, partition: Partition) -> None:
-        self.count = config.event_source.number_of_events_to_generate  # type: ignore[union-attr]
-        self.rate = config.event_source.events_per_second  # type: ignore[union-attr]
+        spec = cast("cfg.InternalEventSource", config.event_source)  # the registry's choice
+        self.count = spec.number_of_events_to_generate
+        self.rate = spec.events_per_second
         self.partition = partition
         self.readers = {}
         for name, source in config.data_sources.items():

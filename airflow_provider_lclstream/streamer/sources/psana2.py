@@ -44,6 +44,7 @@ from airflow_provider_lclstream.streamer.sources.base import (
     generic_value,
     unsupported,
 )
+from airflow_provider_lclstream.streamer.sources.psana_logbook import LIVE_POLL_ENV
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -59,6 +60,7 @@ KNOB_ENV = {
     "smd_chunksize": "PS_SMD_CHUNKSIZE",
     "file_list_stable_polls": "PS_LIVE_FILE_LIST_STABLE_POLLS",
     "max_retries": "PS_R_MAX_RETRIES",
+    "live_poll_s": LIVE_POLL_ENV,  # read by psana_logbook's live wait, not by psana
 }
 #: Knob defaults of live mode (low latency); offline, psana's own defaults apply.
 LIVE_DEFAULTS = {"batch_size": 10, "smd_n_events": 10, "file_list_stable_polls": 1}

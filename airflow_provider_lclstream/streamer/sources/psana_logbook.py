@@ -30,6 +30,16 @@ gone and ``DataSource`` raised ``FileNotFoundError`` ("run not found") on a load
 modules in :data:`PSANA_OPENERS` get an ``os`` whose ``open`` falls back to the final name (the
 same file, renamed): :func:`open_run_file`.
 
+Live latency: when smd0 has caught up with the writer, psana's ``SmdReaderManager.build_batch``
+(and, before the run's first dgrams, ``get_next_dgrams``) sleeps a fixed ``time.sleep(1)`` before
+it reads again, which at 120 Hz sets the floor of the latency. ``smdreader_manager`` gets a
+``time`` whose ``sleep`` (:class:`_LivePollTime`), during those two methods only, looks at the
+run's smalldata files every ``live_poll_s`` seconds (``LCLSTREAM_PSANA_LIVE_POLL_S``, default
+:data:`DEFAULT_LIVE_POLL_S`) and returns as soon as one grew or was renamed, else after psana's
+full second; after a read that brought data (psana sleeps before it builds what it read) it
+waits one ``live_poll_s``. A retry without new data still takes 1 s, so ``max_retries``
+(``PS_R_MAX_RETRIES``) keeps meaning "seconds without new data".
+
 In live mode psana needs the logbook's list (it does not scan ``dir`` for streams): there an
 unreachable logbook ends in psana's own "Timed out waiting for stable logbook file list" error,
 which names the URL.
@@ -43,6 +53,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import sys
 import types
 from typing import Any
 
@@ -55,6 +66,9 @@ DEFAULT_LOGBOOK_URL = "https://pswww.slac.stanford.edu/ws/lgbk"
 #: Job environment: the logbook base URL the streamer's psana asks for run files.
 LOGBOOK_URL_ENV = "LCLSTREAM_LOGBOOK_URL"
 OFFLINE_ENV = "LCLSTREAM_PSANA_OFFLINE"
+#: Job environment: seconds between looks for new smalldata while psana waits in live mode.
+LIVE_POLL_ENV = "LCLSTREAM_PSANA_LIVE_POLL_S"
+DEFAULT_LIVE_POLL_S = 0.1
 _PATCHED = "_lclstream_logbook_adapter"
 #: What the adapter relies on in psana's ``DataSourceBase``: method -> text its source contains.
 PSANA_INTERNALS = {
@@ -64,6 +78,9 @@ PSANA_INTERNALS = {
 }
 #: Live-mode internals of ``SmdReaderManager`` the adapter relies on.
 SMD_INTERNALS = {"check_transfer_complete": "smd_files", "build_batch": "check_transfer_complete"}
+#: psana's live wait (what :class:`_LivePollTime` shortens), in these ``SmdReaderManager`` methods.
+LIVE_WAIT = "time.sleep(1)"
+LIVE_WAIT_METHODS = ("build_batch", "get_next_dgrams")
 #: psana modules that open run files by a name decided earlier (``os.open(name)``).
 PSANA_OPENERS = (
     "psana.dgrammanager",
@@ -85,6 +102,84 @@ def open_run_file(path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> in
         if not isinstance(name, str) or not name.endswith(INPROGRESS):
             raise
         return os.open(name[: -len(INPROGRESS)], flags, mode, **kwargs)
+
+
+def live_poll_s() -> float:
+    """``LCLSTREAM_PSANA_LIVE_POLL_S`` (seconds, > 0), else :data:`DEFAULT_LIVE_POLL_S`."""
+    text = os.environ.get(LIVE_POLL_ENV)
+    if not text:
+        return DEFAULT_LIVE_POLL_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 1:
+        raise LCLStreamError(f"{LIVE_POLL_ENV}={text!r}: expected seconds, > 0 and <= 1")
+    return value
+
+
+def smd_file_state(manager: Any) -> tuple[tuple[int, int], ...]:
+    """(which name exists, size) of each smalldata file psana reads: ``.inprogress`` or final."""
+    state = []
+    for name in getattr(getattr(manager, "dsparms", None), "smd_files", None) or []:
+        name = os.fspath(name)
+        final = name[: -len(INPROGRESS)] if name.endswith(INPROGRESS) else name
+        for which, candidate in enumerate((final + INPROGRESS, final)):
+            try:
+                state.append((which, os.stat(candidate).st_size))
+                break
+            except OSError:
+                continue
+        else:
+            state.append((-1, -1))
+    return tuple(state)
+
+
+class _LivePollTime(types.ModuleType):
+    """``time`` as psana's ``smdreader_manager`` sees it: only ``sleep`` differs, and only while
+    a live run waits in a ``LIVE_WAIT_METHODS`` (``waiting``): after a read that brought data it
+    returns after one ``live_poll_s``; otherwise once the smalldata files grew or were renamed
+    (looked at every ``live_poll_s``), at the latest after the time asked."""
+
+    def __init__(self) -> None:
+        super().__init__("time", "time, with sleep() returning once a live run's smalldata grew")
+        self.waiting: Any = None  # the SmdReaderManager in a LIVE_WAIT_METHODS (smd0: one thread)
+
+    def waits_in(self, method: Any) -> Any:
+        """``method`` of ``SmdReaderManager``, during which ``sleep`` watches its files."""
+
+        def waiting(manager: Any, *args: Any, **kwargs: Any) -> Any:
+            self.waiting = manager
+            try:
+                return method(manager, *args, **kwargs)
+            finally:
+                self.waiting = None
+
+        waiting.__wrapped__ = method  # type: ignore[attr-defined]
+        waiting.__name__ = method.__name__
+        return waiting
+
+    def sleep(self, seconds: float) -> None:
+        import time
+
+        manager, poll = self.waiting, live_poll_s()
+        if manager is None or poll >= seconds or not getattr(manager.dsparms, "live", False):
+            time.sleep(seconds)
+            return
+        if getattr(manager.smdr, "got", 0):  # the read just before brought data: build it
+            time.sleep(poll)  # (one look's time, for a dgram the writer is still appending)
+            return
+        before = smd_file_state(manager)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(poll, left))
+            if smd_file_state(manager) != before:
+                return
+
+    def __getattr__(self, name: str) -> Any:
+        import time
+
+        return getattr(time, name)
 
 
 class _LiveOs(types.ModuleType):
@@ -113,8 +208,9 @@ def say_once(key: str, message: str, *args: Any) -> None:
         log.warning(message, *args)
 
 
-def check_psana_internals(base: Any = None) -> None:
-    """Raise :class:`LCLStreamError` naming what changed when psana lacks what is patched."""
+def check_psana_internals(base: Any = None, manager: Any = None) -> None:
+    """Raise :class:`LCLStreamError` naming what changed when psana lacks what is patched
+    (``base``: psana's ``DataSourceBase``, ``manager``: its ``SmdReaderManager``, by default)."""
     if base is None:
         from psana.psexp import ds_base
 
@@ -131,9 +227,10 @@ def check_psana_internals(base: Any = None) -> None:
             problems.append(f"{name}{tuple(params)} no longer takes (self, runnum)")
         if needle not in inspect.getsource(original):
             problems.append(f"{name} no longer contains {needle!r}")
-    from psana.psexp import smdreader_manager
+    if manager is None:
+        from psana.psexp import smdreader_manager
 
-    manager = smdreader_manager.SmdReaderManager
+        manager = smdreader_manager.SmdReaderManager
     for name, needle in SMD_INTERNALS.items():
         method = getattr(manager, name, None)
         original = getattr(method, "__wrapped__", method)
@@ -141,6 +238,16 @@ def check_psana_internals(base: Any = None) -> None:
             problems.append(f"SmdReaderManager.{name} is gone")
         elif needle not in inspect.getsource(original):
             problems.append(f"SmdReaderManager.{name} no longer contains {needle!r}")
+    for name in LIVE_WAIT_METHODS:
+        method = getattr(manager, name, None)
+        original = getattr(method, "__wrapped__", method)
+        if original is None:
+            problems.append(f"SmdReaderManager.{name} is gone")
+        elif LIVE_WAIT not in inspect.getsource(original):
+            problems.append(f"SmdReaderManager.{name} no longer waits with {LIVE_WAIT}")
+    module = sys.modules.get(manager.__module__)
+    if not isinstance(getattr(module, "time", None), types.ModuleType):
+        problems.append(f"{manager.__module__} no longer imports time")
     import importlib
 
     for module_name in PSANA_OPENERS:
@@ -214,6 +321,10 @@ def install() -> None:
 
     check_transfer_complete.__wrapped__ = original_complete  # type: ignore[attr-defined]
     manager.check_transfer_complete = check_transfer_complete
+    live_time = _LivePollTime()
+    for name in LIVE_WAIT_METHODS:
+        setattr(manager, name, live_time.waits_in(getattr(manager, name)))
+    smdreader_manager.time = live_time  # type: ignore[attr-defined]
     _get_file_info_from_db.__wrapped__ = original_lookup  # type: ignore[attr-defined]
     _file_info_url.__wrapped__ = base._file_info_url  # type: ignore[attr-defined]
     base._file_info_url = _file_info_url

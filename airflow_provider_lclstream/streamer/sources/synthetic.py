@@ -1,19 +1,22 @@
 """Synthetic detector frames: pedestal, noise and Bragg-like peaks, seeded and deterministic.
 
 A small pool of noisy frames is made once; each event copies one and adds its own peaks, so
-frames are realistic (not constant, not white noise) yet cheap enough for benchmarks.
+frames are realistic (not constant, not white noise) yet cheap enough for benchmarks. Defaults
+and detector shapes live in :mod:`airflow_provider_lclstream.config.detectors`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-DETECTOR_SHAPES: dict[str, tuple[int, ...]] = {
-    "epix10k2M": (16, 352, 384),
-    "jungfrau4M": (8, 512, 1024),
-    "jungfrau1M": (2, 512, 1024),
-    "rayonix": (1920, 1920),
-}
+from airflow_provider_lclstream.config.detectors import (
+    SYNTHETIC_DTYPE,
+    SYNTHETIC_NOISE,
+    SYNTHETIC_PEAK_INTENSITY,
+    SYNTHETIC_PEAKS_PER_FRAME,
+    SYNTHETIC_PEDESTAL,
+)
+
 POOL_SIZE = 4
 PEAK_RADIUS = 3
 
@@ -24,12 +27,12 @@ class SyntheticFrames:
     def __init__(
         self,
         shape: tuple[int, ...],
-        dtype: str = "uint16",
+        dtype: str = SYNTHETIC_DTYPE,
         seed: int = 0,
-        pedestal: float = 100.0,
-        noise: float = 8.0,
-        peaks_per_frame: int = 30,
-        peak_intensity: float = 2000.0,
+        pedestal: float = SYNTHETIC_PEDESTAL,
+        noise: float = SYNTHETIC_NOISE,
+        peaks_per_frame: int = SYNTHETIC_PEAKS_PER_FRAME,
+        peak_intensity: float = SYNTHETIC_PEAK_INTENSITY,
     ) -> None:
         if len(shape) < 2 or any(n <= 0 for n in shape):
             raise ValueError(f"a detector frame needs >= 2 positive dimensions, got {shape}")

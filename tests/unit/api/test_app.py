@@ -178,3 +178,30 @@ def test_ui_page_is_served(client: TestClient) -> None:
     r = client.get("/ui")
     assert r.status_code == 200 and "LCLStream transfers" in r.text
     assert r.headers["cache-control"] == "no-store"
+
+
+def test_a_transfer_with_two_buffers_shows_each_and_their_sum(
+    client: TestClient, store: MemoryTransferStore
+) -> None:
+    """``start_buffer``'s result lists the buffers: the detail shows each one's live numbers
+    and sums them in ``metrics``; an unreachable one is named in the sum's error."""
+    tid = client.post("/v1/transfers", json=SYNTHETIC, headers=as_user("a")).json()["id"]
+    with FakeBuffer(msg_rate=20.0) as first, FakeBuffer(msg_rate=10.0) as second:
+        buffers = [
+            {"index": 0, "output_url": "tcp://h:2", "metrics_url": first.url},
+            {"index": 1, "output_url": "tcp://g:5", "metrics_url": second.url},
+        ]
+        store.advance(tid, buffer={"output_url": "tcp://h:2", "buffers": buffers})
+        detail = client.get(f"/v1/transfers/{tid}", headers=as_user("a")).json()
+    each = detail["buffers"]
+    assert [b["index"] for b in each] == [0, 1] and each[1]["url"] == "tcp://g:5"
+    assert [b["metrics"]["mb_per_s"] for b in each] == [40.0, 20.0]
+    assert detail["metrics"]["mb_per_s"] == 60.0 and detail["metrics"]["producers_expected"] == 4
+    assert detail["metrics"]["error"] is None
+    buffers[1]["metrics_url"] = "http://127.0.0.1:9"
+    with FakeBuffer() as first:
+        buffers[0]["metrics_url"] = first.url
+        store.advance(tid, buffer={"output_url": "tcp://h:2", "buffers": buffers})
+        detail = client.get(f"/v1/transfers/{tid}", headers=as_user("a")).json()
+    assert detail["metrics"]["error"].startswith("buffer 1: buffer stats unavailable")
+    assert detail["metrics"]["mb_per_s"] == 40.0

@@ -124,3 +124,28 @@ def test_trigger_retries_a_server_error_and_adopts_the_run(monkeypatch: pytest.M
         "POST /api/v2/dags/d/dagRuns",
         "GET /api/v2/dags/d/dagRuns/arp__r1",
     ]
+
+
+def test_trigger_without_our_run_id_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a run id a retry could make a second run: a 500 fails at once."""
+    import httpx
+
+    from airflow_provider_lclstream.arp import launch
+
+    posts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            return httpx.Response(200, json={"access_token": "t"})
+        posts.append(request.url.path)
+        return httpx.Response(500, json={"detail": "database is locked"})
+
+    monkeypatch.setattr(launch.time, "sleep", lambda s: pytest.fail("no retry expected"))
+    client = launch.AirflowClient("http://airflow", "admin", "pw")
+    client._http = httpx.Client(base_url="http://airflow", transport=httpx.MockTransport(handler))
+    launcher = launch.Launcher(
+        client, "d", {}, run_id=None, elog=None, poll_interval=0.1, dag_wait=1, max_poll_errors=1
+    )
+    with pytest.raises(LaunchError, match="HTTP 500: database is locked"):
+        launcher.trigger()
+    assert posts == ["/api/v2/dags/d/dagRuns"]

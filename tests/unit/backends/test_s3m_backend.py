@@ -122,3 +122,12 @@ async def test_async_half_and_bad_token(server: str) -> None:
     with pytest.raises(JobBackendError, match="token"):
         await wrong.astate(job_id)
     await wrong.aclose()
+
+
+def test_script_gets_a_shebang(server: str) -> None:
+    backend = S3mBackend(server, TOKEN, "frontier")
+    backend.submit(JobSpec(name="plain", script="exit 0"))
+    backend.submit(JobSpec(name="own", script="#!/bin/sh\nexit 0"))
+    scripts = [body["job"]["script"] for body in FakeS3M.submitted]
+    assert scripts == ["#!/bin/bash\nexit 0", "#!/bin/sh\nexit 0"]
+    backend.close()

@@ -93,7 +93,7 @@ def test_prometheus_text() -> None:
         "producers": {"seen": 1, "ended": 1, "connected": 0, "vanished": []},
     }  # fmt: skip
     text = prometheus_text(stats)
-    assert "lclstream_buffer_messages_in_total 3\n" in text
+    assert "lclstream_buffer_messages_in_total 3.0\n" in text  # prometheus_client: floats
     assert 'lclstream_buffer_state{state="draining"} 1' in text
     assert 'lclstream_buffer_state{state="running"} 0' in text
     assert text.count("# TYPE lclstream_buffer_state gauge") == 1

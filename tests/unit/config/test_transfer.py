@@ -101,3 +101,70 @@ def test_request_from_fixes_the_buffer_ports_so_jobs_can_start_together() -> Non
     assert endpoints.input_url == f"tcp://127.0.0.1:{ports[0]}"
     given = request_from({"request": {"synthetic": True, "buffer_ports": [5000, 5001, 5002]}}, {})
     assert given["buffer_ports"] == [5000, 5001, 5002]  # the user's ports are kept
+
+
+def test_buffer_host_is_a_pin_for_backends_that_can_pin_only() -> None:
+    """``buffer_host`` becomes ``nodelist`` on the buffer job; a backend that cannot place a job
+    on a node refuses it, naming the backends that can; ``nodelist`` in attributes points at
+    ``buffer_host``."""
+    from airflow_provider_lclstream.transfer.jobs import BufferEndpoints, buffer_job
+
+    assert TransferRequest(synthetic=True).buffer_host is None
+    pinned = TransferRequest(synthetic=True, buffer_host="lcls-n1", buffer={"backend": "slurm"})
+    spec = buffer_job(pinned, BufferEndpoints.pick(None, (5000, 5001, 5002)))
+    assert spec.attributes["nodelist"] == "lcls-n1"
+    unpinned = buffer_job(TransferRequest(synthetic=True), BufferEndpoints.pick())
+    assert "nodelist" not in unpinned.attributes
+    refused = r"backend 'local' cannot place a job on a named node.*slurm, slurm_cli"
+    with pytest.raises(ValidationError, match=refused):
+        TransferRequest(synthetic=True, buffer_host="lcls-n1")
+    with pytest.raises(ValidationError, match="pin the buffer to a node with the request's"):
+        TransferRequest(
+            synthetic=True, buffer={"backend": "slurm", "attributes": {"nodelist": "lcls-n1"}}
+        )
+
+
+def test_buffers_split_ranks_and_consumers_and_need_their_ports() -> None:
+    from airflow_provider_lclstream.transfer.jobs import (
+        BufferEndpoints,
+        buffer_job,
+        buffer_of,
+        buffer_ports,
+        producers_of,
+        with_buffer_ports,
+    )
+
+    request = TransferRequest(synthetic=True, ranks=5, buffers=2, consumers=2)
+    assert [producers_of(b, 5, 2) for b in (0, 1)] == [3, 2]  # ranks 0, 2, 4 and 1, 3
+    assert [buffer_of(i, 2) for i in range(5)] == [0, 1, 0, 1, 0]
+    fixed = with_buffer_ports(request)
+    assert fixed.buffer_ports is not None and len(set(fixed.buffer_ports)) == 6
+    assert buffer_ports(fixed, 1) == fixed.buffer_ports[3:]
+    second = buffer_job(fixed, BufferEndpoints.pick(None, buffer_ports(fixed, 1)), index=1)
+    assert "--expect-producers 2 " in second.script and second.name == "buffer1-synthetic"
+    config = request.to_streamer_config(["tcp://a:1", "tcp://b:2"])
+    handler = config.data_handlers[0]
+    assert handler.urls == ["tcp://a:1", "tcp://b:2"] and handler.distribute is True
+    assert request.to_streamer_config("tcp://a:1").data_handlers[0].distribute is False
+    for bad, message in [
+        ({"ranks": 1, "buffers": 2}, "every buffer needs a streamer rank"),
+        ({"ranks": 4, "buffers": 2, "consumers": 1}, "every buffer needs a consumer"),
+        ({"ranks": 4, "buffers": 2, "addr": "tcp://me:9000"}, "it takes one buffer"),
+        ({"ranks": 4, "buffers": 2, "consumers": 2, "buffer_ports": [1, 2, 3]}, "need 6"),
+        ({"buffer_ports": [1, 2, 70000]}, r"\[70000\] are not ports"),
+    ]:
+        with pytest.raises(ValidationError, match=message):
+            TransferRequest(synthetic=True, **bad)
+
+
+def test_a_loopback_buffer_host_on_the_local_backend_is_no_pin() -> None:
+    """Requests from before ``buffer_host`` became a pin (the old default 127.0.0.1) still run:
+    a local buffer runs on the worker's host anyway."""
+    from airflow_provider_lclstream.transfer.jobs import BufferEndpoints, buffer_job
+
+    for host in ("127.0.0.1", "localhost"):
+        request = TransferRequest(synthetic=True, buffer_host=host)
+        assert request.buffer_pin is None
+        assert "nodelist" not in buffer_job(request, BufferEndpoints.pick()).attributes
+    slurm = TransferRequest(synthetic=True, buffer_host="localhost", buffer={"backend": "slurm"})
+    assert slurm.buffer_pin == "localhost"

@@ -11,8 +11,8 @@ import pytest
 from airflow_provider_lclstream.config.loader import validate_streamer_config
 from airflow_provider_lclstream.consumer.receiver import ReceiveReport, receive_messages
 from airflow_provider_lclstream.exceptions import LCLStreamError
-from airflow_provider_lclstream.streamer import engine
 from airflow_provider_lclstream.streamer.engine import Streamer
+from airflow_provider_lclstream.streamer.handlers import handlers
 from airflow_provider_lclstream.streamer.handlers.handlers import BinaryFileWritingDataHandler
 from tests.integration.streaming import free_port
 
@@ -49,7 +49,7 @@ def config(url: str, out: Path, queue: int) -> dict:
 def test_slow_file_writer_does_not_slow_the_stream(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine, "BinaryFileWritingDataHandler", SlowFileWriter)
+    monkeypatch.setattr(handlers, "BinaryFileWritingDataHandler", SlowFileWriter)
     url = f"tcp://127.0.0.1:{free_port()}"
     report = ReceiveReport(1)
     stream_done: list[float] = []
@@ -82,7 +82,7 @@ def test_slow_file_writer_does_not_slow_the_stream(
 
 
 def test_full_queue_bounds_the_backlog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "BinaryFileWritingDataHandler", SlowFileWriter)
+    monkeypatch.setattr(handlers, "BinaryFileWritingDataHandler", SlowFileWriter)
     url = f"tcp://127.0.0.1:{free_port()}"
     cfg = config(url, tmp_path / "out", 2)
     cfg["data_handlers"] = cfg["data_handlers"][:1]
@@ -105,7 +105,7 @@ class FullDiskWriter(BinaryFileWritingDataHandler):
 def test_a_failing_handler_fails_the_run_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine, "BinaryFileWritingDataHandler", FullDiskWriter)
+    monkeypatch.setattr(handlers, "BinaryFileWritingDataHandler", FullDiskWriter)
     cfg = config("tcp://127.0.0.1:1", tmp_path / "out", 4)
     cfg["data_handlers"] = cfg["data_handlers"][:1]
     streamer = Streamer(validate_streamer_config(cfg))

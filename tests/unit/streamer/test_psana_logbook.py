@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+import threading
+import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +139,99 @@ def test_open_run_file_falls_back_only_from_a_missing_inprogress_name(tmp_path: 
         os.close(fd)
     with pytest.raises(FileNotFoundError):
         open_run_file(str(tmp_path / "missing.xtc2"), os.O_RDONLY)
+
+
+def test_a_psana_whose_live_wait_moved_fails_the_check() -> None:
+    """The live-latency patch relies on ``time.sleep(1)`` in two ``SmdReaderManager`` methods
+    and on the module's ``time``: a psana without them fails the check, naming what moved."""
+    from psana.psexp import ds_base
+
+    from airflow_provider_lclstream.streamer.sources import psana_logbook
+
+    class Manager:  # checks transfers and builds batches, but waits some other way
+        def check_transfer_complete(self) -> bool:
+            return bool(self.dsparms.smd_files)  # type: ignore[attr-defined]
+
+        def build_batch(self) -> None:
+            self.check_transfer_complete()
+            self.wait_for_data(1)  # type: ignore[attr-defined]
+
+    Manager.__module__ = "psana.psexp.moved_smdreader_manager"  # a module without ``time``
+    with pytest.raises(LCLStreamError) as err:
+        psana_logbook.check_psana_internals(ds_base.DataSourceBase, Manager)
+    assert "SmdReaderManager.build_batch no longer waits with time.sleep(1)" in str(err.value)
+    assert "SmdReaderManager.get_next_dgrams is gone" in str(err.value)
+    assert "psana.psexp.moved_smdreader_manager no longer imports time" in str(err.value)
+
+
+def test_installed_adapter_shortens_psanas_live_wait() -> None:
+    from psana.psexp import smdreader_manager
+
+    from airflow_provider_lclstream.streamer.sources import psana_logbook
+
+    psana_logbook.install()
+    manager = smdreader_manager.SmdReaderManager
+    for name in psana_logbook.LIVE_WAIT_METHODS:
+        assert psana_logbook.LIVE_WAIT in inspect.getsource(getattr(manager, name).__wrapped__)
+    assert isinstance(smdreader_manager.time, psana_logbook._LivePollTime)
+
+
+class Waiting:
+    """What ``_LivePollTime`` reads of psana's ``SmdReaderManager``: its run's smalldata files
+    and the bytes its last read got."""
+
+    def __init__(self, files: list[Path], got: int = 0) -> None:
+        self.dsparms = types.SimpleNamespace(live=True, smd_files=[str(f) for f in files])
+        self.smdr = types.SimpleNamespace(got=got)
+
+
+def timed_sleep(clock: Any, seconds: float) -> float:
+    started = time.monotonic()
+    clock.sleep(seconds)
+    return time.monotonic() - started
+
+
+def test_live_wait_returns_when_the_smalldata_grows_or_is_renamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real files: psana's 1 s wait ends within a poll of the writer's append or its rename;
+    with nothing written it lasts the whole second (so max_retries still counts seconds);
+    after a read that brought data it is one poll."""
+    from airflow_provider_lclstream.streamer.sources import psana_logbook
+
+    monkeypatch.setenv(psana_logbook.LIVE_POLL_ENV, "0.05")
+    growing = tmp_path / "r-s000-c000.smd.xtc2.inprogress"
+    growing.write_bytes(b"x" * 10)
+    clock = psana_logbook._LivePollTime()
+    clock.waiting = Waiting([growing])
+
+    def later(action: Any) -> threading.Timer:
+        timer = threading.Timer(0.2, action)
+        timer.start()
+        return timer
+
+    later(lambda: growing.write_bytes(b"x" * 20))
+    assert timed_sleep(clock, 2.0) < 1.0
+    later(lambda: growing.rename(tmp_path / "r-s000-c000.smd.xtc2"))
+    assert timed_sleep(clock, 2.0) < 1.0
+    assert timed_sleep(clock, 1.0) >= 1.0  # nothing changes: psana's full second
+    clock.waiting = Waiting([tmp_path / "r-s000-c000.smd.xtc2"], got=4096)
+    assert timed_sleep(clock, 1.0) < 0.5
+    clock.waiting = None  # outside build_batch / get_next_dgrams: psana's own sleep
+    assert timed_sleep(clock, 0.3) >= 0.3
+    monkeypatch.setenv(psana_logbook.LIVE_POLL_ENV, "0")
+    with pytest.raises(LCLStreamError, match="LCLSTREAM_PSANA_LIVE_POLL_S='0'"):
+        psana_logbook.live_poll_s()
+
+
+def test_the_live_poll_knob_reaches_the_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_lclstream.config.streamer_components import PsanaKnobs
+    from airflow_provider_lclstream.streamer.sources import psana2, psana_logbook
+
+    assert psana2.KNOB_ENV["live_poll_s"] == psana_logbook.LIVE_POLL_ENV
+    assert PsanaKnobs(live_poll_s=0.25).live_poll_s == 0.25
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="live_poll_s"):
+            PsanaKnobs(live_poll_s=bad)
+    monkeypatch.delenv(psana_logbook.LIVE_POLL_ENV, raising=False)
+    assert psana_logbook.live_poll_s() == psana_logbook.DEFAULT_LIVE_POLL_S == 0.1

@@ -127,3 +127,43 @@ def test_first_event_waits_until_not_before() -> None:
     (event,) = asyncio.run(collect(trigger))
     assert event["status"] == "error"
     assert time.time() - start >= 1.0
+
+
+def test_several_buffers_are_watched_together_and_summed() -> None:
+    """Two real buffers, one producer each: the event comes once both streams ended, with the
+    sums and each buffer's numbers in order; the URL list survives serialization."""
+    first, second = persistent_buffer(producers=1), persistent_buffer(producers=1)
+    reports = [ReceiveReport(1), ReceiveReport(1)]
+    consumers = [
+        threading.Thread(
+            target=lambda out=out, report=report: list(
+                receive_messages(out, bind=False, timeout_s=20, report=report)
+            )
+        )
+        for (_, _, out), report in zip((first, second), reports, strict=True)
+    ]
+    for consumer in consumers:
+        consumer.start()
+    urls = [f"http://127.0.0.1:{b.metrics_port}" for b, _, _ in (first, second)]
+    trigger = TransferTrigger(urls, poll_interval=0.2)
+    assert TransferTrigger(**trigger.serialize()[1]).metrics_urls == urls
+    try:
+        for rank, (_, inp, _) in enumerate((first, second)):
+            with open_sender(inp, send_timeout_s=10) as sender:
+                for _ in range(rank + 2):
+                    sender.send(BLOB)
+                eos = EndOfStream(producer=f"p{rank}", rank=rank, events=10 * (rank + 2))
+                sender.send(eos.encode())
+        for consumer in consumers:
+            consumer.join(20)
+        (event,) = asyncio.run(collect(trigger))
+    finally:
+        for buffer, _, _ in (first, second):
+            buffer.stop(10)
+    assert event["status"] == "success", event
+    stats = event["stats"]
+    assert stats["events"] == 50 and stats["messages"] == 5 and stats["lost"] == 0
+    assert stats["producers_ended"] == stats["producers_expected"] == 2
+    assert [b["events"] for b in stats["buffers"]] == [20, 30]
+    assert [b["messages"] for b in stats["buffers"]] == [2, 3]
+    assert set(stats["per_rank"]) == {"0", "1"}
