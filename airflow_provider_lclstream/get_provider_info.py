@@ -35,6 +35,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     f"{PACKAGE}.operators.submit_job",
                     f"{PACKAGE}.operators.transfer",
+                    f"{PACKAGE}.operators.jobs",
                     f"{PACKAGE}.operators.run_start",
                 ],
             }

@@ -184,7 +184,7 @@ def hook_of(backend: HalfBrokenBackend) -> type:
 def test_stop_jobs_cancels_everything_it_can_and_reports_every_failure(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from airflow_provider_lclstream.operators import transfer as transfer_ops
+    from airflow_provider_lclstream.operators import jobs as transfer_ops
 
     fake = HalfBrokenBackend(refuses="c1", gone="c2")
     monkeypatch.setattr(transfer_ops, "JobBackendHook", hook_of(fake))
@@ -206,7 +206,7 @@ def test_stop_jobs_cancels_everything_it_can_and_reports_every_failure(
 def test_stop_jobs_returns_what_it_cancelled_when_all_went_well(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from airflow_provider_lclstream.operators import transfer as transfer_ops
+    from airflow_provider_lclstream.operators import jobs as transfer_ops
 
     fake = HalfBrokenBackend(refuses="none", gone="none")
     monkeypatch.setattr(transfer_ops, "JobBackendHook", hook_of(fake))
