@@ -28,7 +28,8 @@ final) once, on smd0, and opens it later by that name on every rank (smd0's smal
 rank's big data in ``DgramManager``). When the run ends in between, the ``.inprogress`` name is
 gone and ``DataSource`` raised ``FileNotFoundError`` ("run not found") on a loaded machine. The
 modules in :data:`PSANA_OPENERS` get an ``os`` whose ``open`` falls back to the final name (the
-same file, renamed): :func:`open_run_file`.
+same file, renamed), or from a final name not there yet to the ``.inprogress`` one:
+:func:`open_run_file`.
 
 Live latency: when smd0 has caught up with the writer, psana's ``SmdReaderManager.build_batch``
 (and, before the run's first dgrams, ``get_next_dgrams``) sleeps a fixed ``time.sleep(1)`` before
@@ -94,14 +95,21 @@ _said: set[str] = set()
 
 
 def open_run_file(path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
-    """``os.open``; a ``.inprogress`` name that is gone opens the final name (renamed at EndRun)."""
+    """``os.open``, for a run file psana named earlier: a ``.inprogress`` name that is gone opens
+    the final name (renamed at EndRun), and a final name that is not there yet opens the
+    ``.inprogress`` name (still being written: psana's ``_check_file_exist_with_retry`` keeps the
+    final name when only the ``.inprogress`` file exists at its first look)."""
     try:
         return os.open(path, flags, mode, **kwargs)
     except FileNotFoundError:
         name = os.fspath(path)
-        if not isinstance(name, str) or not name.endswith(INPROGRESS):
+        if not isinstance(name, str):
             raise
-        return os.open(name[: -len(INPROGRESS)], flags, mode, **kwargs)
+        other = name[: -len(INPROGRESS)] if name.endswith(INPROGRESS) else name + INPROGRESS
+        try:
+            return os.open(other, flags, mode, **kwargs)
+        except FileNotFoundError:
+            raise FileNotFoundError(2, "No such file or directory", name) from None
 
 
 def live_poll_s() -> float:

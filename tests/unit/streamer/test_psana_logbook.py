@@ -125,7 +125,7 @@ def test_a_run_renamed_between_finding_and_opening_its_files_is_read(
         fake.stop()
 
 
-def test_open_run_file_falls_back_only_from_a_missing_inprogress_name(tmp_path: Path) -> None:
+def test_open_run_file_falls_back_from_a_missing_inprogress_name(tmp_path: Path) -> None:
     import os
 
     from airflow_provider_lclstream.streamer.sources.psana_logbook import open_run_file
@@ -137,8 +137,25 @@ def test_open_run_file_falls_back_only_from_a_missing_inprogress_name(tmp_path: 
         assert os.read(fd, 1) == b"x"
     finally:
         os.close(fd)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError) as missing:
         open_run_file(str(tmp_path / "missing.xtc2"), os.O_RDONLY)
+    assert missing.value.filename == str(tmp_path / "missing.xtc2")  # the name asked for
+
+
+def test_open_run_file_opens_the_inprogress_file_for_a_final_name_not_there_yet(
+    tmp_path: Path,
+) -> None:
+    """psana can name a file by its final name while the DAQ still writes ``.inprogress``."""
+    import os
+
+    from airflow_provider_lclstream.streamer.sources.psana_logbook import open_run_file
+
+    (tmp_path / "r.smd.xtc2.inprogress").write_bytes(b"y")
+    fd = open_run_file(str(tmp_path / "r.smd.xtc2"), os.O_RDONLY)
+    try:
+        assert os.read(fd, 1) == b"y"
+    finally:
+        os.close(fd)
 
 
 def test_a_psana_whose_live_wait_moved_fails_the_check() -> None:
