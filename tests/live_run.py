@@ -100,9 +100,12 @@ def run_live(
 ) -> LiveResult:
     """Replay ``run`` as ``as_run`` into ``dest_dir`` while ``ranks`` streamer ranks follow it.
 
-    The replay starts ``start_delay_s`` after psana first asks the (fake) logbook for the run's
-    files, i.e. once the streamer is up, however long its start takes on a loaded machine (at
-    most ``timeout_s``): the first dgram is always written while the streamer is following."""
+    As at the DAQ, the run's ``.inprogress`` files exist (empty) before the streamer starts and
+    psana is told about them (psana gives up at once on listed files that do not exist yet, as
+    seen in clean-clone CI runs). The first dgram is written ``start_delay_s`` after psana first
+    asks the (fake) logbook for the run's files, i.e. once the streamer is up, however long its
+    start takes on a loaded machine (at most ``timeout_s``): the first dgram is always written
+    while the streamer is following."""
     fake = FakeElog().start()
     url = f"tcp://127.0.0.1:{port}"
     arrivals = Arrivals(ReceiveReport(ranks))
@@ -120,13 +123,19 @@ def run_live(
     env = {**os.environ, "LCLSTREAM_LOGBOOK_URL": fake.url}
     replay_box: dict[str, Any] = {}
 
-    def write() -> None:
+    files_created = threading.Event()
+
+    def wait_for_psana() -> None:  # the files exist: let the streamer start, then follow
+        files_created.set()
         deadline = time.monotonic() + timeout_s
         while not fake.gets and time.monotonic() < deadline:
             time.sleep(0.05)
+        time.sleep(start_delay_s)
+
+    def write() -> None:
         replay_box["stats"] = replay(
             source_dir, dest_dir, exp, run, rate_hz=rate_hz, dest_run=as_run,
-            start_delay_s=start_delay_s,
+            on_start=wait_for_psana,
         )  # fmt: skip
         replay_box["ended"] = time.time()
 
@@ -134,6 +143,8 @@ def run_live(
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
         writer.start()
+        if not files_created.wait(60):
+            raise RuntimeError("the replay did not create the run's files within 60 s")
         streamer = subprocess.run(
             [str(BIN / "mpiexec"), "-n", str(ranks), str(BIN / "lclstreamer"), "-c",
              str(config_path), "--progress-every", "60"],
