@@ -15,6 +15,7 @@ import math
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,17 @@ def xtc_data(tmp_path: Path, config: StreamerConfig, spec: Runs) -> tuple[str, P
     except RuntimeError as err:
         service_unavailable("psana", str(err))
     return f"{config.source_identifier.strip()},dir={folder}", folder
+
+
+@pytest.fixture(autouse=True)
+def _psana_leaves_no_environment() -> Iterator[None]:
+    """psana's ``DataSource`` sets ``PS_EB_NODES``, ``PS_SMD_N_EVENTS`` and
+    ``PS_PROMETHEUS_JOBID`` in ``os.environ``: in this process they would reach every later
+    test's streamer (a live-mode test failed in clean-clone CI runs from it)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def psana_counts(folder: Path, config: StreamerConfig) -> tuple[int, int]:

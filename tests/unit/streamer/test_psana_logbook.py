@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import threading
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,17 @@ from tests.psana_data import write_run
 
 pytestmark = pytest.mark.psana
 psana = pytest.importorskip("psana")
+
+
+@pytest.fixture(autouse=True)
+def _psana_leaves_no_environment() -> Iterator[None]:
+    """psana's ``DataSource`` sets ``PS_EB_NODES``, ``PS_SMD_N_EVENTS`` and
+    ``PS_PROMETHEUS_JOBID`` in ``os.environ``: in this process they would reach every later
+    test's streamer (a live-mode test failed in clean-clone CI runs from it)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_installed_psana_has_what_the_adapter_replaces() -> None:
