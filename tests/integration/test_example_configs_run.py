@@ -120,9 +120,9 @@ def xtc_data(tmp_path: Path, config: StreamerConfig, spec: Runs) -> tuple[str, P
 
 @pytest.fixture(autouse=True)
 def _psana_leaves_no_environment() -> Iterator[None]:
-    """psana's ``DataSource`` sets ``PS_EB_NODES``, ``PS_SMD_N_EVENTS`` and
-    ``PS_PROMETHEUS_JOBID`` in ``os.environ``: in this process they would reach every later
-    test's streamer (a live-mode test failed in clean-clone CI runs from it)."""
+    """psana's ``DataSource`` sets ``PS_R_MAX_RETRIES=0`` and ``PS_PROMETHEUS_JOBID`` in
+    ``os.environ``: in this process they would reach every later test's streamer (a live-mode
+    test, told to wait 0 s for its files, failed in clean-clone CI runs from it)."""
     saved = dict(os.environ)
     yield
     os.environ.clear()
