@@ -191,13 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     streamer = Streamer(
         config, Partition(rank, size), args.send_timeout, progress, args.progress_every, barrier
     )
-    if threading.current_thread() is threading.main_thread():  # (called in-process elsewhere)
-        signal.signal(signal.SIGTERM, lambda signum, _frame: terminated(streamer, signum))
     from airflow_provider_lclstream.streamer.tally import open_tally
 
     tally = open_tally(rank)  # counts that outlive a rank killed in C (streamer/tally.py)
+    if threading.current_thread() is threading.main_thread():  # (called in-process elsewhere)
+        signal.signal(signal.SIGTERM, lambda signum, _frame: terminated(streamer, signum, tally))
     if tally is not None:
         streamer.checkpoint = lambda counters: tally.write(counters.summary())
+        streamer.count_event = tally.count
     error: str | None = None
     try:
         summary = streamer.run(args.num_events)
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = streamer.counters.summary()
     summary["error"] = error
     if tally is not None:
-        tally.write(summary)
+        tally.write(summary, final=True)
     emit_line(json.dumps(summary))
     if error and comm is not None and size > 1 and streamer.coupled and not streamer.stream_ended:
         # psana2's ranks wait on each other: the others would wait forever for this one.
@@ -227,16 +228,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def terminated(streamer: Any, signum: int) -> None:
+def terminated(streamer: Any, signum: int, tally: Any = None) -> None:
     """SIGTERM: this rank's summary as it stands (``"terminated": true``), then exit at once.
 
     The counters count an event when it is read, before it is batched and sent, so the line
     covers every event this rank produced; the handlers' queues are not drained (the buffer may
-    be gone). One ``os.write``: no buffered stream is touched inside a signal handler.
+    be gone). The summary goes to the rank's tally first, marked final (the job prints it after
+    the launcher: ``srun`` may be gone before this line reaches it), then to stdout in one
+    ``os.write``: no buffered stream is touched inside a signal handler.
     """
     summary = streamer.counters.summary()
     summary["error"] = f"terminated by signal {signum}"
     summary["terminated"] = True
+    if tally is not None:
+        with contextlib.suppress(Exception):
+            tally.write(summary, final=True)
     data = (json.dumps(summary) + "\n").encode()
     with contextlib.suppress(OSError):
         while data:

@@ -97,9 +97,13 @@ class Counters:
 
 
 def complete_events(
-    events: Iterator[tuple[str, RawEvent]], skip_incomplete: bool, counters: Counters
+    events: Iterator[tuple[str, RawEvent]],
+    skip_incomplete: bool,
+    counters: Counters,
+    on_event: Callable[[int], None] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Drop (and count) or refuse events with a missing value."""
+    """Drop (and count) or refuse events with a missing value; ``on_event`` gets the event
+    count after every event counted."""
     for event_id, event in events:
         missing = [name for name, value in event.items() if value is None]
         if missing:
@@ -111,6 +115,8 @@ def complete_events(
             counters.skipped += 1
             continue
         counters.events += 1
+        if on_event is not None:
+            on_event(counters.events)
         yield event  # type: ignore[misc]
 
 
@@ -138,6 +144,8 @@ class Streamer:
         self.checkpoint: Callable[[Counters], None] | None = None
         """Called once the source is built and after every batch handed to the handlers, with
         the counters as they stand (``streamer/tally.py`` keeps them)."""
+        self.count_event: Callable[[int], None] | None = None
+        """Called with the event count after every event counted (``Tally.count``)."""
 
     def run(self, max_events: int | None = None) -> dict[str, Any]:
         source = build_event_source(self.config, self.partition)
@@ -165,7 +173,10 @@ class Streamer:
             for message in serializer.start():
                 self._deliver(handlers, message, broadcast=True)
             events = complete_events(
-                source.events(max_events), self.config.skip_incomplete_events, counters
+                source.events(max_events),
+                self.config.skip_incomplete_events,
+                counters,
+                self.count_event,
             )
             for batch, _size in pipeline.batches(events):
                 if serializer.batch_axis and not pipeline.stack:  # one event: add the axis

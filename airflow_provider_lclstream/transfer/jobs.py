@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 CONFIG_END = "LCLSTREAM_CONFIG_END"
 TALLY_DIR = "lclstreamer-tally"
 """Where the streamer job's ranks keep their running counts (``streamer/tally.py``)."""
+TALLY_WAIT_S = 2
+"""How long a failed or cancelled streamer job waits for every rank's final tally (within
+SLURM's ``KillWait``, 30 s by default: the SIGKILL after a cancel's SIGTERM)."""
 # Settings of the worker's environment that the streamer job needs too (a SLURM job gets only
 # the spec's environment).
 PASSED_ENVIRONMENT = ("LCLSTREAM_PSANA_OFFLINE", "LCLSTREAM_LOGBOOK_URL")
@@ -186,8 +189,10 @@ def streamer_job(
     by a walk of the run's files that names a corrupt dgram (file, offset) in the job's log:
     psana dies in C on a corrupt big-data dgram and cannot say which one it was. Every failed
     ``mpiexec`` is followed by each rank's tally (``streamer/tally.py``, kept in
-    ``./lclstreamer-tally``): the counts of a rank killed before its summary line, as lower
-    bounds."""
+    ``./lclstreamer-tally``): each rank's summary as it wrote it there when it ended or got
+    SIGTERM, or, for a rank killed outright, the count of every event it read. The job's shell
+    traps SIGTERM so that a cancelled job prints them too: a rank's own summary line can be
+    lost on the way through ``srun``, which SIGKILLs the ranks when it is cancelled."""
     text = render_config(config)
     if CONFIG_END in text:
         raise ValueError("the streamer config contains the here-document terminator")
@@ -204,13 +209,18 @@ def streamer_job(
                  request.xtc_dir, request.exp, str(request.run)]  # fmt: skip
         fallback.append(f"{shell_join(check)} >&2 || true")
     tally = [tool("python", bin_dir), "-m", "airflow_provider_lclstream.streamer.tally",
-             TALLY_DIR, str(request.ranks)]  # fmt: skip
+             "--wait", str(TALLY_WAIT_S), TALLY_DIR, str(request.ranks)]  # fmt: skip
     fallback.append(f"{shell_join(tally)} || true")
     run_line = shell_join(command) + f" || {{ rc=$?; {'; '.join(fallback)}; exit $rc; }}"
     script = (
         "#!/bin/bash\nset -euo pipefail\n"
         f"cat > lclstreamer.yaml <<'{CONFIG_END}'\n{text}{CONFIG_END}\n"
-        f'rm -rf {TALLY_DIR}; export {TALLY_DIR_ENV}="$PWD/{TALLY_DIR}"\n' + run_line + "\n"
+        f'rm -rf {TALLY_DIR}; export {TALLY_DIR_ENV}="$PWD/{TALLY_DIR}"\n'
+        # cancelled (SIGTERM to every process of the job): the shell outlives the launcher and
+        # prints the ranks' counts (a trapped signal is reset to its default in the children)
+        f"trap 'echo \"lclstreamer job: SIGTERM: the counts of the ranks follow\" >&2' TERM\n"
+        + run_line
+        + "\n"
     )
     return JobSpec(
         name=f"streamer-{request.label}",

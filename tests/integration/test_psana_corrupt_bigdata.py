@@ -3,8 +3,9 @@
 psana dies in C on the big-data rank that reads it, and MPI kills the others, mostly before
 they can print a summary. The streamer job's fallback (``transfer/jobs.py``), which always
 runs after the failed ``mpiexec``, names the file and offset (``streamer/xtc2.py``) and prints
-each rank's tally (``streamer/tally.py``); the receiver counts what arrived per producer, and
-``lost_buffer_accounting`` turns both into produced (a lower bound) against delivered.
+each rank's tally (``streamer/tally.py``: a killed rank's count runs to the last event it
+read); the receiver counts what arrived per producer, and ``lost_buffer_accounting`` turns both
+into produced against delivered: exact, the events after the corrupt dgram were never read.
 """
 
 from __future__ import annotations
@@ -88,16 +89,18 @@ def test_a_corrupt_bigdata_dgram_is_named_and_what_arrived_is_accounted(tmp_path
             )
 
     # the streamer's side: every rank has a count (its summary or its tally), the dead ones'
-    # as lower bounds, and the sentence never claims completeness
+    # counted to the last event they read, so the accounting is exact
     accounting = lost_buffer_accounting(RANKS, job.stdout, {"receiver": receiver_out})
     line = accounting_line(accounting)
     print(line)
-    assert accounting["ok"] is False and accounting["exact"] is False, accounting
-    assert accounting["produced_is_lower_bound"] is True and accounting["missing"] is None
+    assert accounting["ok"] is False and accounting["exact"] is True, accounting
     assert accounting["ranks_without_summary"] == [], accounting  # each rank left a tally
-    assert accounting["ranks_counted_to_last_batch"], accounting
+    killed = [json.loads(x) for x in job.stdout.splitlines() if '"killed": true' in x]
+    assert killed, job.stdout  # psana's rank died in C: its count came from its tally
     assert accounting["delivered"] == delivered
     assert accounting["produced"] >= delivered, accounting
-    assert line.startswith(f"at least {accounting['produced']} events produced, {delivered} ")
-    assert "missing unknown" in line
-    assert "at least" in job.stderr and "completeness unknown" in job.stderr
+    assert accounting["missing"] == accounting["produced"] - delivered
+    assert line == f"{accounting['produced']} events produced, {delivered} delivered, " + (
+        f"{accounting['missing']} missing"
+    )
+    assert f"; {accounting['produced']} events produced" in job.stderr, job.stderr

@@ -8,17 +8,22 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from airflow_provider_lclstream.config.transfer import TransferRequest
 from airflow_provider_lclstream.streamer.tally import (
     SLOT_BYTES,
+    TALLY_BYTES,
     Tally,
     main,
     read_tally,
     tally_path,
 )
+from airflow_provider_lclstream.transfer.jobs import streamer_job
 from airflow_provider_lclstream.transfer.report import accounting_line, lost_buffer_accounting
 
 
@@ -64,40 +69,76 @@ def test_counts_survive_a_killed_process(tmp_path: Path) -> None:
         "from airflow_provider_lclstream.streamer.tally import Tally\n"
         f"t = Tally({str(tmp_path)!r}, 1)\n"
         "t.write({'rank': 1, 'producer': 'p', 'events': 7})\n"
+        "t.count(8); t.count(9)\n"  # two more events read, their batch never finished
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], timeout=60)
     assert done.returncode == -signal.SIGKILL
     got = read_tally(tmp_path, 1)
-    assert got is not None and got["events"] == 7
+    assert got is not None and got["events"] == 7 and got["events_counted"] == 9
 
 
-def test_the_fallback_prints_lower_bounds_that_the_accounting_reads(
+def test_a_killed_rank_counts_every_event_it_read(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for rank, events in ((0, 0), (2, 12)):
+    """A rank killed outright (no summary, no final tally) is counted to its last event, not
+    its last batch: exact; a rank with no tally at all keeps the accounting open."""
+    for rank, events, read in ((0, 0, 0), (2, 12, 15)):
         tally = Tally(tmp_path, rank)
         tally.write(summary(rank, events))
+        for n in range(events + 1, read + 1):
+            tally.count(n)
         tally.close()
     assert main([str(tmp_path), "3"]) == 0
     out, err = capsys.readouterr()
     lines = [json.loads(line) for line in out.splitlines()]
-    assert [(d["rank"], d["events"], d["lower_bound"]) for d in lines] == [
-        (0, 0, True), (2, 12, True)
+    assert [(d["rank"], d["events"], d["killed"], d.get("lower_bound")) for d in lines] == [
+        (0, 0, True, None), (2, 15, True, None)
     ]  # fmt: skip
-    assert "rank 0 0, rank 2 12; at least 12 events produced; ranks [1] left no tally" in err
-    # rank 0 also printed its own summary (exact): that one counts, the tally does not
+    assert "rank 0 0, rank 2 15; at least 15 events produced; ranks [1] left no tally" in err
+    # rank 0 also printed its own summary: that one counts
     log = json.dumps(summary(0, 0, error=None)) + "\n" + out
     receiver = json.dumps({"expect_producers": 3, "events": 10, "events_delivered": 10,
                            "eos": False})  # fmt: skip
     accounting = lost_buffer_accounting(3, log, {"c0": receiver})
     assert accounting["exact"] is False and accounting["missing"] is None
-    assert accounting["produced"] == 12 and accounting["produced_is_lower_bound"] is True
+    assert accounting["produced"] == 15 and accounting["produced_is_lower_bound"] is True
     assert accounting["ranks_without_summary"] == [1]
-    assert accounting["ranks_counted_to_last_batch"] == [2]
+    assert accounting["ranks_counted_to_last_batch"] == []
     assert accounting_line(accounting) == (
-        "at least 12 events produced, 10 delivered, missing unknown, streamer ranks [1] sent no "
-        "count, streamer ranks [2] died: counted up to their last batch"
+        "at least 15 events produced, 10 delivered, missing unknown, streamer ranks [1] sent no "
+        "count"
+    )
+    # with rank 1's count too, it is exact
+    tally = Tally(tmp_path, 1)
+    tally.write(summary(1, 4), final=True)
+    tally.close()
+    assert main([str(tmp_path), "3"]) == 0
+    out, err = capsys.readouterr()
+    accounting = lost_buffer_accounting(3, out, {"c0": receiver})
+    assert accounting["exact"] is True and accounting["missing"] == 19 - 10, accounting
+
+
+def test_a_tally_without_the_event_count_is_a_lower_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file with the two slots only (as an older version wrote): as of the last batch."""
+    tally = Tally(tmp_path, 0)
+    tally.write(summary(0, 6))
+    tally.close()
+    path = tally_path(tmp_path, 0)
+    path.write_bytes(path.read_bytes()[: 2 * SLOT_BYTES])
+    assert main([str(tmp_path), "1"]) == 0
+    out, err = capsys.readouterr()
+    line = json.loads(out)
+    assert line["events"] == 6 and line["lower_bound"] is True and "killed" not in line
+    assert "(ranks [0] died: as of their last batch); at least 6 events produced" in err
+    assert "completeness unknown" in err
+    accounting = lost_buffer_accounting(1, out, {"c0": json.dumps(
+        {"expect_producers": 1, "events": 2, "eos": False})})  # fmt: skip
+    assert accounting["ranks_counted_to_last_batch"] == [0] and not accounting["exact"]
+    assert accounting_line(accounting).endswith(
+        "streamer ranks [0] died: counted up to their last batch"
     )
 
 
@@ -119,7 +160,7 @@ def test_the_streamer_keeps_a_tally_when_asked(tmp_path: Path) -> None:
     got = read_tally(tmp_path / "tally", 0)
     # the source's checkpoint, 3 batches, then the final summary
     assert got is not None and got["events"] == 6 and got["tally_seq"] == 5, got
-    assert os.path.getsize(tally_path(tmp_path / "tally", 0)) == 2 * SLOT_BYTES
+    assert os.path.getsize(tally_path(tmp_path / "tally", 0)) == TALLY_BYTES
 
 
 def test_an_unwritable_tally_dir_is_only_a_warning(
@@ -133,3 +174,101 @@ def test_an_unwritable_tally_dir_is_only_a_warning(
     assert "lclstreamer: rank 0: no tally in" in capsys.readouterr().err
     monkeypatch.delenv("LCLSTREAM_TALLY_DIR")
     assert open_tally(0) is None
+
+
+def test_a_final_tally_is_printed_as_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rank that ended or got SIGTERM wrote its own summary there: printed as it is, and the
+    accounting is exact from the tallies alone (its stdout line may never have arrived)."""
+    for rank, events in ((0, 5), (1, 7)):
+        tally = Tally(tmp_path, rank)
+        tally.write(summary(rank, events - 2))
+        tally.write(summary(rank, events, error="terminated by signal 15"), final=True)
+        tally.close()
+    assert main([str(tmp_path), "2"]) == 0
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(d["rank"], d["events"], d.get("lower_bound"), d["from_tally"]) for d in lines] == [
+        (0, 5, None, True), (1, 7, None, True)
+    ]  # fmt: skip
+    assert "rank 0 5, rank 1 7; 12 events produced" in err and "at least" not in err
+    receiver = json.dumps({"expect_producers": 2, "events": 9, "events_delivered": 9,
+                           "eos": False})  # fmt: skip
+    accounting = lost_buffer_accounting(2, out, {"c0": receiver})
+    assert accounting["exact"] is True and accounting["missing"] == 3, accounting
+
+
+def test_wait_takes_a_final_tally_written_late(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The launcher can return before a SIGTERMed rank wrote its summary: ``--wait`` sees it."""
+    tally = Tally(tmp_path, 0)
+    tally.write(summary(0, 2))
+
+    def late() -> None:
+        time.sleep(0.5)
+        tally.write(summary(0, 3), final=True)
+
+    writer = threading.Thread(target=late)
+    writer.start()
+    started = time.monotonic()
+    assert main(["--wait", "20", str(tmp_path), "1"]) == 0
+    took = time.monotonic() - started
+    writer.join()
+    tally.close()
+    line = json.loads(capsys.readouterr().out)
+    assert line["events"] == 3 and line["final"] is True and "lower_bound" not in line
+    assert took < 15, took  # returned when it was final, not at the end of the wait
+
+
+def test_bad_arguments_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in ([str(tmp_path), "0"], ["--wait", "-1", str(tmp_path), "2"], [str(tmp_path)]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+    assert "ranks must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.mpi
+def test_a_cancelled_streamer_job_prints_every_rank_s_exact_count(tmp_path: Path) -> None:
+    """The streamer job's own script, SIGTERM to all its processes as ``scancel`` or the local
+    backend's cancel sends it: the shell outlives the launcher and prints each rank's final
+    tally, so the counts are exact from those lines alone (``srun`` can lose the ranks' own
+    stdout lines when it is cancelled: seen in CI)."""
+    request = TransferRequest(synthetic=True, events=200, img_per_file=2, ranks=2)
+    config = request.to_streamer_config("tcp://127.0.0.1:1")
+    config.event_source.events_per_second = 4.0  # type: ignore[union-attr]
+    spec = streamer_job(request, config, bin_dir=str(Path(sys.executable).parent))
+    script = tmp_path / "job.sh"
+    script.write_text(spec.script)
+    job = subprocess.Popen(
+        ["bash", str(script)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            tallies = [read_tally(tmp_path / "lclstreamer-tally", r) for r in range(2)]
+            if all(t is not None and t["events"] >= 2 for t in tallies):
+                break
+            assert job.poll() is None, job.communicate()
+            time.sleep(0.2)
+        else:
+            pytest.fail("the ranks did not start")
+        os.killpg(job.pid, signal.SIGTERM)
+        out, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode != 0, (out, err)
+    assert "lclstreamer job: SIGTERM" in err, err
+    from_tally = "\n".join(line for line in out.splitlines() if '"from_tally": true' in line)
+    per_rank = {json.loads(line)["rank"] for line in from_tally.splitlines()}
+    assert per_rank == {0, 1}, (out, err)
+    receiver = json.dumps({"expect_producers": 2, "events": 0, "eos": False})
+    accounting = lost_buffer_accounting(2, from_tally, {"c0": receiver})
+    assert accounting["exact"] is True and accounting["produced"] >= 4, accounting
+    # the ranks' own lines (when they arrive) say the same
+    own = lost_buffer_accounting(2, out.replace('"from_tally": true', ""), {"c0": receiver})
+    assert own["produced"] == accounting["produced"], (out, err)
