@@ -155,7 +155,10 @@ def test_callbacks_are_signed(outcome: str) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     inp, out, secret = url(), url(), "s3cret"
     config = BufferConfig(
-        input=inp, output=out, expect_producers=1, idle_timeout_s=0.5, drain_timeout_s=1,
+        # "failed": no producer, so the idle timeout ends it; "completed": the producer's
+        # process must start and connect first (it once took over 0.5 s under load)
+        input=inp, output=out, expect_producers=1, drain_timeout_s=1,
+        idle_timeout_s=0.5 if outcome == "failed" else 30,
         callback=f"http://127.0.0.1:{server.server_address[1]}/cb", callback_secret=secret,
         jobid="job-7",
     )  # fmt: skip
