@@ -27,13 +27,14 @@ from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_lclstream.config.job import JobSpec, job_name_for
 from airflow_provider_lclstream.config.transfer import TransferRequest
 from airflow_provider_lclstream.exceptions import JobBackendError
 from airflow_provider_lclstream.hooks import settings
 from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
-from airflow_provider_lclstream.hooks.linked_jobs import linked_jobs, pull_ids
+from airflow_provider_lclstream.hooks.linked_jobs import cancel_all, linked_jobs, pull_ids
 from airflow_provider_lclstream.links import TransferLink
 from airflow_provider_lclstream.operators.buffer_wait import (
     BufferWaitMixin,
@@ -191,6 +192,7 @@ class StartBufferOperator(BufferWaitMixin, BaseOperator):
                     backend.node_address(request.buffer_pin)
                 job_id = submit_fresh(backend, spec, self.log)
             except JobBackendError as err:
+                self._cancel_buffers(request, [job for job, _ in submitted])
                 if request.buffer_pin is None:
                     raise
                 raise JobBackendError(
@@ -204,11 +206,34 @@ class StartBufferOperator(BufferWaitMixin, BaseOperator):
             context["ti"].xcom_push(key=layout.JOB_ID, value=ids[0] if len(ids) == 1 else ids)
         return submitted
 
+    def _cancel_buffers(self, request: TransferRequest, job_ids: list[str]) -> None:
+        """This task failed with buffer jobs submitted: cancel them. The group's teardown
+        (``stop_jobs``) does not run when its setup, this task, failed."""
+        if job_ids:
+            self.log.warning("start_buffer failed: cancelling buffer jobs %s", job_ids)
+            conn_id = role_conn_id(request, layout.BUFFER)
+            cancel_all([(conn_id, job_id) for job_id in job_ids])
+
     def execute(self, context: Context) -> dict[str, Any]:
         request = TransferRequest.model_validate(self.request)
         backend = JobBackendHook(role_conn_id(request, layout.BUFFER)).get_conn()
-        ti = context["ti"]
         submitted = self._submit(context, request, backend)
+        try:
+            return self._place_and_wait(context, request, backend, submitted)
+        except TaskDeferred:
+            raise
+        except BaseException:
+            self._cancel_buffers(request, [job_id for job_id, _ in submitted])
+            raise
+
+    def _place_and_wait(
+        self,
+        context: Context,
+        request: TransferRequest,
+        backend: JobBackend,
+        submitted: list[tuple[str, BufferEndpoints]],
+    ) -> dict[str, Any]:
+        ti = context["ti"]
         ids = [job_id for job_id, _ in submitted]
         buffers = []
         for index, (job_id, endpoints) in enumerate(submitted):
@@ -241,8 +266,12 @@ class StartBufferOperator(BufferWaitMixin, BaseOperator):
         """Resume after ``BufferReadyTrigger`` fired: the result (rebuilt from this task's XCom),
         or the wait's error."""
         request = TransferRequest.model_validate(self.request)
-        self.check_buffer_event(event, role_conn_id(request, layout.BUFFER), self.ready_timeout)
         ti = context["ti"]
+        try:
+            self.check_buffer_event(event, role_conn_id(request, layout.BUFFER), self.ready_timeout)
+        except BaseException:
+            self._cancel_buffers(request, pull_ids(context, ti.task_id, layout.JOB_ID))
+            raise
         pushed = {
             key: ti.xcom_pull(task_ids=ti.task_id, key=key, map_indexes=ti.map_index)
             for key in (layout.JOB_ID, layout.BUFFERS, *layout.BUFFER_URL_KEYS)

@@ -14,6 +14,7 @@ from typing import Any
 import h5py
 import pytest
 
+from airflow_provider_lclstream.backends.base import JobState
 from airflow_provider_lclstream.backends.local import LocalBackend
 from tests.conftest import STATE_DIR
 from tests.dags.dag_runner import load_dag, task_states
@@ -169,3 +170,58 @@ def test_a_buffer_nobody_reaches_fails_start_consumers_naming_the_address(
     assert all((job / "result.json").exists() for job in jobs_dir.iterdir()), (
         "the teardown left a job running"
     )
+
+
+class SecondSubmitFails(LocalBackend):
+    """Local jobs, but the second submission of this backend object fails (a cluster that
+    refused the second of a transfer's buffers)."""
+
+    name = "second_fails"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.submissions = 0
+
+    def submit(self, spec: Any) -> str:
+        self.submissions += 1
+        if self.submissions == 2:
+            from airflow_provider_lclstream.exceptions import JobBackendError
+
+            raise JobBackendError("refused: QOSMaxSubmitJobPerUserLimit")
+        return super().submit(spec)
+
+
+def test_a_failed_start_buffer_cancels_the_buffers_it_submitted(
+    airflow_db: Path, jobs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``buffers: 2`` and the second submission fails: the group's teardown does not run when
+    its setup (``start_buffer``) failed, so ``start_buffer`` cancels buffer 0 itself."""
+    from airflow_provider_lclstream.config.backends import BACKENDS, register_backend
+
+    register_backend("second_fails", SecondSubmitFails, conn_type="lclstream_second_fails")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LCLSTREAM_SECOND_FAILS",
+        json.dumps({"conn_type": "lclstream_second_fails", "extra": {"root": str(jobs_dir)}}),
+    )
+    errors: list[str] = []
+    try:
+        dag = load_dag("lclstream_transfer")
+        dag.get_task("start_buffer").on_failure_callback = [
+            lambda c: errors.append(str(c.get("exception")))
+        ]
+        run = dag.test(
+            run_conf={
+                "request": request(
+                    tmp_path, buffers=2, buffer={"backend": "second_fails"}, consumers=2
+                )
+            }
+        )
+    finally:
+        BACKENDS.pop("second_fails", None)
+    states = task_states(run)
+    assert run.state == "failed" and states["start_buffer"] == "failed", states
+    assert errors and "QOSMaxSubmitJobPerUserLimit" in errors[0], errors
+    jobs = [job for job in jobs_dir.iterdir() if job.is_dir()]
+    assert len(jobs) == 1, jobs  # buffer 0 only
+    status = LocalBackend(jobs_dir).state(jobs[0].name)
+    assert status.state is JobState.CANCELLED, status
