@@ -176,6 +176,25 @@ def producer_name(rank: int) -> str:
     return f"{socket.gethostname()}:{os.getpid()}/r{rank}"
 
 
+BUFFER_HOST_PREFIX = "lclstream-buffer: runs on host "
+"""The line ``lclstream-buffer`` prints on stdout once its sockets are bound: where it runs, for
+job backends that do not say on which node a job landed (psik, the Superfacility API)."""
+
+
+def buffer_host_line(host: str | None = None) -> str:
+    return BUFFER_HOST_PREFIX + (host or socket.gethostname())
+
+
+def parse_buffer_host(text: str) -> str | None:
+    """The host of the last ``buffer_host_line`` in a job's log, or None."""
+    found = None
+    for line in text.splitlines():
+        if line.startswith(BUFFER_HOST_PREFIX):
+            host = line[len(BUFFER_HOST_PREFIX) :].strip()
+            found = host or found
+    return found
+
+
 # --------------------------------------------------------------------------- callback signatures
 
 SIGNATURE_HEADER = "x-hub-signature-256"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from airflow_provider_lclstream.buffer.config import TRANSPORTS, BufferConfig, parse_size
 from airflow_provider_lclstream.exceptions import BufferConfigError, TransportError
+from airflow_provider_lclstream.protocol import buffer_host_line
 from airflow_provider_lclstream.transports.base import DEFAULT_MAX_MESSAGE_MB, max_message_bytes
 
 if TYPE_CHECKING:
@@ -153,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(err))
     from airflow_provider_lclstream.buffer.core import Buffer
 
-    buffer = Buffer(config)
+    buffer = Buffer(config)  # its sockets are bound (or it raised)
+    print(buffer_host_line(), flush=True)  # where it runs (``wait_buffer_placed`` reads it)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: buffer.request_stop())
     try:

@@ -16,6 +16,7 @@ import httpx
 from airflow_provider_lclstream.backends.base import JobState
 from airflow_provider_lclstream.exceptions import JobBackendError
 from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
+from airflow_provider_lclstream.protocol import parse_buffer_host
 from airflow_provider_lclstream.triggers.buffer import BufferReadyTrigger
 from airflow_provider_lclstream.triggers.settle import settle_deadline
 
@@ -43,6 +44,11 @@ def cancel_unanswered_buffer(
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 
+HOST_LINE_WAIT_S = 15.0
+"""How long a running buffer job whose backend names no node may take to print its host line
+(``protocol.buffer_host_line``) before 127.0.0.1 is assumed."""
+
+
 def wait_buffer_placed(
     backend: JobBackend, job_id: str, timeout_s: float, log: Any, poll_s: float = 0.1
 ) -> str:
@@ -50,27 +56,37 @@ def wait_buffer_placed(
     the backend's ``node_address``): where producers and consumers reach it.
 
     A job that ends first fails with its log; one not placed within ``timeout_s`` (still queued)
-    is cancelled. A running job whose backend names no node is taken to run on this host
-    (127.0.0.1), with a warning.
+    is cancelled. For a backend that names no node (psik, the Superfacility API) the buffer
+    tells where it runs: the host line it prints on stdout once its sockets are bound
+    (``protocol.buffer_host_line``), read from the job's log; a running job whose log shows no
+    such line within ``HOST_LINE_WAIT_S`` is taken to run on this host (127.0.0.1), with a
+    warning.
     """
     deadline = time.monotonic() + timeout_s
+    running_since: float | None = None
     while True:
         status = backend.state(job_id)
         if status.is_final:
             tail, _ = backend.log_tail(job_id, -4000)
             raise buffer_ended_error(job_id, status.state.value, status.exit_code, tail)
-        if status.nodes:
-            address = backend.node_address(status.nodes[0])
+        node, source = (status.nodes[0], "its backend") if status.nodes else (None, "")
+        if node is None and status.state is JobState.RUNNING:
+            running_since = running_since or time.monotonic()
+            node, source = _host_from_log(backend, job_id), "its log"
+        if node:
+            address = backend.node_address(node)
             if address in LOOPBACK_NAMES:  # may resolve to ::1 first; the buffer binds IPv4
                 address = "127.0.0.1"
-            log.info("buffer job %s runs on %s (address %s)", job_id, status.nodes[0], address)
-            return address
-        if status.state is JobState.RUNNING:
-            log.warning(
-                "the %s backend does not say where buffer job %s runs; using 127.0.0.1",
-                getattr(backend, "name", "?"),
-                job_id,
+            log.info(
+                "buffer job %s runs on %s (address %s; from %s)", job_id, node, address, source
             )
+            return address
+        if running_since is not None and time.monotonic() - running_since > HOST_LINE_WAIT_S:
+            log.warning(
+                "the %s backend does not say where buffer job %s runs, and its log shows no "
+                "host line after %.0f s; using 127.0.0.1",
+                getattr(backend, "name", "?"), job_id, HOST_LINE_WAIT_S,
+            )  # fmt: skip
             return "127.0.0.1"
         if time.monotonic() >= deadline:
             backend.cancel(job_id)
@@ -80,7 +96,15 @@ def wait_buffer_placed(
                 "cancelled"
             )
         time.sleep(poll_s)
-        poll_s = min(poll_s * 1.5, 2.0)
+        poll_s = min(poll_s * 1.5, 2.0 if running_since is None else 0.5)
+
+
+def _host_from_log(backend: JobBackend, job_id: str) -> str | None:
+    """The host the buffer printed in its job's log (None: not yet, or no log to read)."""
+    try:
+        return parse_buffer_host(backend.log_tail(job_id, -64_000)[0])
+    except (JobBackendError, OSError):
+        return None
 
 
 def wait_buffer_ready(

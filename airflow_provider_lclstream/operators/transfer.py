@@ -212,7 +212,7 @@ class StartBufferOperator(BufferWaitMixin, BaseOperator):
         if job_ids:
             self.log.warning("start_buffer failed: cancelling buffer jobs %s", job_ids)
             conn_id = role_conn_id(request, layout.BUFFER)
-            cancel_all([(conn_id, job_id) for job_id in job_ids])
+            cancel_all([[conn_id, job_id] for job_id in job_ids])
 
     def execute(self, context: Context) -> dict[str, Any]:
         request = TransferRequest.model_validate(self.request)

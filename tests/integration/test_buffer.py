@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_lclstream.protocol import parse_buffer_host
 from tests.integration.buffer_consumer import (
     CONSUMER,
     PRODUCER,
@@ -45,6 +47,8 @@ def test_mpi_producers_to_two_consumers_exactly_once(
     cmd = [mpiexec, "-n", "2", sys.executable, PRODUCER, inp, str(n), "--transport", transport]
     assert subprocess.run(cmd, cwd=REPO, timeout=60, capture_output=True).returncode == 0
     assert buf.wait(30) == 0, (tmp_path / "buffer.log").read_text()
+    # where it runs, for backends that cannot say (``wait_buffer_placed``)
+    assert parse_buffer_host((tmp_path / "buffer.log").read_text()) == socket.gethostname()
     for c in consumers:
         c.join(10)
     tags = Counter(t for c in consumers for t in c.tags)

@@ -144,3 +144,41 @@ def test_the_buffer_address_is_the_node_its_job_runs_on(tmp_path: Any) -> None:
     assert queued.cancelled == ["42"]
     queued.node = "n7"
     assert wait_buffer_placed(queued, "43", 1, log) == "10.1.2.7"
+
+
+def test_a_backend_that_names_no_node_learns_it_from_the_buffer_s_log(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psik and the Superfacility API do not say where a job runs: the buffer's own host line
+    (``protocol.buffer_host_line``) in the job's log does; without one, 127.0.0.1 after
+    ``HOST_LINE_WAIT_S``. Real local jobs, their nodes hidden."""
+    import dataclasses
+    import logging
+
+    from airflow_provider_lclstream.backends.base import JobStatus
+    from airflow_provider_lclstream.backends.local import LocalBackend
+    from airflow_provider_lclstream.config.job import JobSpec
+    from airflow_provider_lclstream.operators import buffer_wait
+    from airflow_provider_lclstream.protocol import buffer_host_line
+
+    class NoNodes(LocalBackend):
+        def state(self, job_id: str) -> JobStatus:
+            return dataclasses.replace(super().state(job_id), nodes=())
+
+        def node_address(self, node: str) -> str:
+            return {"sdfdtn003": "10.1.2.3"}[node]
+
+    log = logging.getLogger("test")
+    backend = NoNodes(tmp_path / "jobs", kill_grace=1.0)
+    line = buffer_host_line("sdfdtn003")
+    job = backend.submit(JobSpec(name="b", script=f"sleep 0.5; echo '{line}'; sleep 30"))
+    try:
+        assert buffer_wait.wait_buffer_placed(backend, job, 30, log) == "10.1.2.3"
+    finally:
+        backend.cancel(job)
+    monkeypatch.setattr(buffer_wait, "HOST_LINE_WAIT_S", 0.5)
+    silent = backend.submit(JobSpec(name="s", script="echo started; sleep 30"))
+    try:
+        assert buffer_wait.wait_buffer_placed(backend, silent, 30, log) == "127.0.0.1"
+    finally:
+        backend.cancel(silent)
