@@ -76,6 +76,7 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean: services-down
+	bash scripts/services/postgres.sh purge  # not in SERVICES (benches only); state outside too
 	bash scripts/services/slurm.sh purge  # its state lives outside the checkout
 	bash scripts/services/slurm-multi.sh purge
 	rm -rf $(VENV) .services site

@@ -10,16 +10,24 @@ the deferred task instances (the triggers the triggerer holds), then stops the s
 cancels any job left running. Ends with one line:
 
     transfers=50 runs_ok=50 deferred_peak=... running_peak=... triggerer_cpu_s=...
-    triggerer_rss_mb=... triggerer_rss_start_mb=... wall_s=... all_ok=1
+    triggerer_rss_mb=... triggerer_rss_start_mb=... wall_s=... db=postgres all_ok=1
 
     .venv/bin/python bench/many_transfers.py [--transfers 50] [--events 200] [--port 28180]
-        [--parallelism 8] [--pace 1.0] [--timeout 1500] [--keep]
+        [--parallelism 8] [--pace 1.0] [--timeout 1500] [--postgres [--postgres-port 28190]]
+        [--settle S] [--keep]
 
-It is heavy: N buffers, consumers and streamers run on this host next to Airflow. The stack keeps
-its metadata in SQLite (one writer): on the 2-core dev VM 10 transfers went through, while 20 and
-50 ended with writes waiting 60 s for SQLite's lock (API 500s, the triggerer stopping on
-"database is locked"); the final line then says ``all_ok=0`` and ``error=...``. ``--keep``
-leaves the stack running (its state folder is printed) for a look at the UI.
+It is heavy: N buffers, consumers and streamers run on this host next to Airflow. By default the
+stack keeps its metadata in SQLite (one writer): on the 2-core dev VM 10 transfers went through,
+while 20 and 50 ended with writes waiting 60 s for SQLite's lock (API 500s, the triggerer
+stopping on "database is locked"); the final line then says ``all_ok=0`` and ``error=...``.
+``--postgres`` puts it on a PostgreSQL server of its own instead (``scripts/services/
+postgres.sh``, a private cluster on ``--postgres-port``, removed at the end, also after an error
+or Ctrl-C): what 20 and more transfers need. ``--settle S`` sets the stack's
+``[lclstream] trigger_settle_seconds`` (default 10; ``triggers/settle.py``): with 50 transfers on
+2 cores the scheduler took more than 10 s to see a deferring worker's exit, and 4 of 50 runs
+failed on Airflow's race (``run_streamer`` "finished with state success, but the task instance's
+state attribute is queued"); with 30 all 50 succeeded. ``--keep`` leaves the stack (and the server)
+running (the state folder and how to stop them are printed) for a look at the UI.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +48,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts/services/airflow-standalone.sh"
+POSTGRES = REPO / "scripts/services/postgres.sh"
 DAG_ID = "bench_many_transfers"
 DAG_TEXT = '''"""bench/many_transfers.py's DAG: one transfer per run, its request the run's conf."""
 
@@ -137,12 +147,18 @@ class Sampler:
         return sum(self.cpu.values())
 
 
-def stack(command: str, env: dict[str, str], timeout: float = 300) -> None:
+def service(script: Path, command: str, env: dict[str, str], timeout: float = 300) -> str:
+    """Run ``script command``; its stdout, or SystemExit with its output when it failed."""
     done = subprocess.run(
-        ["bash", str(SCRIPT), command], env=env, capture_output=True, text=True, timeout=timeout
+        ["bash", str(script), command], env=env, capture_output=True, text=True, timeout=timeout
     )
     if done.returncode != 0:
-        raise SystemExit(f"airflow-standalone.sh {command} failed:\n{done.stdout}{done.stderr}")
+        raise SystemExit(f"{script.name} {command} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def stack(command: str, env: dict[str, str], timeout: float = 300) -> None:
+    service(SCRIPT, command, env, timeout)
 
 
 def cancel_left_jobs(root: Path) -> None:
@@ -162,13 +178,34 @@ def cancel_left_jobs(root: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n", 1)[0],
+        epilog="example (50 transfers on PostgreSQL, fits 2 cores): .venv/bin/python "
+        "bench/many_transfers.py --postgres --transfers 50 --events 50 --pace 1 --parallelism 8 "
+        "--settle 30",
+    )
     parser.add_argument("--transfers", type=int, default=50)
     parser.add_argument("--events", type=int, default=200, help="synthetic events per transfer")
     parser.add_argument("--port", type=int, default=28180, help="api-server (log servers +1, +2)")
     parser.add_argument("--parallelism", type=int, default=8, help="[core] parallelism")
     parser.add_argument(
         "--pace", type=float, default=1.0, help="seconds between triggers (SQLite has one writer)"
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="metadata database on a PostgreSQL server of its own (scripts/services/postgres.sh) "
+        "instead of SQLite",
+    )
+    parser.add_argument(
+        "--postgres-port", type=int, default=28190, help="that server's port on 127.0.0.1"
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        help="[lclstream] trigger_settle_seconds of the stack (default: the provider's, 10); "
+        "under heavy load Airflow's defer race needs more",
     )
     parser.add_argument("--timeout", type=float, default=1500.0)
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
@@ -194,15 +231,22 @@ def main() -> int:
         "AIRFLOW__CORE__MAX_ACTIVE_RUNS_PER_DAG": str(args.transfers),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
     }
+    if args.settle is not None:
+        env["AIRFLOW__LCLSTREAM__TRIGGER_SETTLE_SECONDS"] = str(args.settle)
     print(f"state: {work}", flush=True)
-    stack("start", env)
+    db = "postgres" if args.postgres else "sqlite"
     ok = 0
     wall = cpu_s = 0.0
     sampler: Sampler | None = None
     deferred_peak = running_peak = 0
     error = ""
     started = time.monotonic()
+    postgres_env = {**env, "LCLSTREAM_POSTGRES_PORT": str(args.postgres_port)}
     try:
+        if args.postgres:
+            service(POSTGRES, "start", postgres_env, timeout=600)
+            env["LCLSTREAM_AIRFLOW_DB_URL"] = service(POSTGRES, "url", postgres_env).strip()
+        stack("start", env)
         api = Api(f"http://127.0.0.1:{args.port}")
         api.wait_for_dag()
         api.client.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
@@ -262,9 +306,31 @@ def main() -> int:
         if not ok and not error:
             error = f"not every run ended within {args.timeout:.0f} s"
     finally:
-        if not args.keep:
-            stack("stop", env, timeout=180)
-            cancel_left_jobs(jobs)
+        if args.keep:
+            print(
+                f"left running; stop with: LCLSTREAM_SERVICES_DIR={work / 'state'} "
+                f"LCLSTREAM_AIRFLOW_PORT={args.port} bash {SCRIPT} stop"
+                + (
+                    f"; LCLSTREAM_SERVICES_DIR={work / 'state'} "
+                    f"LCLSTREAM_POSTGRES_PORT={args.postgres_port} bash {POSTGRES} purge"
+                    if args.postgres
+                    else ""
+                ),
+                flush=True,
+            )
+        else:
+            try:
+                stack("stop", env, timeout=180)
+                cancel_left_jobs(jobs)
+            finally:
+                if args.postgres:  # the cluster lives outside the state folder: remove it
+                    service(POSTGRES, "purge", postgres_env, timeout=180)
+                # the transfers' files (~11 GB for 50); the stack's logs only when all went well
+                failed = bool(error) or ok != args.transfers
+                for part in (out, jobs) if failed else (work,):
+                    shutil.rmtree(part, ignore_errors=True)
+                if failed:
+                    print(f"the stack's logs are kept in {work / 'state'}", flush=True)
     all_ok = int(ok == args.transfers)
     if sampler is None:
         raise SystemExit("the stack did not come up; no figures")
@@ -272,7 +338,7 @@ def main() -> int:
         f"transfers={args.transfers} runs_ok={ok} deferred_peak={deferred_peak} "
         f"running_peak={running_peak} triggerer_cpu_s={cpu_s:.1f} "
         f"triggerer_rss_mb={sampler.peak_rss / 2**20:.0f} "
-        f"triggerer_rss_start_mb={sampler.start_rss / 2**20:.0f} wall_s={wall:.0f} "
+        f"triggerer_rss_start_mb={sampler.start_rss / 2**20:.0f} wall_s={wall:.0f} db={db} "
         f"all_ok={all_ok}" + (f" error={error.replace(' ', '_')}" if error else "")
     )
     return 0 if all_ok else 1

@@ -4,7 +4,8 @@
 #   scripts/install.sh demo   what `make demo` needs: Airflow, MPI, matplotlib ("[demo]")
 #   scripts/install.sh full   every extra and the dev tools ("[all,dev]"), plus the Debian packages
 #                             the tests use: libkrb5-dev (psana2), chromium + chromium-driver (the
-#                             UI test), docker-compose (the compose file check)
+#                             UI test), docker-compose (the compose file check), postgresql
+#                             (scripts/services/postgres.sh)
 #
 # Airflow is installed at the version the suite is tested with (AIRFLOW_VERSION, 3.3.2); the
 # package itself accepts apache-airflow>=3.1,<4. Each profile leaves a stamp (.venv/.installed-*)
@@ -17,7 +18,7 @@ profile=${1:-full}
 AIRFLOW_VERSION=${AIRFLOW_VERSION:-3.3.2}
 case "$profile" in
 demo) extras="demo" apt_pkgs=() stamps=(demo) ;;
-full) extras="all,dev" apt_pkgs=(libkrb5-dev docker-compose chromium chromium-driver) stamps=(demo full) ;;
+full) extras="all,dev" apt_pkgs=(libkrb5-dev docker-compose chromium chromium-driver postgresql) stamps=(demo full) ;;
 -h | --help)
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     exit 0
@@ -37,7 +38,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
         echo "install: apt-get install ${need_apt[*]}"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
     else
-        echo "install: please install Debian packages: ${need_apt[*]} (psana2, UI and compose checks)" >&2
+        echo "install: please install Debian packages: ${need_apt[*]} (psana2, UI, compose and PostgreSQL checks)" >&2
     fi
 fi
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real, running Airflow 3.3 for end-to-end tests: api-server, scheduler, dag-processor and
-# triggerer on 127.0.0.1, LocalExecutor on SQLite, SimpleAuthManager with a known admin.
+# triggerer on 127.0.0.1, LocalExecutor on SQLite (or on the PostgreSQL server at
+# LCLSTREAM_AIRFLOW_DB_URL), SimpleAuthManager with a known admin.
 #
 #   scripts/services/airflow-standalone.sh start|stop|status|restart|restart-component C|logs|clean
 #
@@ -11,12 +12,18 @@
 # Why SQLite + LocalExecutor: Airflow 3 removed SequentialExecutor and accepts LocalExecutor on
 # SQLite (this is what `airflow standalone` runs). Task processes talk to the api-server's
 # execution API, not to the database, so the writers are the four components only; the database
-# is switched to WAL journaling so readers never block the writer. PostgreSQL would need psycopg2
-# and asyncpg in the venv (neither is a dependency) and another server to run on 2 cores.
+# is switched to WAL journaling so readers never block the writer. That carries the tests; it does
+# not carry ~20 transfers at once (bench/many_transfers.py: writers waited 60 s for the lock). For
+# such loads LCLSTREAM_AIRFLOW_DB_URL points the stack at a PostgreSQL server, e.g. the private one
+# of scripts/services/postgres.sh (drivers psycopg2 and asyncpg, in the [dev] extra):
+#
+#   LCLSTREAM_AIRFLOW_DB_URL=$(scripts/services/postgres.sh url) \
+#       scripts/services/airflow-standalone.sh start
 #
 # `start` is idempotent: a healthy stack started with the same settings is left alone; one started
 # with other settings (port, DAGs folder, ...) is restarted. Every start begins from a fresh
-# database, copied from a template migrated once per Airflow version, so no DAG runs, pauses or
+# database, copied from a template migrated once per Airflow version (PostgreSQL: `airflow db
+# reset`, which drops Airflow's tables and creates them anew), so no DAG runs, pauses or
 # import errors survive a restart. `start` waits until GET /api/v2/monitor/health reports the
 # metadatabase, scheduler, triggerer and dag_processor healthy and a token can be had from
 # POST /auth/token, else stops what it started, prints the log tails and exits 1.
@@ -32,6 +39,11 @@
 #   LCLSTREAM_AIRFLOW_USER / _PASSWORD  SimpleAuthManager admin (default admin / admin)
 #   LCLSTREAM_AIRFLOW_START_TIMEOUT     seconds to wait for health (default 120)
 #   LCLSTREAM_AIRFLOW_PARALLELISM       [core] parallelism (default 8)
+#   LCLSTREAM_AIRFLOW_DB_URL            metadata database as a SQLAlchemy URL, e.g.
+#                                       postgresql://airflow:PASSWORD@127.0.0.1:25432/airflow
+#                                       (`scripts/services/postgres.sh url`; postgresql:// means
+#                                       postgresql+psycopg2://); every start resets that
+#                                       database. Unset (default): SQLite in <home>/airflow.db
 #   LCLSTREAM_PYTHON                    interpreter whose `airflow` to run (default .venv)
 # AIRFLOW__* variables of the caller are ignored (the tests export some for dag.test()), except
 # the provider's own AIRFLOW__LCLSTREAM__* and AIRFLOW_CONN_* (connections), which reach every
@@ -58,6 +70,12 @@ COMPONENTS=(api-server scheduler dag-processor triggerer)
 RUN="$HOME_DIR/run"
 LOGS="$HOME_DIR/logs"
 DB="$HOME_DIR/airflow.db"
+DB_URL="${LCLSTREAM_AIRFLOW_DB_URL:-}"
+# A PostgreSQL URL without a driver gets psycopg2's: SQLAlchemy 2.1 takes psycopg (3), which is
+# not installed, for plain postgresql://. (The async engine's URL becomes postgresql+asyncpg.)
+if [[ $DB_URL == postgresql://* || $DB_URL == postgres://* ]]; then
+    DB_URL="postgresql+psycopg2://${DB_URL#*://}"
+fi
 
 # Forget the caller's Airflow settings: only this home's airflow.cfg counts.
 while IFS= read -r var; do unset "$var"; done < <(compgen -e | grep -E '^AIRFLOW__|^_AIRFLOW' | grep -v '^AIRFLOW__LCLSTREAM__' || true)
@@ -76,6 +94,8 @@ settings() {
         "$(printf '%s' "$AF_PASSWORD" | sha256sum | cut -c1-16)" "$PARALLELISM" "$PY"
     # provider settings and connections (hashed: connections may hold secrets)
     printf 'env_sha=%s\n' "$(env | grep -E '^(AIRFLOW__LCLSTREAM__|AIRFLOW_CONN_)' | sort | sha256sum | cut -c1-16)"
+    # the database URL (hashed: it holds a password); no line for SQLite, as before it existed
+    if [[ -n $DB_URL ]]; then printf 'db_sha=%s\n' "$(printf '%s' "$DB_URL" | sha256sum | cut -c1-16)"; fi
 }
 
 # Exit 0 when the health endpoint reports every component healthy; prints the JSON otherwise.
@@ -185,6 +205,20 @@ stop_all() {
     rm -f "$RUN/settings"
 }
 
+# The [database] section of airflow.cfg.
+database_config() {
+    if [[ -n $DB_URL ]]; then
+        # "%" (a URL-encoded password) must be doubled for configparser's interpolation.
+        printf '# LCLSTREAM_AIRFLOW_DB_URL\nsql_alchemy_conn = %s\n' "${DB_URL//%/%%}"
+        return
+    fi
+    cat <<EOF
+# SQLite allows one writer: wait up to 60 s for the lock instead of sqlite's 5 s default
+# (four components plus task processes write; a 5 s wait was seen to fail under load).
+sql_alchemy_conn = sqlite:///$DB?timeout=60
+EOF
+}
+
 write_config() {
     local jwt secret
     jwt=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(64))')
@@ -206,9 +240,7 @@ simple_auth_manager_users = $AF_USER:admin
 simple_auth_manager_passwords_file = $HOME_DIR/passwords.json
 
 [database]
-# SQLite allows one writer: wait up to 60 s for the lock instead of sqlite's 5 s default
-# (four components plus task processes write; a 5 s wait was seen to fail under load).
-sql_alchemy_conn = sqlite:///$DB?timeout=60
+$(database_config)
 
 [api]
 host = $HOST
@@ -260,9 +292,19 @@ EOF
     umask 022
 }
 
-# A fresh database: a copy of the template migrated once per Airflow version.
+# A fresh database: a copy of the template migrated once per Airflow version; on PostgreSQL
+# (LCLSTREAM_AIRFLOW_DB_URL) Airflow's tables dropped and created anew.
 fresh_db() {
     local version template
+    if [[ -n $DB_URL ]]; then
+        log "resetting the metadata database at ${DB_URL%%://*}://...@${DB_URL##*@}"
+        if ! "$AIRFLOW" db reset -y > "$LOGS/migrate.log" 2>&1; then
+            log "'airflow db reset' failed"
+            tail -n 40 "$LOGS/migrate.log" >&2
+            return 1
+        fi
+        return 0
+    fi
     version=$("$PY" -c 'from importlib.metadata import version; print(version("apache-airflow"))')
     template="$ROOT/airflow-standalone-template/airflow-$version.db"
     rm -f "$DB" "$DB-wal" "$DB-shm"
