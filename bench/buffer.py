@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import socket
 import statistics
 import subprocess
@@ -45,6 +46,8 @@ HERE = Path(__file__).resolve()
 MIB = 1 << 20
 QUEUE_BYTES = 64 * MIB
 """Bytes a socket may queue (HWM = this / message size): bounds memory at 40 MB messages."""
+BUFFER_ARGS: list[str] = []
+"""Extra ``lclstream-buffer`` arguments (``--buffer-args``)."""
 IDLE_END_S = 1.5
 """A consumer stops once data came and nothing more arrived for this long."""
 
@@ -220,6 +223,7 @@ def run_case(library: str, hop: str, size: int, total_bytes: int) -> Result:
                     *("--input-transport", library, "--output-transport", library),
                     *("--expect-producers", "2", "--drain-timeout", "5"),
                     *("--log-interval", "600", "--max-message-mb", "0"),
+                    *BUFFER_ARGS,
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -292,7 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds per case (median kept)")
     parser.add_argument("--gb", type=float, default=3.0, help="GB moved per round (default 3)")
+    parser.add_argument(
+        "--buffer-args", default="", metavar="ARGS",
+        help="extra lclstream-buffer arguments, e.g. \"--socket-queue 16\"",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    BUFFER_ARGS[:] = shlex.split(args.buffer_args)
     if args.rounds < 1 or args.gb <= 0:
         parser.error("--rounds must be >= 1 and --gb > 0")
     total = int(args.gb * 1e9)
