@@ -23,6 +23,7 @@ Examples::
 
     python bench/buffer.py                # every case, 3 rounds (~4 min on 2 cores)
     python bench/buffer.py --rounds 1 --gb 1   # a quick look
+    python bench/buffer.py --buffer-args "--socket-queue 16"   # a buffer setting tried
 """
 
 from __future__ import annotations
