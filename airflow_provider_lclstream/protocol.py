@@ -178,7 +178,7 @@ def producer_name(rank: int) -> str:
 
 BUFFER_HOST_PREFIX = "lclstream-buffer: runs on host "
 """The line ``lclstream-buffer`` prints on stdout once its sockets are bound: where it runs, for
-job backends that do not say on which node a job landed (psik, the Superfacility API)."""
+job backends that do not say on which node a job landed (psik)."""
 
 
 def buffer_host_line(host: str | None = None) -> str:

@@ -48,6 +48,7 @@ from airflow_provider_lclstream.backends.base import (
 from airflow_provider_lclstream.backends.slurm import (
     OUTPUT_PATTERN,
     backend_error,
+    expand_hostlist,
     expand_output_path,
     job_status,
     parse_exit_code,
@@ -258,6 +259,7 @@ class SfapiBackend(BaseJobBackend):
                 "reason": live.get("reason"),
                 "name": live.get("name"),
                 "workdir": live.get("work_dir"),
+                "nodelist": live.get("nodelist"),
             }
         rows = await self._rows(client, True, f"jobid={job_id}")
         done = next((r for r in rows if str(r.get("jobid")) == job_id), None)
@@ -269,6 +271,7 @@ class SfapiBackend(BaseJobBackend):
                 "signal": sig,
                 "name": done.get("jobname"),
                 "workdir": done.get("workdir"),
+                "nodelist": done.get("nodelist"),
             }
         if live is not None:
             return {
@@ -312,6 +315,7 @@ class SfapiBackend(BaseJobBackend):
             exit_code=record.get("exit_code"),
             signal=record.get("signal"),
             reason=record.get("reason"),
+            nodes=expand_hostlist(str(record.get("nodelist") or "")),  # squeue's and sacct's
         )
 
     async def _cancel(self, client: Any, job_id: str) -> None:

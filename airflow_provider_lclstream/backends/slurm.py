@@ -166,9 +166,10 @@ _HOSTLIST_ITEM = re.compile(r"([^,\[]*)(?:\[([^\]]*)\])?([^,\[]*)")
 
 
 def expand_hostlist(value: str) -> list[str]:
-    """SLURM's host list (``lcls-n[1-3,5],gpu7``) as names; ``""`` and ``(null)`` -> ``[]``."""
+    """SLURM's host list (``lcls-n[1-3,5],gpu7``) as names; ``""``, ``(null)`` and sacct's
+    ``None assigned`` -> ``[]``."""
     value = value.strip()
-    if not value or value in ("(null)", "None"):
+    if not value or value in ("(null)", "None", "None assigned"):
         return []
     names: list[str] = []
     pos = 0

@@ -56,7 +56,7 @@ def wait_buffer_placed(
     the backend's ``node_address``): where producers and consumers reach it.
 
     A job that ends first fails with its log; one not placed within ``timeout_s`` (still queued)
-    is cancelled. For a backend that names no node (psik, the Superfacility API) the buffer
+    is cancelled. For a backend that names no node (psik) the buffer
     tells where it runs: the host line it prints on stdout once its sockets are bound
     (``protocol.buffer_host_line``), read from the job's log; a running job whose log shows no
     such line within ``HOST_LINE_WAIT_S`` is taken to run on this host (127.0.0.1), with a

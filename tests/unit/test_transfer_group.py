@@ -149,7 +149,7 @@ def test_the_buffer_address_is_the_node_its_job_runs_on(tmp_path: Any) -> None:
 def test_a_backend_that_names_no_node_learns_it_from_the_buffer_s_log(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """psik and the Superfacility API do not say where a job runs: the buffer's own host line
+    """psik does not say where a job runs: the buffer's own host line
     (``protocol.buffer_host_line``) in the job's log does; without one, 127.0.0.1 after
     ``HOST_LINE_WAIT_S``. Real local jobs, their nodes hidden."""
     import dataclasses

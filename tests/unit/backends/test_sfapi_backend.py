@@ -224,7 +224,8 @@ class FakeSfApi(BaseHTTPRequestHandler):
                 state = job["state"]
                 rows.append(
                     {"jobid": job_id, "jobname": job["name"], "state": state,
-                     "exitcode": job["exitcode"], "workdir": job["workdir"], "user": job["user"]}
+                     "exitcode": job["exitcode"], "workdir": job["workdir"], "user": job["user"],
+                     "nodelist": job.get("nodelist", "None assigned")}
                 )  # fmt: skip
                 step = {"jobid": f"{job_id}.batch", "jobname": "batch", "state": state}
                 rows.append(step)
@@ -232,7 +233,8 @@ class FakeSfApi(BaseHTTPRequestHandler):
                 rows.append(
                     {"jobid": job_id, "name": job["name"], "state": job["state"],
                      "reason": "Priority" if job["state"] == "PENDING" else "None",
-                     "work_dir": job["workdir"], "user": job["user"]}
+                     "work_dir": job["workdir"], "user": job["user"],
+                     "nodelist": job.get("nodelist", "")}
                 )  # fmt: skip
         return rows
 
@@ -320,10 +322,18 @@ def test_submit_state_log_find_cancel(server: str) -> None:
     )
     assert backend.log_tail(job_id) == ("", 0)  # no output file yet
 
+    assert backend.state(job_id).nodes == ()  # pending: no node yet
+    from airflow_provider_lclstream.backends.slurm import expand_hostlist
+
+    assert expand_hostlist("None assigned") == []  # sacct's words for a job that never ran
     job = FakeSfApi.jobs[job_id]
-    job["state"] = "RUNNING"
+    job["state"], job["nodelist"] = "RUNNING", "nid[001234-001235]"
     FakeSfApi.files[job["output"]] = "first line\nsecond é\n".encode()
-    assert backend.state(job_id).state is JobState.RUNNING
+    running = backend.state(job_id)
+    assert running.state is JobState.RUNNING
+    # where it runs (squeue's nodelist, expanded): start_buffer's address for a buffer job
+    assert running.nodes == ("nid001234", "nid001235")
+    assert backend.node_address("nid001234") == "nid001234"
     text, offset = backend.log_tail(job_id)
     assert (text, offset) == ("first line\nsecond é\n", len(FakeSfApi.files[job["output"]]))
     assert backend.log_tail(job_id, offset) == ("", offset)
