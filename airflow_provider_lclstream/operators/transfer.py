@@ -266,12 +266,14 @@ class StartBufferOperator(BufferWaitMixin, BaseOperator):
         """Resume after ``BufferReadyTrigger`` fired: the result (rebuilt from this task's XCom),
         or the wait's error."""
         request = TransferRequest.model_validate(self.request)
-        ti = context["ti"]
         try:
             self.check_buffer_event(event, role_conn_id(request, layout.BUFFER), self.ready_timeout)
         except BaseException:
-            self._cancel_buffers(request, pull_ids(context, ti.task_id, layout.JOB_ID))
+            if "ti" in context:  # the other buffers of this task (the event's was cancelled)
+                ids = pull_ids(context, context["ti"].task_id, layout.JOB_ID)
+                self._cancel_buffers(request, ids)
             raise
+        ti = context["ti"]
         pushed = {
             key: ti.xcom_pull(task_ids=ti.task_id, key=key, map_indexes=ti.map_index)
             for key in (layout.JOB_ID, layout.BUFFERS, *layout.BUFFER_URL_KEYS)
