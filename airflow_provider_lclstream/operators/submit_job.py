@@ -125,14 +125,19 @@ class SubmitJobOperator(BaseOperator):
         self.log.info("resuming job %s from an earlier try (%s)", job_id, status.state.value)
         return job_id
 
+    def _start_job(self, backend: JobBackend, spec: JobSpec, context: Context) -> str:
+        """Start the job (a subclass may hand it to a job that runs already); its id."""
+        job_id = backend.submit(spec)
+        self.log.info("submitted job %s (%s) to %s", job_id, spec.name, backend.name)
+        return job_id
+
     def execute(self, context: Context) -> str:
         self._context = context
         spec = self.job_spec(context)
         backend = self.hook.get_conn()
         job_id = self._previous_job(backend, spec.name or "")
         if job_id is None:
-            job_id = backend.submit(spec)
-            self.log.info("submitted job %s (%s) to %s", job_id, spec.name, backend.name)
+            job_id = self._start_job(backend, spec, context)
         self._job_id = job_id
         context["ti"].xcom_push(key=JOB_ID_XCOM_KEY, value=job_id)
         job_url = getattr(backend, "job_url", lambda _: None)(job_id)

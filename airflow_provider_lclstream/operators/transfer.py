@@ -29,12 +29,14 @@ from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import TaskDeferred
 
+from airflow_provider_lclstream.backends.base import JobState
 from airflow_provider_lclstream.config.job import JobSpec, job_name_for
 from airflow_provider_lclstream.config.transfer import TransferRequest
 from airflow_provider_lclstream.exceptions import JobBackendError
 from airflow_provider_lclstream.hooks import settings
 from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
 from airflow_provider_lclstream.hooks.linked_jobs import cancel_all, linked_jobs, pull_ids
+from airflow_provider_lclstream.hooks.warm_pool import NO_POOL, claim_warm, claimed_job
 from airflow_provider_lclstream.links import TransferLink
 from airflow_provider_lclstream.operators.buffer_wait import (
     BufferWaitMixin,
@@ -59,7 +61,9 @@ from airflow_provider_lclstream.transfer.jobs import (
     buffer_of,
     buffer_ports,
     consumer_job,
+    render_config,
     streamer_job,
+    streamer_num_events,
 )
 from airflow_provider_lclstream.transfer.layout import JobSources, LinkedJob, role_conn_id
 from airflow_provider_lclstream.transfer.report import (
@@ -70,6 +74,8 @@ from airflow_provider_lclstream.transfer.report import (
 
 BUFFER_TASK_ID = layout.START_BUFFER  # the default ``buffer_task``
 CONSUMERS_TASK_ID = layout.START_CONSUMERS  # the default ``consumers_task``
+WARM_XCOM_KEY = "warm_streamer"
+"""XCom of ``run_streamer``: True when its streamer ran in a claimed standby job."""
 __all__ = [  # pull_ids and role_conn_id: their old home
     "ConsumerOperator",
     "LCLStreamerOperator",
@@ -526,7 +532,42 @@ class LCLStreamerOperator(SubmitJobOperator):
             else buffer_urls(context, request, layout.INPUT_URL, self.buffer_task, self.url_timeout)
         )
         config = request.to_streamer_config(urls)  # rank r sends to buffer r % buffers
+        self._config_text = render_config(config)
         job = streamer_job(
             request, config, launcher=self.launcher, logbook_url=settings.get("logbook_url")
         )
         return named(job, context)
+
+    def _previous_job(self, backend: JobBackend, name: str) -> str | None:
+        """An earlier try's job: a standby job it claimed (by this task's job name), else the
+        job of that name (``SubmitJobOperator``)."""
+        claimed = claimed_job(name)
+        if claimed is not None:
+            status = backend.state(claimed)
+            if status.state not in (JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT):
+                self.log.info("resuming standby job %s that an earlier try claimed", claimed)
+                return claimed
+        return super()._previous_job(backend, name)
+
+    def _start_job(self, backend: JobBackend, spec: JobSpec, context: Context) -> str:
+        """A warm standby job of a pool that serves this streamer (``hooks/warm_pool.py``),
+        handed this run's config; else a fresh job (the fallback is counted in the pool)."""
+        request = TransferRequest.model_validate(self.request)
+        job_id, why = claim_warm(
+            conn_id=self.conn_id,
+            ranks=request.ranks,
+            launcher=self.launcher,
+            attributes=request.streamer.attributes,
+            exp=request.exp,
+            config_text=self._config_text,
+            num_events=streamer_num_events(request),
+            claim_id=spec.name or "",
+            logbook_url=settings.get_optional("logbook_url"),
+        )
+        if job_id is not None:
+            self.log.info("%s: the streamer runs in it (no submission)", why)
+            context["ti"].xcom_push(key=WARM_XCOM_KEY, value=True)
+            return job_id
+        if why != NO_POOL:
+            self.log.warning("no warm streamer (%s); submitting a fresh job", why)
+        return super()._start_job(backend, spec, context)

@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream events (psana2, psana1, synthetic, HDF5) through a processing "
         "pipeline and serializer to files or NNG/ZeroMQ sockets. Reads upstream LCLStreamer "
         "config files, flat or sectioned. Run under 'mpiexec -n N' for N producer ranks.",
+        epilog="examples:\n"
+        "  mpiexec -n 4 lclstreamer -c lclstreamer.yaml\n"
+        "  lclstreamer -c lclstreamer.yaml --check\n"
+        "  mpiexec -n 4 lclstreamer --standby tcp://0.0.0.0:0 --idle-timeout 600\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config",
@@ -128,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--progress-every", type=float, default=5.0, help="seconds between progress lines (5)"
+    )
+    parser.add_argument(
+        "--standby",
+        metavar="BIND",
+        default=None,
+        help="warm streamer: start every rank, import psana and the serializers, then wait for "
+        "one run on this control socket (rank 0 binds it; port 0 picks a free one), e.g. "
+        "--standby tcp://0.0.0.0:0 (streamer/standby.py); --config is not read",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=600.0,
+        help="with --standby: exit 0 unused after this many idle seconds (600)",
     )
     return parser
 
@@ -157,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_events is not None and args.num_events < 0:
         print("lclstreamer: --num-events must be >= 0", file=sys.stderr)
         return 2
+    if args.standby is not None:
+        return standby(args)
     try:
         args.config = config_path(args.config)
     except LCLStreamError as err:
@@ -170,14 +191,68 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"lclstreamer: {args.config} is valid")
         return 0
+    return stream(config, args, *mpi_partition())
 
+
+def standby(args: argparse.Namespace) -> int:
+    """``--standby``: wait for one run on the control socket, then :func:`stream` it on every
+    rank (``streamer/standby.py``); 0 when it ended unused (stopped or idle)."""
+    from airflow_provider_lclstream.config.loader import parse_streamer_config
+    from airflow_provider_lclstream.streamer import standby as warm
+
+    if not args.standby.startswith("tcp://") or args.idle_timeout <= 0:
+        print(
+            "lclstreamer: --standby takes tcp://HOST:PORT (port 0: any free one) and "
+            "--idle-timeout a positive number of seconds",
+            file=sys.stderr,
+        )
+        return 2
+    comm, rank, size = mpi_partition()
+    loaded = warm.preload()
+    message: dict[str, Any] | None = None
+    server = None
+    if rank == 0:
+        try:
+            server = warm.ControlServer(args.standby, size, parse_streamer_config)
+        except Exception as err:  # zmq.ZMQError: the address is taken or not ours
+            print(f"lclstreamer: cannot bind {args.standby}: {err}", file=sys.stderr)
+            message = {"error": str(err)}
+        if server is not None:
+            server.start()
+            print(f"lclstreamer: standby: {size} rank(s), imported {', '.join(loaded)}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            emit_line(warm.standby_line(warm.standby_host(), server.port))
+            message = server.wait(args.idle_timeout)
+    message = warm.share(comm, rank, size, message)
+    if message is not None and "error" in message:
+        return 2
+    if message is None:
+        if server is not None:
+            server.close()
+        if rank == 0:
+            print("lclstreamer: standby ended unused (stopped, or idle for "
+                  f"{args.idle_timeout:g} s)", file=sys.stderr, flush=True)  # fmt: skip
+        return 0
+    if rank == 0:
+        print(f"lclstreamer: standby: claimed by {message.get('claim')}", file=sys.stderr,
+              flush=True)  # fmt: skip
+    config = parse_streamer_config(message["config"], {})
+    args.num_events = message.get("num_events")
+    try:
+        return stream(config, args, comm, rank, size)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def stream(config: Any, args: argparse.Namespace, comm: Any, rank: int, size: int) -> int:
+    """Run ``config`` on this rank (``args``: num_events, send_timeout, progress_every, debug):
+    the summary line, the ``TOTAL`` line on rank 0, and the exit code."""
     from airflow_provider_lclstream.streamer.allocator import keep_freed_memory
     from airflow_provider_lclstream.streamer.engine import Streamer
     from airflow_provider_lclstream.streamer.sources.base import Partition
 
     keep_freed_memory()
-
-    comm, rank, size = mpi_partition()
 
     def progress(stats: dict[str, Any]) -> None:
         print(

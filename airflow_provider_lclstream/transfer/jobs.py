@@ -173,6 +173,47 @@ def render_config(config: StreamerConfig) -> str:
     return yaml.safe_dump(dump_flat(config), sort_keys=False)
 
 
+def streamer_num_events(request: TransferRequest) -> int | None:
+    """The ``--num-events`` of the request's streamer (None: every event)."""
+    return request.events if request.events is not None and not request.synthetic else None
+
+
+def _launch(ranks: int, launcher: str, bin_dir: str | None) -> list[str]:
+    if launcher == "srun":
+        return ["srun", "-n", str(ranks)]
+    return [tool("mpiexec", bin_dir), "-n", str(ranks)]
+
+
+def _streamer_script(
+    command: list[str], ranks: int, checks: list[str], head: str, bin_dir: str | None
+) -> str:
+    """The streamer job's script around ``command`` (the launcher and its ranks): the ranks'
+    tally directory (one per job: jobs may share a working directory), the SIGTERM trap, and
+    after a failed launcher the ``checks`` and every rank's tally."""
+    tally = [tool("python", bin_dir), "-m", "airflow_provider_lclstream.streamer.tally",
+             "--wait", str(TALLY_WAIT_S)]  # fmt: skip
+    fallback = [*checks, f'{shell_join(tally)} "${TALLY_DIR_ENV}" {ranks} || true']
+    run_line = shell_join(command) + f" || {{ rc=$?; {'; '.join(fallback)}; exit $rc; }}"
+    tally_dir = f"{TALLY_DIR}-${{SLURM_JOB_ID:-${{LCLSTREAM_JOB_ID:-$$}}}}"
+    return (
+        "#!/bin/bash\nset -euo pipefail\n"
+        + head
+        + f'export {TALLY_DIR_ENV}="$PWD/{tally_dir}"; rm -rf "${TALLY_DIR_ENV}"\n'
+        # cancelled (SIGTERM to every process of the job): the shell outlives the launcher and
+        # prints the ranks' counts (a trapped signal is reset to its default in the children)
+        + "trap 'echo \"lclstreamer job: SIGTERM: the counts of the ranks follow\" >&2' TERM\n"
+        + run_line
+        + "\n"
+    )
+
+
+def _streamer_environment(logbook_url: str | None) -> dict[str, str]:
+    return {
+        **{k: os.environ[k] for k in PASSED_ENVIRONMENT if k in os.environ},
+        **({"LCLSTREAM_LOGBOOK_URL": logbook_url} if logbook_url else {}),
+    }
+
+
 def streamer_job(
     request: TransferRequest,
     config: StreamerConfig,
@@ -189,50 +230,63 @@ def streamer_job(
     by a walk of the run's files that names a corrupt dgram (file, offset) in the job's log:
     psana dies in C on a corrupt big-data dgram and cannot say which one it was. Every failed
     ``mpiexec`` is followed by each rank's tally (``streamer/tally.py``, kept in
-    ``./lclstreamer-tally``): each rank's summary as it wrote it there when it ended or got
-    SIGTERM, or, for a rank killed outright, the count of every event it read. The job's shell
-    traps SIGTERM so that a cancelled job prints them too: a rank's own summary line can be
-    lost on the way through ``srun``, which SIGKILLs the ranks when it is cancelled."""
+    ``./lclstreamer-tally-JOBID``): each rank's summary as it wrote it there when it ended or
+    got SIGTERM, or, for a rank killed outright, the count of every event it read. The job's
+    shell traps SIGTERM so that a cancelled job prints them too: a rank's own summary line can
+    be lost on the way through ``srun``, which SIGKILLs the ranks when it is cancelled."""
     text = render_config(config)
     if CONFIG_END in text:
         raise ValueError("the streamer config contains the here-document terminator")
-    if launcher == "srun":
-        launch = ["srun", "-n", str(request.ranks)]
-    else:
-        launch = [tool("mpiexec", bin_dir), "-n", str(request.ranks)]
-    command = [*launch, tool("lclstreamer", bin_dir), "-c", "lclstreamer.yaml"]
-    if request.events is not None and not request.synthetic:
-        command += ["--num-events", str(request.events)]
-    fallback = []
+    command = [*_launch(request.ranks, launcher, bin_dir), tool("lclstreamer", bin_dir),
+               "-c", "lclstreamer.yaml"]  # fmt: skip
+    num_events = streamer_num_events(request)
+    if num_events is not None:
+        command += ["--num-events", str(num_events)]
+    checks = []
     if request.exp is not None and request.xtc_dir and request.psana_version == 2:
         check = [tool("python", bin_dir), "-m", "airflow_provider_lclstream.streamer.xtc2",
                  request.xtc_dir, request.exp, str(request.run)]  # fmt: skip
-        fallback.append(f"{shell_join(check)} >&2 || true")
-    tally = [tool("python", bin_dir), "-m", "airflow_provider_lclstream.streamer.tally",
-             "--wait", str(TALLY_WAIT_S), TALLY_DIR, str(request.ranks)]  # fmt: skip
-    fallback.append(f"{shell_join(tally)} || true")
-    run_line = shell_join(command) + f" || {{ rc=$?; {'; '.join(fallback)}; exit $rc; }}"
-    script = (
-        "#!/bin/bash\nset -euo pipefail\n"
-        f"cat > lclstreamer.yaml <<'{CONFIG_END}'\n{text}{CONFIG_END}\n"
-        f'rm -rf {TALLY_DIR}; export {TALLY_DIR_ENV}="$PWD/{TALLY_DIR}"\n'
-        # cancelled (SIGTERM to every process of the job): the shell outlives the launcher and
-        # prints the ranks' counts (a trapped signal is reset to its default in the children)
-        f"trap 'echo \"lclstreamer job: SIGTERM: the counts of the ranks follow\" >&2' TERM\n"
-        + run_line
-        + "\n"
-    )
+        checks.append(f"{shell_join(check)} >&2 || true")
+    head = f"cat > lclstreamer.yaml <<'{CONFIG_END}'\n{text}{CONFIG_END}\n"
     return JobSpec(
         name=f"streamer-{request.label}",
-        script=script,
-        environment={
-            **{k: os.environ[k] for k in PASSED_ENVIRONMENT if k in os.environ},
-            **({"LCLSTREAM_LOGBOOK_URL": logbook_url} if logbook_url else {}),
-        },
+        script=_streamer_script(command, request.ranks, checks, head, bin_dir),
+        environment=_streamer_environment(logbook_url),
         resources=ResourceSpec(
             duration=duration_min, process_count=request.ranks, exclusive_node_use=False
         ),
         attributes=request.streamer.attributes,
+    )
+
+
+def standby_streamer_job(
+    name: str,
+    ranks: int,
+    *,
+    launcher: str = "mpiexec",
+    idle_timeout_s: float = 600,
+    duration_min: int = 60,
+    attributes: dict[str, str] | None = None,
+    bin_dir: str | None = None,
+    logbook_url: str | None = None,
+) -> JobSpec:
+    """A warm streamer: ``mpiexec -n RANKS lclstreamer --standby tcp://0.0.0.0:0`` waiting
+    ``idle_timeout_s`` for one run (``streamer/standby.py``), then running it as
+    :func:`streamer_job` would (same tally and SIGTERM handling; the xtc2 walk after a failure
+    is not done: the run is not known when the job starts). Its time limit covers the wait and
+    ``duration_min`` of streaming."""
+    command = [*_launch(ranks, launcher, bin_dir), tool("lclstreamer", bin_dir),
+               "--standby", "tcp://0.0.0.0:0", "--idle-timeout", f"{idle_timeout_s:g}"]  # fmt: skip
+    return JobSpec(
+        name=name,
+        script=_streamer_script(command, ranks, [], "", bin_dir),
+        environment=_streamer_environment(logbook_url),
+        resources=ResourceSpec(
+            duration=duration_min + int(idle_timeout_s // 60) + 1,
+            process_count=ranks,
+            exclusive_node_use=False,
+        ),
+        attributes=dict(attributes or {}),
     )
 
 
@@ -284,6 +338,8 @@ __all__ = [
     "consumer_job",
     "render_config",
     "shell_quote",
+    "standby_streamer_job",
     "streamer_job",
+    "streamer_num_events",
     "tool",
 ]

@@ -244,12 +244,12 @@ def test_a_cancelled_streamer_job_prints_every_rank_s_exact_count(tmp_path: Path
     script.write_text(spec.script)
     job = subprocess.Popen(
         ["bash", str(script)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
+        text=True, start_new_session=True, env={**os.environ, "LCLSTREAM_JOB_ID": "j7"},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            tallies = [read_tally(tmp_path / "lclstreamer-tally", r) for r in range(2)]
+            tallies = [read_tally(tmp_path / "lclstreamer-tally-j7", r) for r in range(2)]
             if all(t is not None and t["events"] >= 2 for t in tallies):
                 break
             assert job.poll() is None, job.communicate()

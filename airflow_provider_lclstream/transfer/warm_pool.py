@@ -1,0 +1,304 @@
+"""Warm streamer pools: standby ``lclstreamer`` jobs kept ready per instrument (issue #19).
+
+A pool (:class:`PoolSpec`) keeps ``size`` standby jobs (``transfer/jobs.py``:
+``standby_streamer_job``) on one job backend connection, for ``ranks`` ranks. A transfer's
+``run_streamer`` claims one (:func:`claim`): it hands the job its streamer config over the job's
+control socket (``streamer/standby.py``) and then watches that job as if it had submitted it.
+The claim is atomic on the job (a standby accepts one run), so the pool's record may be stale
+without two transfers ever sharing a job. With no live standby job the transfer submits a fresh
+one, as without a pool, and the pool counts the fallback.
+
+:func:`maintain` is the health check: it drops jobs that ended (``expired``: exit 0 after their
+idle timeout) or that do not answer a ping while running (``dead``: cancelled), then submits
+jobs up to ``size``. Every drop and fallback is counted and kept in the pool's recent events,
+which the transfers API and page show.
+
+This module is plain Python over a job backend; the Airflow Variable that holds the pools is
+``hooks/warm_pool.py``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, Field
+
+from airflow_provider_lclstream.backends.base import JobBackendError
+from airflow_provider_lclstream.streamer import standby
+from airflow_provider_lclstream.transfer.jobs import standby_streamer_job
+
+if TYPE_CHECKING:
+    from airflow_provider_lclstream.backends.base import JobBackend
+
+EVENTS_KEPT = 30
+"""Recent events kept per pool (drops, fallbacks, claims), newest last."""
+CLAIMS_KEPT = 200
+"""Claims remembered per pool (the claiming task's job name → job id), for a retried task."""
+START_GRACE_S = 120.0
+"""A submitted standby job that printed no control address within this time is dropped as dead."""
+COUNTERS = ("submitted", "claimed", "fallbacks", "dead", "expired", "refused")
+
+
+class PoolSpec(BaseModel):
+    """What a pool keeps ready. It serves a transfer whose streamer runs on ``conn_id`` (None:
+    the local backend) with ``ranks`` ranks, ``launcher``, the same job ``attributes`` and, when
+    ``instrument`` is set, an experiment of that instrument (its name's prefix, e.g. ``mfx``)."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    conn_id: str | None = None
+    ranks: int = Field(default=2, ge=1, le=4096)
+    launcher: Literal["mpiexec", "srun"] = "mpiexec"
+    size: int = Field(default=1, ge=0, le=64, description="standby jobs kept ready")
+    idle_timeout_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    instrument: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+    duration_min: int = Field(default=60, ge=1, description="streaming time after a claim")
+
+    def serves(
+        self,
+        conn_id: str | None,
+        ranks: int,
+        launcher: str,
+        attributes: dict[str, str],
+        exp: str | None,
+    ) -> bool:
+        instrument_ok = self.instrument is None or (exp or "").startswith(self.instrument)
+        return (
+            self.conn_id == conn_id
+            and self.ranks == ranks
+            and self.launcher == launcher
+            and self.attributes == attributes
+            and instrument_ok
+        )
+
+
+class StandbyJob(BaseModel):
+    job_id: str
+    submitted: float
+    address: str | None = None
+
+
+class PoolState(BaseModel):
+    """A pool: its spec, its standby jobs, its counters, recent events and claims."""
+
+    spec: PoolSpec
+    jobs: list[StandbyJob] = Field(default_factory=list)
+    counters: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    events: list[str] = Field(default_factory=list)
+    claims: dict[str, str] = Field(default_factory=dict)
+    checked: float | None = None
+
+    def count(self, counter: str, event: str | None = None) -> None:
+        self.counters[counter] = self.counters.get(counter, 0) + 1
+        if event:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self.events = [*self.events, f"{stamp} {event}"][-EVENTS_KEPT:]
+
+    def remember_claim(self, name: str, job_id: str) -> None:
+        claims = {**self.claims, name: job_id}
+        self.claims = dict(list(claims.items())[-CLAIMS_KEPT:])
+
+
+class PoolBook(BaseModel):
+    """Every pool, by name (the JSON of the Airflow Variable ``lclstream_warm_pools``)."""
+
+    pools: dict[str, PoolState] = Field(default_factory=dict)
+
+    def serving(
+        self,
+        conn_id: str | None,
+        ranks: int,
+        launcher: str,
+        attributes: dict[str, str],
+        exp: str | None,
+    ) -> list[PoolState]:
+        """The pools that may serve this streamer (an emptied pool, size 0, serves none);
+        instrument pools first."""
+        found = [
+            p
+            for p in self.pools.values()
+            if p.spec.size > 0 and p.spec.serves(conn_id, ranks, launcher, attributes, exp)
+        ]
+        return sorted(found, key=lambda p: p.spec.instrument is None)
+
+    def claimed_job(self, name: str) -> str | None:
+        """The standby job an earlier try of task job ``name`` claimed, if any."""
+        for pool in self.pools.values():
+            if name in pool.claims:
+                return pool.claims[name]
+        return None
+
+
+def address_of(backend: JobBackend, job: StandbyJob) -> str | None:
+    """``tcp://HOST:PORT`` of a standby job's control socket: the port from its log's standby
+    line, the host from the backend's node list (rank 0 runs on the first node), else the host
+    the job printed; None while it has printed none."""
+    if job.address:
+        return job.address
+    try:
+        text, _ = backend.log_tail(job.job_id, -16_000)
+    except JobBackendError:
+        return None
+    found = standby.parse_standby(text or "")
+    if found is None:
+        return None
+    host, port = found
+    try:
+        nodes: list[str] = list(backend.state(job.job_id).nodes)
+    except JobBackendError:
+        nodes = []
+    job.address = f"tcp://{nodes[0] if nodes else host}:{port}"
+    return job.address
+
+
+def submit(state: PoolState, backend: JobBackend, logbook_url: str | None = None) -> str:
+    """Submit one standby job for the pool and record it."""
+    spec = state.spec
+    job = standby_streamer_job(
+        f"standby-{spec.name}",
+        spec.ranks,
+        launcher=spec.launcher,
+        idle_timeout_s=spec.idle_timeout_s,
+        duration_min=spec.duration_min,
+        attributes=spec.attributes,
+        logbook_url=logbook_url,
+    )
+    job_id = backend.submit(job)
+    state.jobs = [*state.jobs, StandbyJob(job_id=job_id, submitted=time.time())]
+    state.count("submitted")
+    return job_id
+
+
+def _drop(state: PoolState, job: StandbyJob, counter: str, why: str) -> None:
+    state.jobs = [j for j in state.jobs if j.job_id != job.job_id]
+    state.count(counter, f"{counter}: standby job {job.job_id} {why}")
+
+
+def _cancel_quietly(backend: JobBackend, job_id: str) -> None:
+    with contextlib.suppress(JobBackendError):
+        backend.cancel(job_id)
+
+
+def check(
+    state: PoolState, backend: JobBackend, job: StandbyJob, timeout_s: float, now: float
+) -> bool:
+    """Whether ``job`` is alive: ended jobs are dropped (``expired`` after a clean exit, else
+    ``dead``); a running one that does not answer a ping is cancelled and dropped (``dead``);
+    one still starting is kept for :data:`START_GRACE_S`."""
+    try:
+        status = backend.state(job.job_id)
+    except JobBackendError as err:
+        _drop(state, job, "dead", f"unknown to its backend: {err}")
+        return False
+    if status.is_final:
+        clean = status.state.is_success
+        _drop(state, job, "expired" if clean else "dead", f"ended {status.state.value}")
+        return False
+    address = address_of(backend, job)
+    if address is None:
+        if now - job.submitted > START_GRACE_S:
+            _cancel_quietly(backend, job.job_id)
+            _drop(state, job, "dead", f"printed no control address in {START_GRACE_S:g} s")
+            return False
+        return True  # pending or starting
+    try:
+        answer = standby.ping(address, timeout_s)
+    except standby.StandbyUnreachable:
+        _cancel_quietly(backend, job.job_id)
+        _drop(state, job, "dead", f"did not answer a ping at {address} within {timeout_s} s")
+        return False
+    if answer.get("state") != "idle":
+        _drop(state, job, "dead", f"is {answer.get('state')} (claimed or expired), not idle")
+        return False
+    return True
+
+
+def maintain(
+    state: PoolState,
+    backend: JobBackend,
+    *,
+    ping_timeout_s: float = standby.DEFAULT_TIMEOUT_S,
+    logbook_url: str | None = None,
+) -> PoolState:
+    """The health check: drop ended and silent jobs, then submit up to ``size``."""
+    now = time.time()
+    for job in list(state.jobs):
+        check(state, backend, job, ping_timeout_s, now)
+    while len(state.jobs) < state.spec.size:
+        submit(state, backend, logbook_url)
+    extra = state.jobs[state.spec.size :]  # the pool shrank: stop the newest extra jobs
+    for job in extra:
+        _cancel_quietly(backend, job.job_id)
+        _drop(state, job, "expired", "stopped: the pool shrank")
+    state.checked = now
+    return state
+
+
+class ClaimResult(BaseModel):
+    job_id: str | None = None
+    pool: str | None = None
+    reason: str = ""
+
+
+def claim(
+    state: PoolState,
+    backend: JobBackend,
+    config_text: str,
+    num_events: int | None,
+    claim_id: str,
+    *,
+    timeout_s: float = standby.DEFAULT_TIMEOUT_S,
+) -> ClaimResult:
+    """Hand the run to the oldest live standby job of the pool; a job id on success (the job is
+    then out of the pool and remembered under ``claim_id``). A job that does not answer or ended
+    is dropped as dead, one taken by another claim is dropped, and the next is tried. No job
+    (none ready, or the standby refused the config): ``job_id`` None and the reason; the caller
+    submits a fresh job and counts the fallback (:func:`fell_back`)."""
+    reasons: list[str] = []
+    for job in list(state.jobs):
+        address = address_of(backend, job)
+        if address is None:
+            reasons.append(f"job {job.job_id} still starting")
+            continue
+        try:
+            answer = standby.claim(address, config_text, num_events, claim_id, timeout_s)
+        except standby.StandbyUnreachable:
+            check(state, backend, job, timeout_s, time.time())
+            if any(j.job_id == job.job_id for j in state.jobs):  # alive after all: leave it
+                reasons.append(f"job {job.job_id} did not answer in time")
+            else:
+                reasons.append(f"job {job.job_id} is dead")
+            continue
+        if answer.get("accepted"):
+            state.jobs = [j for j in state.jobs if j.job_id != job.job_id]
+            state.remember_claim(claim_id, job.job_id)
+            state.count("claimed", f"claimed: standby job {job.job_id} by {claim_id}")
+            return ClaimResult(job_id=job.job_id, pool=state.spec.name, reason="claimed")
+        if answer.get("busy"):
+            _drop(state, job, "dead", f"was already taken by {answer.get('claim')}")
+            reasons.append(f"job {job.job_id} was taken")
+            continue
+        state.count("refused", f"refused: standby job {job.job_id}: {answer.get('error')}")
+        return ClaimResult(pool=state.spec.name, reason=f"refused: {answer.get('error')}")
+    return ClaimResult(pool=state.spec.name, reason="; ".join(reasons) or "no standby job")
+
+
+def fell_back(state: PoolState, claim_id: str, reason: str) -> None:
+    state.count("fallbacks", f"fallback: {claim_id} submitted a fresh job ({reason})")
+
+
+__all__ = [
+    "ClaimResult",
+    "PoolBook",
+    "PoolSpec",
+    "PoolState",
+    "StandbyJob",
+    "address_of",
+    "check",
+    "claim",
+    "fell_back",
+    "maintain",
+    "submit",
+]

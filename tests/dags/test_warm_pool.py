@@ -1,0 +1,103 @@
+"""Warm streamers end to end (issue #19), ``dag.test()`` with the local backend and real MPI:
+``lclstream_warm_pool`` starts a standby ``lclstreamer``, ``lclstream_transfer`` claims it (no
+streamer job submitted), every event arrives exactly once, and the pool is topped up; a dead
+standby is detected, and the transfer falls back to a fresh job, counted in the pool."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
+from airflow_provider_lclstream.hooks.warm_pool import load_book
+from tests.dags.dag_runner import load_dag, task_states
+
+pytestmark = [pytest.mark.airflow, pytest.mark.mpi]
+
+
+@pytest.fixture
+def jobs_dir(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "jobs"
+    monkeypatch.setenv("AIRFLOW__LCLSTREAM__JOBS_DIR", str(root))
+    return root
+
+
+@pytest.fixture
+def pool_name(jobs_dir: Path, request: pytest.FixtureRequest) -> Any:
+    """A pool of its own for each test, emptied (size 0: its jobs cancelled) afterwards."""
+    name = f"t-{request.node.name[:40].replace('[', '-').replace(']', '')}-{os.getpid()}"
+    yield name
+    keep_warm(name, size=0)
+
+
+def keep_warm(pool: str, size: int = 1, wait_ready_s: float = 0) -> dict[str, Any]:
+    conf = {"pool": pool, "streamer_backend": "local", "ranks": 2, "size": size,
+            "idle_timeout_s": 300, "wait_ready_s": wait_ready_s}  # fmt: skip
+    run = load_dag("lclstream_warm_pool").test(run_conf=conf)
+    assert run.state == "success", task_states(run)
+    summary = run.get_task_instance("keep_warm").xcom_pull(task_ids="keep_warm")
+    assert isinstance(summary, dict)
+    return summary
+
+
+def transfer(tmp_path: Path, events: int) -> tuple[Any, dict[str, Any]]:
+    request = {"synthetic": True, "events": events, "img_per_file": 4, "ranks": 2,
+               "output_dir": str(tmp_path / "out"), "detector_name": "epix10k2M"}  # fmt: skip
+    run = load_dag("lclstream_transfer").test(run_conf={"request": request})
+    assert run.state == "success", task_states(run)
+    stats = run.get_task_instance("watch_transfer").xcom_pull(task_ids="watch_transfer")
+    return run, stats
+
+
+def test_a_transfer_claims_a_warm_streamer(jobs_dir: Path, tmp_path: Path, pool_name: str) -> None:
+    summary = keep_warm(pool_name, wait_ready_s=90)
+    assert len(summary["jobs"]) == 1 and summary["ready"] == 1, summary
+    standby_id = summary["jobs"][0]["job_id"]
+    assert "--standby" in (jobs_dir / standby_id / "script").read_text()
+
+    run, stats = transfer(tmp_path, events=10)
+    ti = run.get_task_instance("run_streamer")
+    assert ti.xcom_pull(task_ids="run_streamer", key="job_id") == standby_id
+    assert ti.xcom_pull(task_ids="run_streamer", key="warm_streamer") is True
+    assert stats["ok"] is True and stats["events"] == 20 and stats["lost"] == 0
+    # no streamer job was submitted for the transfer: the only lclstreamer jobs are standbys
+    scripts = [(job / "script").read_text() for job in jobs_dir.iterdir()]
+    streamers = [s for s in scripts if "lclstreamer" in s and "lclstream-buffer" not in s]
+    assert streamers and all("--standby" in s for s in streamers)
+    log = (jobs_dir / standby_id / "output.log").read_text()
+    assert "claimed by" in log and "TOTAL" in log
+
+    pool = load_book().pools[pool_name]
+    assert pool.counters["claimed"] == 1 and pool.counters["fallbacks"] == 0
+    assert len(pool.jobs) == 1 and pool.jobs[0].job_id != standby_id  # topped up
+    assert any("claimed: standby job " + standby_id in e for e in pool.events)
+
+
+def test_a_dead_warm_streamer_falls_back_to_a_fresh_job(
+    jobs_dir: Path, tmp_path: Path, pool_name: str
+) -> None:
+    summary = keep_warm(pool_name, wait_ready_s=90)
+    standby_id = summary["jobs"][0]["job_id"]
+    info = json.loads((jobs_dir / standby_id / "job.json").read_text())
+    os.killpg(int(info["pid"]), signal.SIGKILL)  # the whole job dies at once
+    backend = JobBackendHook(None).get_conn()
+    deadline = time.monotonic() + 30
+    while not backend.state(standby_id).is_final and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    run, stats = transfer(tmp_path, events=6)
+    job_id = run.get_task_instance("run_streamer").xcom_pull(task_ids="run_streamer", key="job_id")
+    assert job_id != standby_id
+    assert "--standby" not in (jobs_dir / job_id / "script").read_text()
+    assert stats["ok"] is True and stats["events"] == 12
+
+    pool = load_book().pools[pool_name]
+    assert pool.counters["dead"] == 1 and pool.counters["fallbacks"] == 1, pool.counters
+    assert any(f"standby job {standby_id}" in e and "dead" in e for e in pool.events), pool.events
+    assert any("fallback:" in e for e in pool.events)
