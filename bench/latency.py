@@ -6,8 +6,16 @@ RUNS times each: (1) produce an Elog ``runs`` Create message to Kafka -> ``lclst
 Each measures the seconds from the message (or API call) to the first HDF5 file of that run's
 consumer. Before the clock starts, ``--warmup`` (1) untimed transfers on the Kafka path let the
 LocalExecutor's workers import the task runner once (about 3-4 s on a worker's first task), as
-they have in a deployment that has run a transfer since it started. Ends with a ``warm-up: N
+they have in a deployment that has run a transfer since it started; and every Airflow process
+pre-imports the provider's task modules (``airflow_provider_lclstream/warmup.py``; ``preload=``
+in the output, ``LCLSTREAM_AIRFLOW_PRELOAD=0`` turns it off). Ends with a ``warm-up: N
 untimed run(s)`` line and one ``key=value`` line (p50 and max of both).
+
+``--warm``: a warm streamer pool (``dags/lclstream_warm_pool.py``, size 1, 2 ranks on SLURM)
+serves the transfers. Before each timed transfer (untimed) the pool DAG runs its health check
+and waits until a standby job is ready, as a deployment keeps its pool between run starts. The
+line then adds ``warm_p50_s`` (the transfers that ran in a claimed standby job, Kafka and API
+together) and ``warm_runs=CLAIMED/ALL``.
 """
 
 from __future__ import annotations
@@ -83,14 +91,35 @@ def timeline(api: AirflowApi, dag_id: str, run_id: str, since: float) -> str:
     return "\n".join(parts)
 
 
-def wait_finished(api: AirflowApi, known: set[str], since: float, show: bool) -> set[str]:
+def wait_finished(
+    api: AirflowApi, known: set[str], since: float, show: bool, warm: list[bool] | None = None
+) -> set[str]:
+    """Wait for the new transfer run to succeed; with ``warm``, append whether its streamer ran
+    in a claimed standby job (XCom ``warm_streamer`` of ``run_streamer``)."""
     run_id = api.wait_for_new_run("lclstream_transfer", known, timeout=120)
     state = api.wait_for_run("lclstream_transfer", run_id, timeout=300)
     if state != "success":
         raise SystemExit(f"transfer {run_id} {state}: {api.tasks('lclstream_transfer', run_id)}")
     if show:
         print(timeline(api, "lclstream_transfer", run_id, since))
+    if warm is not None:
+        try:
+            warm.append(api.xcom("lclstream_transfer", run_id, "run_streamer", "warm_streamer"))
+        except Exception:  # no such XCom: a fresh job
+            warm.append(False)
     return known | {run_id}
+
+
+POOL_CONF = {"pool": "default", "streamer_backend": "slurm", "ranks": 2, "size": 1,
+             "idle_timeout_s": 900, "wait_ready_s": 60}  # fmt: skip
+
+
+def keep_warm(api: AirflowApi, size: int = 1) -> None:
+    """One run of the pool DAG (health check, top-up, wait until its standby job is ready)."""
+    run_id = api.trigger("lclstream_warm_pool", {**POOL_CONF, "size": size})
+    state = api.wait_for_run("lclstream_warm_pool", run_id, timeout=180)
+    if state != "success":
+        raise SystemExit(f"warm pool run {run_id} {state}")
 
 
 def main() -> None:
@@ -102,7 +131,12 @@ def main() -> None:
     parser.add_argument(
         "--warmup", type=int, default=1, help="untimed Kafka-path transfers first (1)"
     )
+    parser.add_argument(
+        "--warm", action="store_true", help="a warm streamer pool serves the transfers"
+    )
     args = parser.parse_args()
+    warm: list[bool] | None = [] if args.warm else None
+    warm_s: list[float] = []
     service("kafka", "start")
     service("slurm", "start")
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,6 +152,8 @@ def main() -> None:
             api.unpause("lclstream_transfer")
             api.unpause("lclstream_on_run_start")
             wait_for_group_member(KAFKA, "lclstream-on-run-start")
+            if args.warm:
+                api.unpause("lclstream_warm_pool")
             known = {r["dag_run_id"] for r in api.runs("lclstream_transfer")}
             kafka_s, api_s = [], []
             # Connected once, like the Elog's producer: the clock starts at the message, not at
@@ -125,32 +161,51 @@ def main() -> None:
             producer = KafkaProducer(bootstrap_servers=KAFKA)
             producer.partitions_for("runs")  # connects and reads the topic metadata
             for i in range(args.warmup):  # untimed: the workers' first-task imports
+                if args.warm:
+                    keep_warm(api)
                 sent = time.time()
                 produce_run_start(KAFKA, "xpptut15", 14, producer)
-                warm_s = first_file_after(root / "out", sent)
+                first = first_file_after(root / "out", sent)
                 known = wait_finished(api, known, sent, False)
-                print(f"warm-up {i}: kafka -> first file {warm_s:.2f} s (not counted)")
+                print(f"warm-up {i}: kafka -> first file {first:.2f} s (not counted)")
             for i in range(args.runs):
+                if args.warm:
+                    keep_warm(api)
                 sent = time.time()
                 produce_run_start(KAFKA, "xpptut15", 14, producer)
                 kafka_s.append(first_file_after(root / "out", sent))
                 if args.timeline:
                     hop = api.runs("lclstream_on_run_start")[0]["dag_run_id"]
                     print(timeline(api, "lclstream_on_run_start", hop, sent))
-                known = wait_finished(api, known, sent, args.timeline)
+                known = wait_finished(api, known, sent, args.timeline, warm)
+                if warm and warm[-1]:
+                    warm_s.append(kafka_s[-1])
+                if args.warm:
+                    keep_warm(api)
                 sent = time.time()
                 api.trigger("lclstream_transfer", {"experiment": "xpptut15", "run": 14})
                 api_s.append(first_file_after(root / "out", sent))
-                known = wait_finished(api, known, sent, args.timeline)
+                known = wait_finished(api, known, sent, args.timeline, warm)
+                if warm and warm[-1]:
+                    warm_s.append(api_s[-1])
                 print(f"run {i}: kafka -> first file {kafka_s[-1]:.2f} s, "
-                      f"API -> first file {api_s[-1]:.2f} s")  # fmt: skip
+                      f"API -> first file {api_s[-1]:.2f} s"
+                      + (f", warm {warm[-2:]}" if warm is not None else ""))  # fmt: skip
             producer.close()
+            if args.warm:
+                keep_warm(api, size=0)  # cancels the standby job
         finally:
             service("airflow-standalone", "stop", env)
     print(f"warm-up: {args.warmup} untimed run(s)")
+    extra = ""
+    if warm is not None:
+        p50 = f"{statistics.median(warm_s):.2f}" if warm_s else "nan"
+        extra = f" warm_p50_s={p50} warm_runs={sum(warm)}/{len(warm)}"
     print(
         f"kafka_p50_s={statistics.median(kafka_s):.2f} kafka_max_s={max(kafka_s):.2f} "
         f"api_p50_s={statistics.median(api_s):.2f} api_max_s={max(api_s):.2f} runs={args.runs}"
+        + extra
+        + f" preload={os.environ.get('LCLSTREAM_AIRFLOW_PRELOAD', '1')}"
     )
 
 

@@ -19,6 +19,7 @@ from fastapi import HTTPException, Request
 from airflow_provider_lclstream.api.app import Principal, build_app
 from airflow_provider_lclstream.api.models import DAG_ID
 from airflow_provider_lclstream.hooks import settings
+from airflow_provider_lclstream.hooks.warm_pool import pool_summaries
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -69,4 +70,5 @@ def create_airflow_app(store: TransferStore | None = None) -> FastAPI:
         consumer_templates=settings.consumer_templates,
         subscriptions=AirflowSubscriptionStore(),
         experiment_managers=settings.experiment_managers,
+        warm_pools=pool_summaries,
     )

@@ -6,6 +6,7 @@
     GET    /v1/transfers            ?state=&limit=  -> {count, data: [TransferStatus]}
     GET    /v1/transfers/{id}       TransferDetail: state, task states, live buffer metrics
     DELETE /v1/transfers/{id}       cancel -> {message}
+    GET    /v1/warm-pools           {count, data: [warm streamer pool: jobs, counters, events]}
     GET    /ui                      the transfers page (polls the JSON API)
 
 ``principal`` is a FastAPI dependency returning the caller's :class:`Principal`: the Airflow
@@ -200,11 +201,13 @@ def build_app(
     consumer_templates: Callable[[], ConsumerTemplates] = ConsumerTemplates,
     subscriptions: SubscriptionStore | None = None,
     experiment_managers: Callable[[], dict[str, str]] = dict,
+    warm_pools: Callable[[], list[dict[str, Any]]] = list,
 ) -> FastAPI:
     """The API app over ``store``; ``airflow_base_url`` adds a link to each DAG run.
 
     ``subscriptions`` serves ``/v1/subscriptions`` (an in-memory store when None: tests);
     ``experiment_managers`` gives ``[lclstream] experiment_managers`` (user -> regex).
+    ``warm_pools`` gives the warm streamer pools (``hooks/warm_pool.py``: ``pool_summaries``).
 
     ``consumer_templates`` gives the admin's templates (read per request, so edits apply at
     once): a request's ``consumer_template`` is checked against them here (422), and a raw
@@ -343,6 +346,13 @@ def build_app(
             experiment_managers,
         )
     )
+
+    @app.get("/v1/warm-pools", responses=_ERRORS)
+    async def list_warm_pools(caller: Principal = Depends(principal)) -> dict[str, Any]:
+        """The warm streamer pools: standby jobs, counters (claimed, fallbacks, dead, expired)
+        and recent events. Every signed-in user may read them (they name no user's data)."""
+        pools = await anyio.to_thread.run_sync(warm_pools)
+        return {"count": len(pools), "data": pools}
 
     @app.get("/ui", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:

@@ -3,7 +3,8 @@
 It polls the JSON API next to it (``../v1/transfers``) with the browser's own credentials
 (Airflow's session cookie inside the API server; the client certificate standalone), so the
 page itself holds no data. ``?id=RUN_ID`` selects a transfer (the DAG-run tab links so). Below,
-the caller's subscriptions and the count of run starts that no subscription matched.
+the caller's subscriptions and the count of run starts that no subscription matched, then the
+warm streamer pools (``../v1/warm-pools``): standby jobs ready, claims, fallbacks, dead jobs.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ _PAGE = """<!doctype html>
 <span id="unmatched-latest"></span></div>
 <table id="subscriptions"><thead><tr><th>id</th><th>owner</th><th>match</th><th>detector</th>
 <th>consumer</th><th>enabled</th></tr></thead><tbody></tbody></table>
+<h2>Warm streamers</h2>
+<table id="warm-pools"><thead><tr><th>pool</th><th>backend</th><th>ranks</th><th>ready</th>
+<th>claimed</th><th>fallbacks</th><th>dead</th><th>expired</th><th>latest event</th></tr></thead>
+<tbody></tbody></table>
 <script>
 "use strict";
 const base = location.pathname.replace(/\\/ui\\/?$/, "");
@@ -151,8 +156,27 @@ async function subscriptions() {
     text("unmatched-count", "error: " + err.message);
   }
 }
+async function warmPools() {
+  try {
+    const pools = await getJSON("/v1/warm-pools");
+    const body = document.querySelector("#warm-pools tbody");
+    body.replaceChildren(...pools.data.map(p => {
+      const tr = document.createElement("tr"); tr.dataset.pool = p.name;
+      const c = p.counters, spec = p.spec;
+      for (const v of [p.name, spec.conn_id || "local", spec.ranks,
+                       p.ready + "/" + spec.size, c.claimed, c.fallbacks, c.dead, c.expired,
+                       p.events.length ? p.events[p.events.length - 1] : "–"]) {
+        const td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
+      }
+      return tr;
+    }));
+  } catch (err) {
+    document.querySelector("#warm-pools tbody").textContent = "error: " + err.message;
+  }
+}
 tick(); setInterval(tick, interval);
 subscriptions(); setInterval(subscriptions, Math.max(interval, 5000));
+warmPools(); setInterval(warmPools, Math.max(interval, 5000));
 </script></body></html>
 """
 

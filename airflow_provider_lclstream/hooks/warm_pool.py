@@ -10,7 +10,6 @@ idle timeout, and the next health check sets the record right.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -151,18 +150,20 @@ def claimed_job(name: str) -> str | None:
         return None
 
 
-def book_json() -> str:
-    return json.dumps({name: pool_summary(s) for name, s in load_book().pools.items()})
+def pool_summaries() -> list[dict[str, Any]]:
+    """Every pool's :func:`pool_summary`, by name (the transfer API's ``/v1/warm-pools``)."""
+    book = load_book()
+    return [pool_summary(book.pools[name]) for name in sorted(book.pools)]
 
 
 __all__ = [
     "NO_POOL",
     "WARM_POOLS_VARIABLE",
-    "book_json",
     "claim_warm",
     "claimed_job",
     "load_book",
     "maintain_pool",
+    "pool_summaries",
     "pool_summary",
     "save_book",
 ]

@@ -45,6 +45,8 @@
 #                                       postgresql+psycopg2://); every start resets that
 #                                       database. Unset (default): SQLite in <home>/airflow.db
 #   LCLSTREAM_PYTHON                    interpreter whose `airflow` to run (default .venv)
+#   LCLSTREAM_AIRFLOW_PRELOAD           1 (default): every process pre-imports the provider's
+#                                       task modules (airflow_provider_lclstream/warmup.py); 0: not
 # AIRFLOW__* variables of the caller are ignored (the tests export some for dag.test()), except
 # the provider's own AIRFLOW__LCLSTREAM__* and AIRFLOW_CONN_* (connections), which reach every
 # component (a change of them restarts the stack); the rest of the configuration lives in
@@ -96,6 +98,8 @@ settings() {
     printf 'env_sha=%s\n' "$(env | grep -E '^(AIRFLOW__LCLSTREAM__|AIRFLOW_CONN_)' | sort | sha256sum | cut -c1-16)"
     # the database URL (hashed: it holds a password); no line for SQLite, as before it existed
     if [[ -n $DB_URL ]]; then printf 'db_sha=%s\n' "$(printf '%s' "$DB_URL" | sha256sum | cut -c1-16)"; fi
+    # no line for the default (preload on), as before it existed
+    if [[ ${LCLSTREAM_AIRFLOW_PRELOAD:-1} != 1 ]]; then printf 'preload=%s\n' "$LCLSTREAM_AIRFLOW_PRELOAD"; fi
 }
 
 # Exit 0 when the health endpoint reports every component healthy; prints the JSON otherwise.

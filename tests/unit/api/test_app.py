@@ -205,3 +205,24 @@ def test_a_transfer_with_two_buffers_shows_each_and_their_sum(
         detail = client.get(f"/v1/transfers/{tid}", headers=as_user("a")).json()
     assert detail["metrics"]["error"].startswith("buffer 1: buffer stats unavailable")
     assert detail["metrics"]["mb_per_s"] == 40.0
+
+
+def test_warm_pools_are_listed_for_any_signed_in_user(store: MemoryTransferStore) -> None:
+    from airflow_provider_lclstream.hooks.warm_pool import load_book, pool_summary
+
+    book = load_book(
+        '{"pools": {"mfx": {"spec": {"name": "mfx", "conn_id": "lclstream_slurm", "ranks": 4,'
+        ' "instrument": "mfx"}, "jobs": [{"job_id": "17", "submitted": 1.0,'
+        ' "address": "tcp://n1:4000"}], "counters": {"claimed": 3, "fallbacks": 1}}}}'
+    )
+    pools = [pool_summary(state) for state in book.pools.values()]
+    client = TestClient(build_app(store, header_principal, warm_pools=lambda: pools))
+    r = client.get("/v1/warm-pools", headers=as_user("bob"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] == 1
+    pool = body["data"][0]
+    assert pool["name"] == "mfx" and pool["ready"] == 1 and pool["spec"]["ranks"] == 4
+    assert pool["counters"]["claimed"] == 3 and pool["counters"]["fallbacks"] == 1
+    assert client.get("/v1/warm-pools").status_code == 422  # not signed in (no x-user)
+    assert 'id="warm-pools"' in client.get("/ui").text
