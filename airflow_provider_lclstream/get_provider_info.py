@@ -37,6 +37,7 @@ def get_provider_info() -> dict[str, Any]:
                     f"{PACKAGE}.operators.transfer",
                     f"{PACKAGE}.operators.jobs",
                     f"{PACKAGE}.operators.run_start",
+                    f"{PACKAGE}.operators.warm_pool",
                 ],
             }
         ],

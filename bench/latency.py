@@ -11,6 +11,9 @@ pre-imports the provider's task modules (``airflow_provider_lclstream/warmup.py`
 in the output, ``LCLSTREAM_AIRFLOW_PRELOAD=0`` turns it off). Ends with a ``warm-up: N
 untimed run(s)`` line and one ``key=value`` line (p50 and max of both).
 
+``--postgres``: Airflow's metadata database on a PostgreSQL server of its own, as in the
+docker-compose deployment (``db=`` in the output).
+
 ``--warm``: a warm streamer pool (``dags/lclstream_warm_pool.py``, size 1, 2 ranks on SLURM)
 serves the transfers. Before each timed transfer (untimed) the pool DAG runs its health check
 and waits until a standby job is ready, as a deployment keeps its pool between run starts. The
@@ -49,13 +52,14 @@ RUNS = 5
 KAFKA = "127.0.0.1:19092"
 
 
-def service(name: str, action: str, env: dict[str, str] | None = None) -> None:
+def service(name: str, action: str, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
         ["bash", str(REPO / f"scripts/services/{name}.sh"), action],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     if result.returncode != 0:
         raise SystemExit(f"{name} {action} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
 
 
 def first_file_after(directory: Path, since: float, timeout: float = 300) -> float:
@@ -134,7 +138,15 @@ def main() -> None:
     parser.add_argument(
         "--warm", action="store_true", help="a warm streamer pool serves the transfers"
     )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="Airflow's metadata database on a PostgreSQL server of its own "
+        "(scripts/services/postgres.sh, removed at the end) instead of SQLite",
+    )
+    parser.add_argument("--postgres-port", type=int, default=28191, help="its port (28191)")
     args = parser.parse_args()
+    postgres_env = {**os.environ, "LCLSTREAM_POSTGRES_PORT": str(args.postgres_port)}
     warm: list[bool] | None = [] if args.warm else None
     warm_s: list[float] = []
     service("kafka", "start")
@@ -145,6 +157,9 @@ def main() -> None:
             (root / sub).mkdir()
         write_xtc2(root / "xtc" / "xpptut15-r0014-s000-c000.xtc2", events=10)
         env = standalone_env(STATE, root / "dags", root / "out", root / "xtc", KAFKA)
+        if args.postgres:
+            service("postgres", "start", postgres_env)
+            env["LCLSTREAM_AIRFLOW_DB_URL"] = service("postgres", "url", postgres_env).strip()
         service("airflow-standalone", "start", env)
         try:
             api = AirflowApi("http://127.0.0.1:28080")
@@ -196,6 +211,8 @@ def main() -> None:
                 keep_warm(api, size=0)  # cancels the standby job
         finally:
             service("airflow-standalone", "stop", env)
+            if args.postgres:
+                service("postgres", "purge", postgres_env)
     print(f"warm-up: {args.warmup} untimed run(s)")
     extra = ""
     if warm is not None:
@@ -206,6 +223,7 @@ def main() -> None:
         f"api_p50_s={statistics.median(api_s):.2f} api_max_s={max(api_s):.2f} runs={args.runs}"
         + extra
         + f" preload={os.environ.get('LCLSTREAM_AIRFLOW_PRELOAD', '1')}"
+        + f" db={'postgres' if args.postgres else 'sqlite'}"
     )
 
 

@@ -114,9 +114,9 @@ def claim_warm(
     topped up to its size after the claim."""
     try:
         book = load_book()
-    except LCLStreamError as err:
+    except Exception as err:  # a broken Variable or no metadata database: no warm pool
         log.warning("warm pools unusable: %s", err)
-        return None, str(err)
+        return None, NO_POOL
     pools = book.serving(conn_id, ranks, launcher, attributes, exp)
     if not pools:
         return None, NO_POOL
@@ -138,7 +138,10 @@ def claim_warm(
                 warm_pool.submit(state, backend, logbook_url)
         except JobBackendError as err:
             log.warning("could not top up warm pool %s: %s", state.spec.name, err)
-    save_book(book)
+    try:
+        save_book(book)
+    except Exception as err:  # the claimed job runs the stream whatever the record says
+        log.warning("could not record the warm pools (%s); the next health check will", err)
     return found, "; ".join(reasons)
 
 
@@ -146,7 +149,8 @@ def claimed_job(name: str) -> str | None:
     """The standby job an earlier try of task job ``name`` claimed (a retry resumes it)."""
     try:
         return load_book().claimed_job(name)
-    except LCLStreamError:
+    except Exception as err:  # as in claim_warm: no readable record, no claim to resume
+        log.warning("warm pools unusable: %s", err)
         return None
 
 

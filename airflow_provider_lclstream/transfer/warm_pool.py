@@ -38,6 +38,10 @@ CLAIMS_KEPT = 200
 """Claims remembered per pool (the claiming task's job name → job id), for a retried task."""
 START_GRACE_S = 120.0
 """A submitted standby job that printed no control address within this time is dropped as dead."""
+CLAIM_TIMEOUT_S = 5.0
+"""How long a claim waits for the standby's answer. A standby that does not answer in time is
+cancelled (it could take the run late, next to the fresh job the transfer then submits), so this
+is longer than a ping's timeout: only a hung standby costs it."""
 COUNTERS = ("submitted", "claimed", "fallbacks", "dead", "expired", "refused")
 
 
@@ -209,8 +213,11 @@ def check(
         _cancel_quietly(backend, job.job_id)
         _drop(state, job, "dead", f"did not answer a ping at {address} within {timeout_s} s")
         return False
+    if answer.get("state") in ("expired", "stopping"):  # ending unused: its idle timeout
+        _drop(state, job, "expired", f"is {answer.get('state')}")
+        return False
     if answer.get("state") != "idle":
-        _drop(state, job, "dead", f"is {answer.get('state')} (claimed or expired), not idle")
+        _drop(state, job, "dead", f"is {answer.get('state')} (claimed by another), not idle")
         return False
     return True
 
@@ -249,11 +256,12 @@ def claim(
     num_events: int | None,
     claim_id: str,
     *,
-    timeout_s: float = standby.DEFAULT_TIMEOUT_S,
+    timeout_s: float = CLAIM_TIMEOUT_S,
 ) -> ClaimResult:
     """Hand the run to the oldest live standby job of the pool; a job id on success (the job is
-    then out of the pool and remembered under ``claim_id``). A job that does not answer or ended
-    is dropped as dead, one taken by another claim is dropped, and the next is tried. No job
+    then out of the pool and remembered under ``claim_id``). A job that does not answer within
+    ``timeout_s`` is cancelled and dropped as dead, one taken by another claim is dropped, and
+    the next is tried. No job
     (none ready, or the standby refused the config): ``job_id`` None and the reason; the caller
     submits a fresh job and counts the fallback (:func:`fell_back`)."""
     reasons: list[str] = []
@@ -265,11 +273,10 @@ def claim(
         try:
             answer = standby.claim(address, config_text, num_events, claim_id, timeout_s)
         except standby.StandbyUnreachable:
-            check(state, backend, job, timeout_s, time.time())
-            if any(j.job_id == job.job_id for j in state.jobs):  # alive after all: leave it
-                reasons.append(f"job {job.job_id} did not answer in time")
-            else:
-                reasons.append(f"job {job.job_id} is dead")
+            # it may still take the run late, while this transfer starts a fresh job: cancel it
+            _cancel_quietly(backend, job.job_id)
+            _drop(state, job, "dead", f"did not answer a claim within {timeout_s:g} s; cancelled")
+            reasons.append(f"job {job.job_id} did not answer")
             continue
         if answer.get("accepted"):
             state.jobs = [j for j in state.jobs if j.job_id != job.job_id]

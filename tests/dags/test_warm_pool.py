@@ -63,7 +63,8 @@ def test_a_transfer_claims_a_warm_streamer(jobs_dir: Path, tmp_path: Path, pool_
 
     run, stats = transfer(tmp_path, events=10)
     ti = run.get_task_instance("run_streamer")
-    assert ti.xcom_pull(task_ids="run_streamer", key="job_id") == standby_id
+    events = load_book().pools[pool_name].events
+    assert ti.xcom_pull(task_ids="run_streamer", key="job_id") == standby_id, events
     assert ti.xcom_pull(task_ids="run_streamer", key="warm_streamer") is True
     assert stats["ok"] is True and stats["events"] == 20 and stats["lost"] == 0
     # no streamer job was submitted for the transfer: the only lclstreamer jobs are standbys
