@@ -162,6 +162,7 @@ def create_standalone_app(
     consumer_templates: Callable[[], ConsumerTemplates] | None = None,
     subscriptions: SubscriptionStore | None = None,
     experiment_managers: Callable[[], dict[str, str]] = dict,
+    warm_pools: Callable[[], list[dict[str, Any]]] = list,
 ) -> FastAPI:
     """The API with certificate identities (serve it with :func:`make_server`)."""
     from airflow_provider_lclstream.config.consumers import ConsumerTemplates
@@ -173,6 +174,7 @@ def create_standalone_app(
         consumer_templates=consumer_templates or ConsumerTemplates,
         subscriptions=subscriptions,
         experiment_managers=experiment_managers,
+        warm_pools=warm_pools,
     )
 
 
@@ -240,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     from airflow_provider_lclstream.api.airflow_store import AirflowTransferStore
     from airflow_provider_lclstream.api.airflow_subscriptions import AirflowSubscriptionStore
     from airflow_provider_lclstream.hooks import settings
+    from airflow_provider_lclstream.hooks.warm_pool import pool_summaries
 
     store = AirflowTransferStore(args.dag_id) if args.dag_id else AirflowTransferStore()
     try:
@@ -254,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             settings.consumer_templates,
             AirflowSubscriptionStore(),
             settings.experiment_managers,
+            pool_summaries,
         )
         server = make_server(app, args.host, args.port, args.config)
     except (OSError, KeyError, ValueError) as err:

@@ -165,3 +165,32 @@ def test_plugin_registers_ui_links(airflow_app: Any) -> None:
     views, _ = plugins_manager._get_ui_plugins()
     hrefs = {v["destination"]: v["href"] for v in views if v["name"].startswith("LCLStream")}
     assert hrefs == {"nav": "/lclstream/ui", "dag_run": "/lclstream/ui?id={RUN_ID}"}
+
+
+def test_warm_pools_come_from_the_airflow_variable(client: TestClient) -> None:
+    """``/v1/warm-pools`` inside Airflow reads the Variable ``lclstream_warm_pools``."""
+    from airflow.models import Variable
+
+    from airflow_provider_lclstream.hooks.warm_pool import (
+        WARM_POOLS_VARIABLE,
+        load_book,
+        save_book,
+    )
+    from airflow_provider_lclstream.transfer.warm_pool import PoolBook, PoolSpec, PoolState
+
+    before = Variable.get(WARM_POOLS_VARIABLE, default_var=None)
+    state = PoolState(spec=PoolSpec(name="api-test", ranks=3, size=2))
+    state.count("fallbacks", "fallback: t submitted a fresh job (no standby job)")
+    save_book(PoolBook(pools={**load_book().pools, "api-test": state}))
+    try:
+        assert client.get("/lclstream/v1/warm-pools").status_code == 401
+        r = client.get("/lclstream/v1/warm-pools", headers=token("carol", "viewer"))
+        assert r.status_code == 200, r.text
+        pool = next(p for p in r.json()["data"] if p["name"] == "api-test")
+        assert pool["spec"]["ranks"] == 3 and pool["ready"] == 0
+        assert pool["counters"]["fallbacks"] == 1 and "fallback: t" in pool["events"][0]
+    finally:
+        if before is None:
+            Variable.delete(WARM_POOLS_VARIABLE)
+        else:
+            Variable.set(WARM_POOLS_VARIABLE, before)
