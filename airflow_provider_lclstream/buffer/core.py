@@ -255,15 +255,19 @@ class Buffer:
     # ------------------------------------------------------------------ the loop
     def _run_stream(self) -> int:
         poller_items: list[tuple[Any, int]] = []
+        registered: list[tuple[Any, int]] | None = None
+        poller = zmq.Poller()
         next_log = time.monotonic() + self.config.log_interval_s
         nng_backoff = 0.0
         while True:
             want_in = self.phase == RUNNING and self.fifo.has_room()
             want_out = bool(self.fifo) or bool(self.control)
             poller_items = self.inp.poll_items(want_in) + self.out.poll_items(want_out)
-            poller = zmq.Poller()
-            for target, flag in poller_items:
-                poller.register(target, flag)
+            if poller_items != registered:  # a new poller only when what to wait on changed
+                poller = zmq.Poller()
+                for target, flag in poller_items:
+                    poller.register(target, flag)
+                registered = poller_items
             timeout = POLL_S if nng_backoff == 0 else nng_backoff
             if poller_items:
                 poller.poll(int(timeout * 1000))
