@@ -11,13 +11,18 @@ Every case is 2 producers -> hop -> 2 consumers, each party its own process, all
 Producers and consumers are raw pyzmq/pynng sockets (no framework) so that the hop is the only
 thing that differs. A case's throughput is the bytes the consumers got over the time from the
 first message any consumer saw to the last; each case runs ``--rounds`` times and the median is
-kept. The hop's CPU seconds (user + system, from ``psutil``) per GB moved is its cost.
+kept. The hop's cost is its CPU seconds (user + system, from ``psutil``, sampled every 20 ms)
+per GB, counted over that same span: what moving data costs. The buffer's fixed costs per stream
+are printed apart (``fixed CPU s``: the CPU outside the span, mostly its end-of-stream fan-out,
+which encodes an HDF5 record per consumer and round); its start-up (Python imports) is before
+the clock: the bench waits until it logs that it listens.
 
 Ends with one line of ``key=value`` headline figures:
 ``ratio`` (buffer / forwarder, ZeroMQ, 1 MiB), ``nng_ratio`` (buffer / pynng loop, NNG, 1 MiB),
 ``big_ratio`` (buffer / forwarder, ZeroMQ, 40 MB), ``direct_ratio`` (buffer / direct, ZeroMQ,
 1 MiB), ``gbps`` (the buffer's GB/s, ZeroMQ, 1 MiB) and ``cpu_ratio`` (the buffer's CPU seconds
-per GB / the forwarder's, ZeroMQ, 1 MiB).
+per GB / the forwarder's, ZeroMQ, 1 MiB), ``nng_cpu_ratio`` (NNG, 1 MiB) and ``big_cpu_ratio``
+(ZeroMQ, 40 MB).
 
 Examples::
 
@@ -36,9 +41,12 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -179,6 +187,8 @@ class Result:
     gbps: float
     cpu_s_per_gb: float | None
     complete: bool
+    fixed_cpu_s: float | None = None
+    """The hop's CPU seconds outside the data span (settling, end-of-stream fan-out)."""
 
 
 def _spawn(*args: str) -> subprocess.Popen[str]:
@@ -196,9 +206,62 @@ def _wait_ready(proc: subprocess.Popen[str], what: str) -> None:
         raise RuntimeError(f"{what} did not start (said {line!r})")
 
 
+def _wait_listening(
+    proc: subprocess.Popen[str], log_file: IO[str], timeout_s: float = 60.0
+) -> None:
+    """Until the buffer logs that it listens: its start-up (Python imports, about a CPU second
+    or more here) must not count as CPU spent moving data, nor compete with the stream."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        log_file.seek(0)
+        if "input listens on" in log_file.read():
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    log_file.seek(0)
+    raise RuntimeError(f"lclstream-buffer did not start listening: {log_file.read()[-2000:]}")
+
+
 def _hop_cpu(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return times.user + times.system + times.children_user + times.children_system
+
+
+class CpuSampler:
+    """The hop's CPU seconds every ``interval_s`` (wall clock ``time.time()``, the clock of
+    the consumers' first/last stamps), so that the CPU spent while data moved can be read off
+    between the first and the last message: a per-GB cost without the hop's fixed costs per
+    stream (the buffer's end-of-stream fan-out after the data), which are reported apart."""
+
+    def __init__(self, proc: psutil.Process, interval_s: float = 0.02) -> None:
+        self.proc = proc
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.time(), _hop_cpu(self.proc)))
+            except psutil.Error:  # the hop exited
+                return
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def at(self, when: float) -> float:
+        """CPU seconds at ``when``, interpolated between the samples around it."""
+        before = [s for s in self.samples if s[0] <= when]
+        after = [s for s in self.samples if s[0] >= when]
+        if not before or not after:
+            raise RuntimeError("the CPU samples do not cover the data span")
+        (t0, c0), (t1, c1) = before[-1], after[0]
+        return c0 if t1 == t0 else c0 + (c1 - c0) * (when - t0) / (t1 - t0)
 
 
 def run_case(library: str, hop: str, size: int, total_bytes: int) -> Result:
@@ -207,6 +270,7 @@ def run_case(library: str, hop: str, size: int, total_bytes: int) -> Result:
     expected = 2 * per_producer * size
     timeout = 120.0
     hop_proc: subprocess.Popen[str] | None = None
+    log_file: IO[str] | None = None
     if hop == "direct":
         consumer_urls = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
         consumers = [_spawn("consumer", library, u, "bind", str(size)) for u in consumer_urls]
@@ -217,6 +281,7 @@ def run_case(library: str, hop: str, size: int, total_bytes: int) -> Result:
             hop_proc = _spawn("forwarder", library, front, back, str(size))
             _wait_ready(hop_proc, f"{library} forwarder")
         else:
+            log_file = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed at the end
             hop_proc = subprocess.Popen(
                 [
                     str(BIN / "lclstream-buffer"),
@@ -227,10 +292,10 @@ def run_case(library: str, hop: str, size: int, total_bytes: int) -> Result:
                     *BUFFER_ARGS,
                 ],
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=log_file,
                 text=True,
             )
-            time.sleep(1.0)  # it listens within this; consumers and producers redial anyway
+            _wait_listening(hop_proc, log_file)
         consumers = [_spawn("consumer", library, back, "dial", str(size)) for _ in range(2)]
         producer_urls = [front]
     for c in consumers:
@@ -238,6 +303,7 @@ def run_case(library: str, hop: str, size: int, total_bytes: int) -> Result:
     time.sleep(0.3)  # let the consumers' connections settle so both get data
     hop_ps = psutil.Process(hop_proc.pid) if hop_proc is not None else None
     cpu0 = _hop_cpu(hop_ps) if hop_ps is not None else 0.0
+    sampler = CpuSampler(hop_ps) if hop_ps is not None else None
     producers = [
         _spawn("producer", library, ",".join(producer_urls), str(per_producer), str(size))
         for _ in range(2)
@@ -246,7 +312,9 @@ def run_case(library: str, hop: str, size: int, total_bytes: int) -> Result:
     for c in consumers:
         out, _ = c.communicate(timeout=timeout + 30)
         reports.append(json.loads(out.strip().splitlines()[-1]))
-    cpu_s = (_hop_cpu(hop_ps) - cpu0) if hop_ps is not None else None
+    cpu_all = (_hop_cpu(hop_ps) - cpu0) if hop_ps is not None else None
+    if sampler is not None:
+        sampler.stop()
     for p in producers:
         p.wait(timeout=30)
     if hop_proc is not None:
@@ -256,25 +324,34 @@ def run_case(library: str, hop: str, size: int, total_bytes: int) -> Result:
         except subprocess.TimeoutExpired:
             hop_proc.kill()
             hop_proc.wait()
+    if log_file is not None:
+        log_file.close()
     got = sum(r["bytes"] for r in reports)
     firsts = [r["first"] for r in reports if r["messages"]]
     lasts = [r["last"] for r in reports if r["messages"]]
     span = max(lasts) - min(firsts) if firsts else float("inf")
     gb = got / 1e9
+    cpu_s = fixed_s = None
+    if sampler is not None and cpu_all is not None and firsts:
+        cpu_s = sampler.at(max(lasts)) - sampler.at(min(firsts))
+        fixed_s = cpu_all - cpu_s
     return Result(
         gbps=gb / span if span > 0 else 0.0,
         cpu_s_per_gb=(cpu_s / gb) if cpu_s is not None and gb else None,
         complete=got == expected,
+        fixed_cpu_s=fixed_s,
     )
 
 
 def median_case(library: str, hop: str, size: int, total: int, rounds: int) -> Result:
     results = [run_case(library, hop, size, total) for _ in range(rounds)]
     cpus = [r.cpu_s_per_gb for r in results if r.cpu_s_per_gb is not None]
+    fixed = [r.fixed_cpu_s for r in results if r.fixed_cpu_s is not None]
     return Result(
         gbps=statistics.median(r.gbps for r in results),
         cpu_s_per_gb=statistics.median(cpus) if cpus else None,
         complete=all(r.complete for r in results),
+        fixed_cpu_s=statistics.median(fixed) if fixed else None,
     )
 
 
@@ -313,13 +390,19 @@ def main(argv: list[str] | None = None) -> int:
         ("nng", 40_000_000, "40 MB"),
     ]
     table: dict[tuple[str, int, str], Result] = {}
-    print(f"{'transport':9} {'size':>6} {'hop':>9} {'GB/s':>6} {'hop CPU s/GB':>12}  complete")
+    print(
+        f"{'transport':9} {'size':>6} {'hop':>9} {'GB/s':>6} {'hop CPU s/GB':>12} "
+        f"{'fixed CPU s':>11}  complete"
+    )
     for library, size, label in cases:
         for hop in ("direct", "forwarder", "buffer"):
             r = median_case(library, hop, size, total, args.rounds)
             table[library, size, hop] = r
             cpu = f"{r.cpu_s_per_gb:.3f}" if r.cpu_s_per_gb is not None else "-"
-            print(f"{library:9} {label:>6} {hop:>9} {r.gbps:6.2f} {cpu:>12}  {r.complete}")
+            fixed = f"{r.fixed_cpu_s:.2f}" if r.fixed_cpu_s is not None else "-"
+            print(
+                f"{library:9} {label:>6} {hop:>9} {r.gbps:6.2f} {cpu:>12} {fixed:>11}  {r.complete}"
+            )
     if not all(r.complete for r in table.values()):
         print("bench/buffer.py: some case lost data (see 'complete')", file=sys.stderr)
         return 1
@@ -327,19 +410,21 @@ def main(argv: list[str] | None = None) -> int:
     def ratio(library: str, size: int, against: str) -> float:
         return table[library, size, "buffer"].gbps / table[library, size, against].gbps
 
+    def cpu_ratio(library: str, size: int) -> float:
+        buf, fwd = table[library, size, "buffer"], table[library, size, "forwarder"]
+        if buf.cpu_s_per_gb is None or not fwd.cpu_s_per_gb:
+            return float("nan")
+        return buf.cpu_s_per_gb / fwd.cpu_s_per_gb
+
     buf = table["zmq", MIB, "buffer"]
-    fwd = table["zmq", MIB, "forwarder"]
-    cpu_ratio = (
-        buf.cpu_s_per_gb / fwd.cpu_s_per_gb
-        if buf.cpu_s_per_gb is not None and fwd.cpu_s_per_gb
-        else float("nan")
-    )
     print(
         f"ratio={ratio('zmq', MIB, 'forwarder'):.2f} "
         f"nng_ratio={ratio('nng', MIB, 'forwarder'):.2f} "
         f"big_ratio={ratio('zmq', 40_000_000, 'forwarder'):.2f} "
         f"direct_ratio={ratio('zmq', MIB, 'direct'):.2f} "
-        f"gbps={buf.gbps:.2f} cpu_ratio={cpu_ratio:.2f}"
+        f"gbps={buf.gbps:.2f} cpu_ratio={cpu_ratio('zmq', MIB):.2f} "
+        f"nng_cpu_ratio={cpu_ratio('nng', MIB):.2f} "
+        f"big_cpu_ratio={cpu_ratio('zmq', 40_000_000):.2f}"
     )
     return 0
 
