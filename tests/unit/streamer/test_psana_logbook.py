@@ -240,13 +240,21 @@ def test_live_wait_returns_when_the_smalldata_grows_or_is_renamed(
         timer.start()
         return timer
 
-    later(lambda: growing.write_bytes(b"x" * 20))
-    assert timed_sleep(clock, 2.0) < 1.0
-    later(lambda: growing.rename(tmp_path / "r-s000-c000.smd.xtc2"))
-    assert timed_sleep(clock, 2.0) < 1.0
+    def append() -> None:  # as the writer does: one append (write_bytes would truncate first,
+        with growing.open("ab") as fh:  # a change of its own that a poll can see in between)
+            fh.write(b"x" * 10)
+
+    # Bounds far from both outcomes (one poll after the change at 0.2 s, or the whole wait):
+    # a loaded 2-core CI machine stalls threads for a few hundred ms.
+    timer = later(append)
+    assert timed_sleep(clock, 3.0) < 1.5
+    timer.join()
+    timer = later(lambda: growing.rename(tmp_path / "r-s000-c000.smd.xtc2"))
+    assert timed_sleep(clock, 3.0) < 1.5
+    timer.join()
     assert timed_sleep(clock, 1.0) >= 1.0  # nothing changes: psana's full second
     clock.waiting = Waiting([tmp_path / "r-s000-c000.smd.xtc2"], got=4096)
-    assert timed_sleep(clock, 1.0) < 0.5
+    assert timed_sleep(clock, 3.0) < 1.5
     clock.waiting = None  # outside build_batch / get_next_dgrams: psana's own sleep
     assert timed_sleep(clock, 0.3) >= 0.3
     monkeypatch.setenv(psana_logbook.LIVE_POLL_ENV, "0")
