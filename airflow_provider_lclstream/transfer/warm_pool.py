@@ -135,17 +135,27 @@ class PoolBook(BaseModel):
         return None
 
 
+LOG_HEAD_BYTES = 65_536
+LOG_TAIL_BYTES = 16_000
+
+
 def address_of(backend: JobBackend, job: StandbyJob) -> str | None:
     """``tcp://HOST:PORT`` of a standby job's control socket: the port from its log's standby
     line, the host from the backend's node list (rank 0 runs on the first node), else the host
     the job printed; None while it has printed none."""
     if job.address:
         return job.address
-    try:
-        text, _ = backend.log_tail(job.job_id, -16_000)
-    except JobBackendError:
-        return None
-    found = standby.parse_standby(text or "")
+    found = None
+    # The line comes once, at start-up: look at the log's head, then (a job that printed much
+    # before it) at its tail.
+    for offset, size in ((0, LOG_HEAD_BYTES), (-LOG_TAIL_BYTES, LOG_TAIL_BYTES)):
+        try:
+            text, _ = backend.log_tail(job.job_id, offset, size)
+        except JobBackendError:
+            return None
+        found = standby.parse_standby(text or "")
+        if found is not None:
+            break
     if found is None:
         return None
     host, port = found

@@ -18,7 +18,7 @@ from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
 from airflow_provider_lclstream.hooks.warm_pool import load_book
 from tests.dags.dag_runner import load_dag, task_states
 
-pytestmark = [pytest.mark.airflow, pytest.mark.mpi]
+pytestmark = [pytest.mark.airflow, pytest.mark.mpi, pytest.mark.timeout(600)]  # READY_S and more
 
 
 @pytest.fixture
@@ -46,6 +46,25 @@ def keep_warm(pool: str, size: int = 1, wait_ready_s: float = 0) -> dict[str, An
     return summary
 
 
+READY_S = 240
+"""How long a test waits for its standby to come up: a few seconds on an idle machine, but in
+a clean-clone CI run it starts while the test services (Kafka's JVM, SLURM) warm up, and 2
+MPI ranks importing psana took longer than 90 s there once."""
+
+
+def warm_one(pool: str, jobs_dir: Path) -> dict[str, Any]:
+    """A pool of one standby job, ready; on a timeout the assertion shows the job's log."""
+    summary = keep_warm(pool, wait_ready_s=READY_S)
+    logs = {
+        job["job_id"]: (jobs_dir / job["job_id"] / "output.log").read_text()[-3000:]
+        if (jobs_dir / job["job_id"] / "output.log").exists()
+        else "(no log)"
+        for job in summary["jobs"]
+    }
+    assert len(summary["jobs"]) == 1 and summary["ready"] == 1, (summary, logs)
+    return summary
+
+
 def transfer(tmp_path: Path, events: int) -> tuple[Any, dict[str, Any]]:
     request = {"synthetic": True, "events": events, "img_per_file": 4, "ranks": 2,
                "output_dir": str(tmp_path / "out"), "detector_name": "epix10k2M"}  # fmt: skip
@@ -56,8 +75,7 @@ def transfer(tmp_path: Path, events: int) -> tuple[Any, dict[str, Any]]:
 
 
 def test_a_transfer_claims_a_warm_streamer(jobs_dir: Path, tmp_path: Path, pool_name: str) -> None:
-    summary = keep_warm(pool_name, wait_ready_s=90)
-    assert len(summary["jobs"]) == 1 and summary["ready"] == 1, summary
+    summary = warm_one(pool_name, jobs_dir)
     standby_id = summary["jobs"][0]["job_id"]
     assert "--standby" in (jobs_dir / standby_id / "script").read_text()
 
@@ -83,7 +101,7 @@ def test_a_transfer_claims_a_warm_streamer(jobs_dir: Path, tmp_path: Path, pool_
 def test_a_dead_warm_streamer_falls_back_to_a_fresh_job(
     jobs_dir: Path, tmp_path: Path, pool_name: str
 ) -> None:
-    summary = keep_warm(pool_name, wait_ready_s=90)
+    summary = warm_one(pool_name, jobs_dir)
     standby_id = summary["jobs"][0]["job_id"]
     info = json.loads((jobs_dir / standby_id / "job.json").read_text())
     os.killpg(int(info["pid"]), signal.SIGKILL)  # the whole job dies at once

@@ -149,3 +149,27 @@ def test_an_ended_job_is_expired_and_the_pool_refilled(tmp_path: Path) -> None:
         assert "--standby" in (tmp_path / state.jobs[0].job_id / "script").read_text()
     finally:
         backend.cancel(state.jobs[0].job_id)
+
+
+def test_the_address_is_found_in_a_log_that_grew_past_its_tail(tmp_path: Path) -> None:
+    """The standby line comes once, at start-up: a job that printed much after it (warnings,
+    a chatty rank) still has its address read, from the log's head."""
+    backend = LocalBackend(tmp_path)
+    line = standby.standby_line("127.0.0.1", 45678)
+    noise = "x" * 99
+    script = (
+        f"#!/bin/bash\necho '{line}'\n"
+        f"for i in $(seq 1 600); do echo '{noise}'; done\necho done-printing\nsleep 60\n"
+    )
+    job_id = backend.submit(JobSpec(name="standby-noisy", script=script))
+    try:
+        deadline = time.monotonic() + 30
+        while "done-printing" not in backend.log_tail(job_id, -100)[0]:
+            assert time.monotonic() < deadline, "the job did not print its noise"
+            time.sleep(0.05)
+        assert standby.parse_standby(backend.log_tail(job_id, -16_000)[0]) is None  # not in tail
+        job = StandbyJob(job_id=job_id, submitted=time.time())
+        address = warm_pool.address_of(backend, job)
+        assert address is not None and address.endswith(":45678"), address
+    finally:
+        backend.cancel(job_id)
