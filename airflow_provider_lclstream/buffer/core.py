@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("lclstream.buffer")
 
 POLL_S = 0.05
+PEER_S = 0.02
+"""While data moves, peer events are read at most this often (else whenever they come)."""
 BATCH = 512
 EOS_RESEND_S = 1.0
 RUNNING, DRAINING, FANOUT = "running", "draining", "fanout"
@@ -244,6 +246,7 @@ class Buffer:
         self.stream_dropped = 0
         self.phase, self.state, self.reason = RUNNING, "running", ""
         self.deadline: float | None = None
+        self._next_peers = 0.0
         self.last_input = time.monotonic()
         self.eos_rounds, self.eos_sent, self.last_round = 0, 0, 0.0
         self.stream_first_data_at: float | None = None  # epoch seconds
@@ -254,48 +257,73 @@ class Buffer:
 
     # ------------------------------------------------------------------ the loop
     def _run_stream(self) -> int:
-        poller_items: list[tuple[Any, int]] = []
-        registered: list[tuple[Any, int]] | None = None
-        poller = zmq.Poller()
+        poller_state: dict[str, Any] = {"poller": None, "registered": None, "nng_backoff": 0.0}
         next_log = time.monotonic() + self.config.log_interval_s
-        nng_backoff = 0.0
         while True:
             want_in = self.phase == RUNNING and self.fifo.has_room()
             want_out = bool(self.fifo) or bool(self.control)
-            poller_items = self.inp.poll_items(want_in) + self.out.poll_items(want_out)
-            if poller_items != registered:  # a new poller only when what to wait on changed
-                poller = zmq.Poller()
-                for target, flag in poller_items:
-                    poller.register(target, flag)
-                registered = poller_items
-            timeout = POLL_S if nng_backoff == 0 else nng_backoff
-            if poller_items:
-                poller.poll(int(timeout * 1000))
-            else:  # NNG has no monitor socket: nothing to wait on, and poll() would not wait
-                time.sleep(timeout)
-            now = time.monotonic()
-            with self._lock:
-                self._peer_events(now)
-                if want_in:
-                    self._receive()
-                if want_out:
-                    stalled = not self._send()
-                    # NNG's send fd can stay readable while no pipe is ready: back off.
-                    if stalled and self.out.library == "nng":
-                        nng_backoff = min(max(nng_backoff * 2, 0.001), POLL_S)
-                    else:
-                        nng_backoff = 0.0
-                else:
-                    nng_backoff = 0.0
-                self.rates.sample(self.counts)
-                code = self._advance(now)
+            if want_in and not want_out:
+                # Nothing queued: wait in the input's own blocking receive, not in a poll. A
+                # message goes out again at once, so while consumers keep up every message
+                # costs one receive and one send, as in a plain forwarding loop.
+                got = self.inp.recv_wait(POLL_S)
+                now = time.monotonic()
+                with self._lock:
+                    self._peer_events(now)
+                    if got is not None:
+                        self._take(*got)  # an end-of-stream record: _advance sees it
+                    if self.fifo:
+                        self._send()
+                    self.rates.sample(self.counts)
+                    code = self._advance(now)
+            else:
+                code = self._poll_once(poller_state, want_in, want_out)
+                now = time.monotonic()
             if now >= next_log:
                 next_log = now + self.config.log_interval_s
                 self._log_progress()
             if code is not None:
                 return code
 
-    def _peer_events(self, now: float) -> None:
+    def _poll_once(self, state: dict[str, Any], want_in: bool, want_out: bool) -> int | None:
+        """Wait (up to ``POLL_S``) on whatever is wanted, then move what can move: receive
+        while the FIFO has room, send while something is queued. The peer events wake the
+        poll only while no data is wanted (while data moves they are read every ``PEER_S``)."""
+        events = not (want_in or want_out)
+        poller_items = self.inp.poll_items(want_in, events) + self.out.poll_items(want_out, events)
+        if poller_items != state["registered"]:  # a new poller only when that changed
+            state["poller"] = zmq.Poller()
+            for target, flag in poller_items:
+                state["poller"].register(target, flag)
+            state["registered"] = poller_items
+        timeout = POLL_S if state["nng_backoff"] == 0 else state["nng_backoff"]
+        if poller_items:
+            state["poller"].poll(int(timeout * 1000))
+        else:  # NNG has no monitor socket: nothing to wait on, and poll() would not wait
+            time.sleep(timeout)
+        now = time.monotonic()
+        with self._lock:
+            self._peer_events(now, force=events)
+            if want_in:
+                self._receive()
+            if want_out:
+                stalled = not self._send()
+                # NNG's send fd can stay readable while no pipe is ready: back off.
+                if stalled and self.out.library == "nng":
+                    state["nng_backoff"] = min(max(state["nng_backoff"] * 2, 0.001), POLL_S)
+                else:
+                    state["nng_backoff"] = 0.0
+            else:
+                state["nng_backoff"] = 0.0
+            self.rates.sample(self.counts)
+            return self._advance(now)
+
+    def _peer_events(self, now: float, force: bool = False) -> None:
+        """Connections and hang-ups on both sides, read every ``PEER_S`` (reading them costs
+        about a fifth of the loop's CPU per message, #18), or now with ``force``."""
+        if not force and now < self._next_peers:
+            return
+        self._next_peers = now + PEER_S
         for event in self.inp.take_events():
             if event.kind == "connect":
                 self.acct.connect(event.key, event.address)
@@ -321,24 +349,26 @@ class Buffer:
             if not self.fifo.has_room():
                 return
             got = self.inp.recv_nowait()
-            if got is None:
+            if got is None or not self._take(*got):
                 return
-            payload, key = got
-            self.last_input = time.monotonic()
-            if _is_eos(payload):
-                self._end_of_stream(payload, key)
-                if self.acct.complete():
-                    return  # what follows belongs to the next stream
-                continue
-            size = payload_size(payload)
-            if self.stream_first_data_at is None:
-                self.stream_first_data_at = time.time()
-                if _looks_simplon(payload):  # producers without records: shape from the data
-                    self.eos_shape = ("simplon", self.eos_shape[1])
-            self.fifo.put(payload)
-            self.acct.data(key, size)
-            self.counts["messages_in"] += 1
-            self.counts["bytes_in"] += size
+
+    def _take(self, payload: Any, key: str) -> bool:
+        """Queue one received message (or account an end-of-stream record); False when the
+        stream's producers have all ended: what follows belongs to the next stream."""
+        self.last_input = time.monotonic()
+        if _is_eos(payload):
+            self._end_of_stream(payload, key)
+            return not self.acct.complete()
+        size = payload_size(payload)
+        if self.stream_first_data_at is None:
+            self.stream_first_data_at = time.time()
+            if _looks_simplon(payload):  # producers without records: shape from the data
+                self.eos_shape = ("simplon", self.eos_shape[1])
+        self.fifo.put(payload)
+        self.acct.data(key, size)
+        self.counts["messages_in"] += 1
+        self.counts["bytes_in"] += size
+        return True
 
     def _end_of_stream(self, payload: Any, key: str) -> None:
         raw = payload if isinstance(payload, bytes) else payload.bytes

@@ -45,8 +45,14 @@ class Endpoint:
     def __init__(self) -> None:
         self.events: deque[PeerEvent] = deque()
 
-    def poll_items(self, want_data: bool) -> list[tuple[Any, int]]:
-        """(socket or fd, flag) pairs for ``zmq.Poller``; peer events are always included."""
+    def poll_items(self, want_data: bool, want_events: bool = True) -> list[tuple[Any, int]]:
+        """(socket or fd, flag) pairs for ``zmq.Poller``; with ``want_events``, what signals a
+        peer event too (NNG: nothing, its callbacks queue them)."""
+        raise NotImplementedError
+
+    def recv_wait(self, timeout_s: float) -> tuple[Any, str] | None:
+        """The next message and its connection key, waiting up to ``timeout_s`` in the
+        transport's own blocking receive; None when none came."""
         raise NotImplementedError
 
     def take_events(self) -> list[PeerEvent]:
@@ -111,6 +117,7 @@ class NngEndpoint(Endpoint):
             verb = "dial" if dial else "listen on"
             raise TransportError(f"nng: cannot {verb} --{role} {url}: {err}") from err
         self.fd = self.socket.recv_fd if role == "input" else self.socket.send_fd
+        self._recv_timeout_ms = -1
 
     def _on_add(self, pipe: pynng.Pipe) -> None:
         try:
@@ -122,7 +129,7 @@ class NngEndpoint(Endpoint):
     def _on_remove(self, pipe: pynng.Pipe) -> None:
         self.events.append(PeerEvent("disconnect", f"nng-pipe-{pipe.id}"))
 
-    def poll_items(self, want_data: bool) -> list[tuple[Any, int]]:
+    def poll_items(self, want_data: bool, want_events: bool = True) -> list[tuple[Any, int]]:
         return [(self.fd, POLLIN)] if want_data else []
 
     def recv_nowait(self) -> tuple[NngPayload, str] | None:
@@ -134,6 +141,20 @@ class NngEndpoint(Endpoint):
         except pynng.NNGException as err:
             raise TransportError(f"nng: receive on {self.url} failed: {err}") from err
         pipe = msg.pipe  # None when the pipe closed before pynng saw the message's pipe
+        return NngPayload(msg), f"nng-pipe-{pipe.id if pipe is not None else -1}"
+
+    def recv_wait(self, timeout_s: float) -> tuple[NngPayload, str] | None:
+        ms = max(1, round(timeout_s * 1000))
+        if ms != self._recv_timeout_ms:
+            self.socket.recv_timeout = ms
+            self._recv_timeout_ms = ms
+        try:
+            msg = self.socket.recv_msg(block=True)
+        except (pynng.Timeout, pynng.Closed):
+            return None
+        except pynng.NNGException as err:
+            raise TransportError(f"nng: receive on {self.url} failed: {err}") from err
+        pipe = msg.pipe
         return NngPayload(msg), f"nng-pipe-{pipe.id if pipe is not None else -1}"
 
     def send_nowait(self, payload: Any) -> bool:
@@ -188,6 +209,7 @@ class ZmqEndpoint(Endpoint):
             self.socket.setsockopt(zmq.LINGER, int(linger_s * 1000))
         mask = zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
         self.monitor = self.socket.get_monitor_socket(mask)
+        self._rcvtimeo_ms = -1
         self.fd_keys: dict[int, str] = {}
         self.closed_fds: set[int] = set()
         self.serial = 0
@@ -229,8 +251,8 @@ class ZmqEndpoint(Endpoint):
         self._read_monitor()
         return super().take_events()
 
-    def poll_items(self, want_data: bool) -> list[tuple[Any, int]]:
-        items: list[tuple[Any, int]] = [(self.monitor, POLLIN)]
+    def poll_items(self, want_data: bool, want_events: bool = True) -> list[tuple[Any, int]]:
+        items: list[tuple[Any, int]] = [(self.monitor, POLLIN)] if want_events else []
         if want_data:
             items.append((self.socket, POLLIN if self.role == "input" else POLLOUT))
         return items
@@ -240,11 +262,24 @@ class ZmqEndpoint(Endpoint):
             frame = self.socket.recv(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return None
+        return frame, self._frame_key(frame)
+
+    def recv_wait(self, timeout_s: float) -> tuple[zmq.Frame, str] | None:
+        ms = max(1, round(timeout_s * 1000))
+        if ms != self._rcvtimeo_ms:
+            self.socket.setsockopt(zmq.RCVTIMEO, ms)
+            self._rcvtimeo_ms = ms
         try:
-            key = self._key(int(frame.get(zmq.SRCFD)))
+            frame = self.socket.recv(copy=False)
+        except zmq.Again:
+            return None
+        return frame, self._frame_key(frame)
+
+    def _frame_key(self, frame: zmq.Frame) -> str:
+        try:
+            return self._key(int(frame.get(zmq.SRCFD)))
         except zmq.ZMQError:
-            key = "zmq-unknown"
-        return frame, key
+            return "zmq-unknown"
 
     def send_nowait(self, payload: Any) -> bool:
         if isinstance(payload, NngPayload):  # NNG in, ZeroMQ out: NNG frees its message
