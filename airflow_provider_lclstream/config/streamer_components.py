@@ -459,19 +459,21 @@ HANDLER_QUEUE_DEFAULT = 8
 
 
 class DataHandlerModel(ComponentModel):
-    """Base of the handler classes: each runs on its own thread behind a queue."""
+    """Base of the handler classes: each runs on its own thread behind a queue (``queue``
+    messages), or with ``queue: 0`` on the engine's thread."""
 
     queue: int = Field(
         default=HANDLER_QUEUE_DEFAULT,
-        ge=1,
-        description="messages waiting for this handler's thread at most",
+        ge=0,
+        description="messages waiting for this handler's thread at most; 0: no thread, the "
+        "engine calls the handler itself",
     )
 
 
 class BinaryFileWritingDataHandler(DataHandlerModel):
     """Write every serialized batch to its own file in ``write_directory``.
 
-    Every handler runs on its own thread behind a queue of at most ``queue`` messages, so a slow
+    It runs on its own thread behind a queue of at most ``queue`` messages (default 8), so a slow
     file system does not hold up a stream until that queue is full.
     """
 
@@ -488,9 +490,20 @@ class BinaryDataStreamingDataHandler(DataHandlerModel):
     ranks round-robin over ``urls`` instead of connecting every rank to all of them. ``buffer``
     is the OS socket send buffer in bytes for ZeroMQ (0: the OS default, capped by the OS
     maximum); NNG has no such option and ignores it.
+
+    ``queue`` defaults to 0 here: the engine sends itself. The transport already queues
+    (its high-water mark) and sends on its own I/O threads; a handler thread in front of it
+    only contended with the serializer for the GIL (about 12 % of the throughput of 43 MB
+    messages on the 2-core dev VM, ZeroMQ and NNG alike; docs/benchmarks.md).
     """
 
     type: Literal["BinaryDataStreamingDataHandler"] = "BinaryDataStreamingDataHandler"
+    queue: int = Field(
+        default=0,
+        ge=0,
+        description="messages waiting for a handler thread at most; 0 (the default here): no "
+        "thread, the engine sends itself (the transport queues)",
+    )
     urls: Annotated[StrList, Field(min_length=1)]
     role: Literal["client", "server"] = "client"
     library: Literal["zmq", "nng"] = "zmq"

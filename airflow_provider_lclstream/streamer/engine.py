@@ -18,7 +18,7 @@ from airflow_provider_lclstream.config.streamer import (
 from airflow_provider_lclstream.exceptions import LCLStreamError
 from airflow_provider_lclstream.protocol import EndOfStream, producer_name
 from airflow_provider_lclstream.streamer.components import engine_for, step_for
-from airflow_provider_lclstream.streamer.handlers.concurrent import QueuedHandler
+from airflow_provider_lclstream.streamer.handlers.concurrent import InlineHandler, QueuedHandler
 from airflow_provider_lclstream.streamer.sources.base import EventSource, Partition, RawEvent
 
 if TYPE_CHECKING:
@@ -153,6 +153,8 @@ class Streamer:
         serializer = build_serializer(self.config, self.partition.rank)
         handlers = [
             QueuedHandler(handler, spec.queue, f"{i}:{spec.type}")
+            if spec.queue
+            else InlineHandler(handler, f"{i}:{spec.type}")
             for i, (handler, spec) in enumerate(
                 zip(
                     build_handlers(self.config, self.partition, self.send_timeout_s),
@@ -235,7 +237,10 @@ class Streamer:
         return counters.summary()
 
     def _deliver(
-        self, handlers: list[QueuedHandler], message: Payload, broadcast: bool = False
+        self,
+        handlers: list[QueuedHandler | InlineHandler],
+        message: Payload,
+        broadcast: bool = False,
     ) -> None:
         """Hand one message to every handler (``broadcast``: on every link of a stream)."""
         if self.counters.first_message_s is None:

@@ -134,3 +134,60 @@ class QueuedHandler:
             "blocked_s": round(self.blocked_s, 3),
             "messages": self.done,
         }
+
+
+class InlineHandler:
+    """A ``DataHandler`` called on the engine's own thread (``queue: 0``): no queue, no
+    thread; the engine waits for every write or send. The same calls and stats as
+    :class:`QueuedHandler` (``max_backlog`` and ``backlog`` are 0; ``blocked_s`` is the time
+    the engine spent in the handler)."""
+
+    def __init__(self, handler: DataHandler, name: str) -> None:
+        self.handler = handler
+        self.name = name
+        self.busy_s = 0.0
+        self.done = 0
+        self.closed = False
+
+    def _timed(self, call: Callable[[], None]) -> None:
+        started = time.monotonic()
+        try:
+            call()
+        except BaseException as err:
+            raise LCLStreamError(
+                f"data handler {self.name} failed: {type(err).__name__}: {err}"
+            ) from err
+        finally:
+            self.busy_s += time.monotonic() - started
+
+    def handle(self, message: Payload) -> None:
+        self._timed(lambda: self.handler.handle(message))
+        self.done += 1
+
+    def broadcast(self, message: Payload) -> None:
+        self._timed(lambda: self.handler.broadcast(message))
+        self.done += 1
+
+    def end(
+        self, record: EndOfStream, encode: Callable[[EndOfStream], bytes] | None = None
+    ) -> None:
+        self._timed(lambda: self.handler.end(record, encode))
+
+    def flush(self) -> None:
+        """Nothing waits: every call returned once its work was done."""
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._timed(self.handler.close)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "handler": self.name,
+            "queue": 0,
+            "max_backlog": 0,
+            "backlog": 0,
+            "busy_s": round(self.busy_s, 3),
+            "blocked_s": round(self.busy_s, 3),
+            "messages": self.done,
+        }

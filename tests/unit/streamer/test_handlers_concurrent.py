@@ -112,3 +112,46 @@ def test_a_failing_handler_fails_the_run_naming_it(
     with pytest.raises(LCLStreamError, match="data handler 0:BinaryFileWritingDataHandler failed"):
         streamer.run()
     assert len(list((tmp_path / "out").iterdir())) == 3
+
+
+def test_a_failing_inline_handler_fails_the_run_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handlers, "BinaryFileWritingDataHandler", FullDiskWriter)
+    cfg = config("tcp://127.0.0.1:1", tmp_path / "out", 0)  # queue 0: on the engine's thread
+    cfg["data_handlers"] = cfg["data_handlers"][:1]
+    streamer = Streamer(validate_streamer_config(cfg))
+    with pytest.raises(LCLStreamError, match="data handler 0:BinaryFileWritingDataHandler failed"):
+        streamer.run()
+    assert len(list((tmp_path / "out").iterdir())) == 3
+
+
+def test_the_streaming_handler_sends_on_the_engine_thread_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No handler thread in front of the transport's own queue (#18): the engine sends."""
+    senders: set[str] = set()
+
+    class Recording(handlers.BinaryDataStreamingDataHandler):  # type: ignore[misc,name-defined]
+        def handle(self, message: Payload) -> None:
+            senders.add(threading.current_thread().name)
+            super().handle(message)
+
+    monkeypatch.setattr(handlers, "BinaryDataStreamingDataHandler", Recording)
+    url = f"tcp://127.0.0.1:{free_port()}"
+    report = ReceiveReport(1)
+    receiver = threading.Thread(
+        target=lambda: list(receive_messages(url, "zmq", bind=True, timeout_s=30, report=report)),
+        daemon=True,
+    )
+    receiver.start()
+    time.sleep(0.2)
+    cfg = config(url, tmp_path / "out", 8)
+    cfg["data_handlers"] = cfg["data_handlers"][1:]
+    summary = Streamer(validate_streamer_config(cfg)).run()
+    receiver.join(30)
+    assert report.ok and report.messages == EVENTS, report.summary()
+    assert senders == {threading.current_thread().name}
+    [stream_stats] = summary["handlers"]
+    assert stream_stats["queue"] == 0 and stream_stats["max_backlog"] == 0
+    assert stream_stats["messages"] == EVENTS
