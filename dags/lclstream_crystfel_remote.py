@@ -39,7 +39,7 @@ with DAG(
     },
 ) as dag:
 
-    @task
+    @task(multiple_outputs=False)  # else Airflow pushes each key of the dict as an XCom too
     def crystfel_request() -> dict:
         from airflow_provider_lclstream.config.transfer import TransferRequest
 

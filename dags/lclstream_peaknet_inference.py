@@ -86,7 +86,7 @@ with DAG(
     },
 ) as dag:
 
-    @task
+    @task(multiple_outputs=False)  # else Airflow pushes each key of the dict as an XCom too
     def build_request() -> dict:
         """The transfer request with the lclstream-infer consumer (errors name the field)."""
         from airflow_provider_lclstream.transfer.inference import inference_request
@@ -100,7 +100,7 @@ with DAG(
     request = build_request()
     group = transfer_task_group(request)
 
-    @task
+    @task(multiple_outputs=False)  # else Airflow pushes each key of the dict as an XCom too
     def report(request: dict, stats: dict) -> dict:
         """Read lclstream-infer's summary; fail unless every delivered frame was inferred."""
         from airflow_provider_lclstream.config.transfer import TransferRequest

@@ -92,7 +92,7 @@ with DAG(
     },
 ) as dag:
 
-    @task
+    @task(multiple_outputs=False)  # else Airflow pushes each key of the dict as an XCom too
     def build_request() -> dict:
         """Validate the request (errors name the field) and hand it to the transfer tasks."""
         from airflow_provider_lclstream.transfer.request import request_from
@@ -111,7 +111,7 @@ with DAG(
     request = build_request()
     group = transfer_task_group(request)
 
-    @task
+    @task(multiple_outputs=False)  # else Airflow pushes each key of the dict as an XCom too
     def report(stats: dict) -> dict:
         """Log the transfer's numbers; post them to the ARP/Elog when the run came from there."""
         from airflow_provider_lclstream.hooks.elog import report_transfer
