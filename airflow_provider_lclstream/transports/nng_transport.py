@@ -15,6 +15,9 @@ from airflow_provider_lclstream.exceptions import TransportError
 from airflow_provider_lclstream.transports.base import Payload, Receiver, Sender
 
 NNG_CLOSE_GRACE_S = 0.5
+SEND_SLICE_S = 0.2
+"""A blocked send waits in slices this long: between them Python runs its signal handlers (a
+streamer rank's SIGTERM summary), which a send blocked in NNG's C code would hold off."""
 
 
 def nng_address(url: str, bind: bool) -> str:
@@ -39,8 +42,7 @@ class NngSender(Sender):
         self.send_timeout_s = send_timeout_s
         self.linger_s = min(linger_s, NNG_CLOSE_GRACE_S)
         self.socket = pynng.Push0()
-        if send_timeout_s is not None:
-            self.socket.send_timeout = int(send_timeout_s * 1000)
+        self.socket.send_timeout = int(SEND_SLICE_S * 1000)
         if queue_messages > 0:
             self.socket.send_buffer_size = queue_messages
         try:
@@ -58,12 +60,17 @@ class NngSender(Sender):
     def send(self, message: Payload) -> None:
         if not isinstance(message, bytes):
             message = bytes(message)  # pynng takes bytes only
-        try:
-            self.socket.send(message)
-        except pynng.Timeout as err:
-            raise TransportError(
-                f"nng: no receiver took data on {self.url} within {self.send_timeout_s} s"
-            ) from err
+        started = time.monotonic()
+        while True:
+            try:
+                self.socket.send(message)
+                break
+            except pynng.Timeout as err:  # a slice passed: the message was not queued
+                waited = time.monotonic() - started
+                if self.send_timeout_s is not None and waited >= self.send_timeout_s:
+                    raise TransportError(
+                        f"nng: no receiver took data on {self.url} within {self.send_timeout_s} s"
+                    ) from err
         self.sent_any = True
 
     def close(self) -> None:

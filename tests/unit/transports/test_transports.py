@@ -56,6 +56,32 @@ def test_send_to_unreachable_url_times_out(library: str) -> None:
     sender.close()
 
 
+def test_a_blocked_nng_send_lets_signal_handlers_run() -> None:
+    """A streamer rank blocked sending to a gone buffer still takes its SIGTERM at once: the
+    send waits in short slices, not in NNG's C code for the whole send timeout."""
+    import signal
+    import time
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    sender = open_sender(f"tcp://127.0.0.1:{free_port()}", "nng", send_timeout_s=10, linger_s=0)
+    previous = signal.signal(signal.SIGALRM, handler)
+    started = time.monotonic()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(Interrupted):
+            sender.send(b"x")
+        assert time.monotonic() - started < 3.0  # not the 10 s send timeout
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        sender.close()
+
+
 def test_bad_library_and_url_are_clear() -> None:
     with pytest.raises(TransportError, match="choose one of"):
         open_sender("tcp://127.0.0.1:1", "carrier-pigeon")
