@@ -276,6 +276,11 @@ class ZmqEndpoint(Endpoint):
         return frame, self._frame_key(frame)
 
     def _frame_key(self, frame: zmq.Frame) -> str:
+        """The key of the connection ``frame`` came on. Monitor events already queued are read
+        first: the OS reuses a closed connection's fd at once, and a new connection's frames
+        keyed before its ACCEPTED event would count on the old one (which may have ended)."""
+        if self.monitor.get(zmq.EVENTS) & POLLIN:
+            self._read_monitor()
         try:
             return self._key(int(frame.get(zmq.SRCFD)))
         except zmq.ZMQError:

@@ -253,8 +253,14 @@ def _summarise(
         if p["events"] is not None
     ]
     pids: dict[int, set[int]] = {}
+    restarted: set[int] = set()
     for r in results:
         pids.setdefault(r["actor"], set()).add(r["pid"])
+        if r.get("restarted"):
+            restarted.add(r["actor"])
+    # an incarnation whose batches were all still in flight when it died left no result: a
+    # restarted actor counts once at least
+    restarts = {a: max(len(p) - 1, int(a in restarted)) for a, p in pids.items()}
     n = max(len(results), 1)
     q1 = QueueOccupancy(
         capacity=settings.q1_size,
@@ -288,7 +294,7 @@ def _summarise(
         p_actors=n_p,
         writers=len(closed),
         device=device,
-        p_restarts=sum(len(p) - 1 for p in pids.values()),
+        p_restarts=sum(restarts.values()),
         lost=lost,
         q1=q1,
         stage_s_per_batch=StageTimes(

@@ -164,6 +164,7 @@ class Inferencer:
         self.batches = 0
         self.calls = 0
         self.crash_at = _crash_at()
+        self.restarted = _restarted()
         if self.device.type == "cuda":
             self.h2d = torch.cuda.Stream(self.device)
             self.compute = torch.cuda.Stream(self.device)
@@ -202,6 +203,7 @@ class Inferencer:
             "p_s": elapsed,
             "pid": os.getpid(),
             "actor": self.index,
+            "restarted": self.restarted,
         }
 
     def _forward(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -302,6 +304,13 @@ class Inferencer:
             self.free.put(index)
 
 
+def _restarted() -> bool:
+    """Whether Ray restarted this actor (an earlier incarnation died)."""
+    import ray
+
+    return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+
 def _crash_at() -> int | None:
     """The batch number :data:`CRASH_ENV` asks this P actor to die on (None: never)."""
     import ray
@@ -361,6 +370,7 @@ class Writer:
             "p_s": result["p_s"],
             "pid": result["pid"],
             "actor": result["actor"],
+            "restarted": result.get("restarted", False),
         }
 
     def close(self) -> dict[str, Any]:

@@ -56,3 +56,29 @@ def test_recv_wait_waits_its_timeout_then_returns_what_comes(library: str) -> No
     finally:
         inp.close()
         context.term()
+
+
+def test_a_new_connection_on_a_reused_fd_gets_its_own_key() -> None:
+    """The OS gives a new connection the fd a closed one had: its frames must not count on
+    the old connection, even when nobody read the peer events in between (the buffer reads
+    them every 20 ms while data moves)."""
+    url = _free_url()
+    context = zmq.Context()
+    inp = open_endpoint("zmq", url, "input", dial=False, queue=2, linger_s=0, context=context)
+    try:
+        keys, fds = [], []
+        for _ in range(2):
+            peer = context.socket(zmq.PUSH)
+            peer.setsockopt(zmq.LINGER, 1000)
+            peer.connect(url)
+            peer.send(b"x")
+            got = inp.recv_wait(5.0)
+            assert got is not None
+            keys.append(got[1])
+            fds.append(int(got[0].get(zmq.SRCFD)))
+            peer.close()
+            time.sleep(0.3)  # the endpoint's side of the connection closes
+        assert keys[0] != keys[1], (keys, fds)
+    finally:
+        inp.close()
+        context.term()
