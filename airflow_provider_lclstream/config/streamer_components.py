@@ -491,12 +491,20 @@ class BinaryDataStreamingDataHandler(DataHandlerModel):
     is the OS socket send buffer in bytes for ZeroMQ (0: the OS default, capped by the OS
     maximum); NNG has no such option and ignores it.
 
-    ``queue: 0`` sends on the engine's thread (no handler thread in front of the transport's
-    own queue: about 12 % more throughput of 43 MB messages on the 2-core dev VM, but a rank
-    blocked sending then takes a SIGTERM late; docs/benchmarks.md).
+    ``queue`` defaults to 0 here: the engine sends itself. The transport already queues
+    (its high-water mark) and sends on its own I/O threads; a handler thread in front of it
+    only contended with the serializer for the GIL (about 12 % of the throughput of 43 MB
+    messages on the 2-core dev VM, ZeroMQ and NNG alike; docs/benchmarks.md). A blocked send
+    waits in 0.2 s slices, so a rank sending still takes a SIGTERM at once.
     """
 
     type: Literal["BinaryDataStreamingDataHandler"] = "BinaryDataStreamingDataHandler"
+    queue: int = Field(
+        default=0,
+        ge=0,
+        description="messages waiting for a handler thread at most; 0 (the default here): no "
+        "thread, the engine sends itself (the transport queues)",
+    )
     urls: Annotated[StrList, Field(min_length=1)]
     role: Literal["client", "server"] = "client"
     library: Literal["zmq", "nng"] = "zmq"

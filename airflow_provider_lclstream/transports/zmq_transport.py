@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import zmq
@@ -28,6 +29,10 @@ ZeroMQ's own queue counts messages (1000 by default), not bytes: with 40 MB mess
 would run ahead by gigabytes and allocate a new buffer for every message, which costs more than
 the wait. Small messages are copied and keep the library's queue.
 """
+SEND_SLICE_S = 0.2
+"""A blocked send waits in slices this long: between them Python runs its signal handlers (a
+streamer rank's SIGTERM summary). A send blocked in libzmq's C code, or a tracker's wait, holds
+them off while the signal went to another thread (a handler's, MPI's)."""
 
 
 class ZmqSender(Sender):
@@ -55,8 +60,7 @@ class ZmqSender(Sender):
             self.socket.setsockopt(zmq.SNDHWM, queue_messages)
         self.send_timeout_s = send_timeout_s
         self.in_flight: deque[zmq.MessageTracker] = deque()
-        if send_timeout_s is not None:
-            self.socket.setsockopt(zmq.SNDTIMEO, int(send_timeout_s * 1000))
+        self.socket.setsockopt(zmq.SNDTIMEO, int(SEND_SLICE_S * 1000))
         try:
             if bind:
                 self.socket.bind(zmq_address(url, bind))
@@ -69,18 +73,38 @@ class ZmqSender(Sender):
             ) from err
 
     def send(self, message: Payload) -> None:
-        try:
-            if len(message) < ZERO_COPY_MIN_BYTES:
-                self.socket.send(message)
-                return
-            while len(self.in_flight) >= ZERO_COPY_IN_FLIGHT:
-                self.in_flight[0].wait(-1 if self.send_timeout_s is None else self.send_timeout_s)
-                self.in_flight.popleft()
-            self.in_flight.append(self.socket.send(message, copy=False, track=True))
-        except (zmq.Again, zmq.NotDone) as err:
+        started = time.monotonic()
+        if len(message) < ZERO_COPY_MIN_BYTES:
+            self._send_in_slices(message, started, copy=True)
+            return
+        while len(self.in_flight) >= ZERO_COPY_IN_FLIGHT:
+            try:
+                self.in_flight[0].wait(SEND_SLICE_S)
+            except zmq.NotDone:  # a slice passed: the message is still queued
+                self._check_waited(started)
+                continue
+            self.in_flight.popleft()
+        tracker = self._send_in_slices(message, started, copy=False)
+        assert tracker is not None
+        self.in_flight.append(tracker)
+
+    def _send_in_slices(
+        self, message: Payload, started: float, copy: bool
+    ) -> zmq.MessageTracker | None:
+        while True:
+            try:
+                if copy:
+                    self.socket.send(message)
+                    return None
+                return self.socket.send(message, copy=False, track=True)
+            except zmq.Again:  # a slice passed: the message was not queued
+                self._check_waited(started)
+
+    def _check_waited(self, started: float) -> None:
+        if self.send_timeout_s is not None and time.monotonic() - started >= self.send_timeout_s:
             raise TransportError(
                 f"zmq: no receiver took data on {self.url} within {self.send_timeout_s} s"
-            ) from err
+            )
 
     def close(self) -> None:
         if not self.socket.closed:

@@ -126,10 +126,10 @@ def test_a_failing_inline_handler_fails_the_run_naming_it(
     assert len(list((tmp_path / "out").iterdir())) == 3
 
 
-def test_a_streaming_handler_with_queue_0_sends_on_the_engine_thread(
+def test_the_streaming_handler_sends_on_the_engine_thread_by_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``queue: 0``: no handler thread in front of the transport's own queue (#18)."""
+    """No handler thread in front of the transport's own queue (#18): the engine sends."""
     senders: set[str] = set()
 
     class Recording(handlers.BinaryDataStreamingDataHandler):  # type: ignore[misc,name-defined]
@@ -148,7 +148,6 @@ def test_a_streaming_handler_with_queue_0_sends_on_the_engine_thread(
     time.sleep(0.2)
     cfg = config(url, tmp_path / "out", 8)
     cfg["data_handlers"] = cfg["data_handlers"][1:]
-    cfg["data_handlers"][0]["queue"] = 0
     summary = Streamer(validate_streamer_config(cfg)).run()
     receiver.join(30)
     assert report.ok and report.messages == EVENTS, report.summary()

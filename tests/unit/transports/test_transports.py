@@ -82,6 +82,61 @@ def test_a_blocked_nng_send_lets_signal_handlers_run() -> None:
         sender.close()
 
 
+def signal_from_another_thread(delay_s: float) -> threading.Thread:
+    """SIGUSR1 for the process, taken by a helper thread after ``delay_s``: Python runs the
+    handler on the main thread only once that thread is back in Python code (a cancel's SIGTERM
+    reaches a streamer rank on any of its threads: a handler's, MPI's)."""
+    import signal
+    import time
+
+    def kill() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+        time.sleep(delay_s)
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("library", ["zmq", "nng"])
+@pytest.mark.parametrize("case", ["no-peer-small", "no-peer-large", "peer-not-reading"])
+def test_a_blocked_send_takes_a_signal_that_another_thread_received(
+    library: str, case: str
+) -> None:
+    """A rank blocked sending (no peer; or a peer that reads nothing, so ZeroMQ waits for its
+    large messages in flight) runs its signal handler within a slice, not at the 30 s send
+    timeout."""
+    import signal
+    import time
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    url = f"tcp://127.0.0.1:{free_port()}"
+    receiver = open_receiver(url, library, queue_messages=1) if case == "peer-not-reading" else None
+    sender = open_sender(url, library, send_timeout_s=30, linger_s=0)
+    message = b"x" if case == "no-peer-small" else bytearray(16 * 1024 * 1024)
+    previous = signal.signal(signal.SIGUSR1, handler)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # this thread never takes it
+    try:
+        signal_from_another_thread(0.5)
+        started = time.monotonic()
+        with pytest.raises(Interrupted):
+            for _ in range(40):  # a peer that reads nothing holds a few messages at most
+                sender.send(message)
+        assert time.monotonic() - started < 3.0  # not the 30 s send timeout
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+        signal.signal(signal.SIGUSR1, previous)
+        sender.close()
+        if receiver is not None:
+            receiver.close()
+
+
 def test_bad_library_and_url_are_clear() -> None:
     with pytest.raises(TransportError, match="choose one of"):
         open_sender("tcp://127.0.0.1:1", "carrier-pigeon")
