@@ -2,25 +2,59 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 FINISHED = ("success", "failed")
+TIMEOUT_S = 90
+"""Longer than the test deployment's SQLite lock wait (60 s, airflow-standalone.sh): a write
+may wait that long for the scheduler's transaction and still be served."""
+API_LOG = (
+    Path(
+        os.environ.get("LCLSTREAM_SERVICES_DIR", Path(__file__).resolve().parents[1] / ".services")
+    )
+    / "airflow-standalone/logs/api-server.log"
+)
+
+
+def _api_log_tail(lines: int = 30) -> str:
+    try:
+        return "\n".join(API_LOG.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as err:
+        return f"(no api-server log: {err})"
+
+
+class _Client(httpx.Client):
+    """An httpx client whose timeouts name the request and show the api-server's last lines
+    (a clean-clone CI run once saw two requests time out and nothing else)."""
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        started = time.monotonic()
+        try:
+            return super().send(request, **kwargs)
+        except httpx.TimeoutException as err:
+            raise AssertionError(
+                f"{request.method} {request.url} got no answer in "
+                f"{time.monotonic() - started:.0f} s ({err!r}); api-server log:\n{_api_log_tail()}"
+            ) from err
 
 
 class AirflowApi:
     def __init__(self, url: str, user: str = "admin", password: str = "admin") -> None:
         self.url = url.rstrip("/")
-        token = httpx.post(
-            f"{self.url}/auth/token", json={"username": user, "password": password}, timeout=30
-        )
+        with _Client(timeout=TIMEOUT_S) as client:
+            token = client.post(
+                f"{self.url}/auth/token", json={"username": user, "password": password}
+            )
         token.raise_for_status()
-        self.client = httpx.Client(
+        self.client = _Client(
             base_url=f"{self.url}/api/v2",
             headers={"Authorization": f"Bearer {token.json()['access_token']}"},
-            timeout=30,
+            timeout=TIMEOUT_S,
         )
 
     def get(self, path: str, **params: Any) -> Any:

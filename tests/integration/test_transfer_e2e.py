@@ -19,7 +19,7 @@ import h5py
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from tests.airflow_api import AirflowApi
 from tests.conftest import REPO
@@ -52,12 +52,19 @@ def ensure_topics(bootstrap: str) -> None:
 
 def wait_for_group_member(bootstrap: str, group: str, timeout: float = 120) -> None:
     """The AssetWatcher's consumer joined its group (it starts at 'latest': a message sent
-    before that would be missed by design)."""
+    before that would be missed by design). Retriable errors (a fresh broker's group
+    coordinator still loading: ``CoordinatorNotAvailable``) are waited out."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            described = admin.describe_groups([group]).get(group, {})
+            try:
+                described = admin.describe_groups([group]).get(group, {})
+            except KafkaError as err:  # a fresh broker's coordinator may not be up yet
+                if not err.retriable:
+                    raise
+                time.sleep(1)
+                continue
             state = described.get("group_state") or described.get("state")
             if state == "Stable" and described.get("members"):
                 return
