@@ -18,6 +18,7 @@ Ends with one line of ``key=value`` headline figures.
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import socket
@@ -195,12 +196,12 @@ def codec_table() -> list[tuple[str, float, float, float]]:
     return rows
 
 
-def main() -> None:
+def main(rounds: int = ROUNDS) -> None:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for library in ("zmq", "nng"):
             framework_runs, raw_runs, cpu_runs, raw_cpu_runs = [], [], [], []
-            for _ in range(ROUNDS):  # interleaved rounds, medians: this machine is noisy
+            for _ in range(rounds):  # interleaved rounds, medians: this machine is noisy
                 framework, messages, size, cpu = run_framework(library, Path(tmp))
                 framework_runs.append(framework)
                 cpu_runs.append(cpu)
@@ -212,7 +213,7 @@ def main() -> None:
             figures[f"{library}_raw_cpu_s_per_gb"] = statistics.median(raw_cpu_runs)
             print(
                 f"{library}: framework {framework:.0f} MB/s, raw {raw:.0f} MB/s, ratio "
-                f"{framework / raw:.2f} (medians of {ROUNDS}; {messages} messages of "
+                f"{framework / raw:.2f} (medians of {rounds}; {messages} messages of "
                 f"{size / 1e6:.1f} MB; runs {[round(x) for x in framework_runs]} vs "
                 f"{[round(x) for x in raw_runs]})"
             )
@@ -220,7 +221,7 @@ def main() -> None:
             figures[f"{library}_raw_mbps"] = raw
             figures[f"{library}_ratio"] = framework / raw
         small, small_raw, small_cpu, small_raw_cpu = [], [], [], []
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             mbps, messages, size, cpu = run_framework(
                 "zmq", Path(tmp), SMALL_SHAPE, 1, SMALL_EVENTS_PER_RANK
             )
@@ -260,4 +261,15 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--raw-sender":
         raw_sender(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
-        main()
+        parser = argparse.ArgumentParser(
+            description=__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog="example: .venv/bin/python bench/streamer.py --rounds 5",
+        )
+        parser.add_argument(
+            "--rounds", type=int, default=ROUNDS, help=f"interleaved rounds (default {ROUNDS})"
+        )
+        args = parser.parse_args()
+        if args.rounds < 1:
+            parser.error("--rounds must be at least 1")
+        main(args.rounds)

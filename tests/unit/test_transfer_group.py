@@ -146,6 +146,33 @@ def test_the_buffer_address_is_the_node_its_job_runs_on(tmp_path: Any) -> None:
     assert wait_buffer_placed(queued, "43", 1, log) == "10.1.2.7"
 
 
+def test_a_buffer_placed_after_a_second_is_seen_within_a_fast_poll(tmp_path: Any) -> None:
+    """The run start waits on this: the backend is asked every 0.1 s in the first seconds (a
+    backoff to 2 s between polls lost up to 0.8 s of a ~1 s SLURM placement)."""
+    import logging
+
+    from airflow_provider_lclstream.backends.base import JobState, JobStatus
+    from airflow_provider_lclstream.backends.local import LocalBackend
+    from airflow_provider_lclstream.operators.buffer_wait import wait_buffer_placed
+
+    class PlacedLater(LocalBackend):
+        placed_at = time.monotonic() + 1.5
+
+        def state(self, job_id: str) -> JobStatus:
+            if time.monotonic() >= self.placed_at:
+                return JobStatus(job_id, JobState.RUNNING, "RUNNING", nodes=("n7",))
+            return JobStatus(job_id, JobState.PENDING, "PENDING")
+
+        def node_address(self, node: str) -> str:
+            return "10.1.2.7"
+
+    backend = PlacedLater(tmp_path / "q")
+    backend.placed_at = time.monotonic() + 1.5
+    assert wait_buffer_placed(backend, "44", 30, logging.getLogger("test")) == "10.1.2.7"
+    late = time.monotonic() - backend.placed_at
+    assert late < 0.3, f"seen {late:.2f} s after placement"
+
+
 def test_a_backend_that_names_no_node_learns_it_from_the_buffer_s_log(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
