@@ -14,7 +14,7 @@ in the scheduler before it forks, so every worker and task inherits them::
 
 The test deployment does this (``scripts/services/airflow_home/airflow_local_settings.py``);
 ``bench/latency.py`` says so in its output (``preload=1``). It costs every Airflow process,
-CLI commands included, about a second at start.
+CLI commands included, about 1.5 s at start on the dev VM (kafka-python is most of the rise).
 """
 
 from __future__ import annotations
@@ -38,6 +38,14 @@ MODULES = (
     "airflow_provider_lclstream.backends.slurm_cli",
     "airflow_provider_lclstream.streamer.standby",
     "airflow.providers.standard.operators.trigger_dagrun",
+    "airflow.providers.standard.operators.empty",
+    # lclstream_on_run_start's AssetWatcher trigger (kafka-python): ~0.3 s of each of its
+    # tasks' parse of the DAG file otherwise, on the Kafka path's critical path
+    "airflow_provider_lclstream.triggers.elog_run_event",
+    # ``from airflow.sdk import task`` in a DAG file imports these lazily: ~0.08 s of every
+    # task's first parse of its DAG file otherwise
+    "airflow.sdk.definitions.decorators",
+    "airflow.providers.standard.decorators.python",
     "zmq",
 )
 """The modules of ``lclstream_transfer``'s and ``lclstream_on_run_start``'s tasks."""
