@@ -186,11 +186,13 @@ def buffer_host_line(host: str | None = None) -> str:
 
 
 def parse_buffer_host(text: str) -> str | None:
-    """The host of the last ``buffer_host_line`` in a job's log, or None."""
+    """The host of the last ``buffer_host_line`` in a job's log, or None (the line may start
+    mid-line, after another process's unfinished one)."""
     found = None
     for line in text.splitlines():
-        if line.startswith(BUFFER_HOST_PREFIX):
-            host = line[len(BUFFER_HOST_PREFIX) :].strip()
+        at = line.rfind(BUFFER_HOST_PREFIX)
+        if at >= 0:
+            host = line[at + len(BUFFER_HOST_PREFIX) :].strip()
             found = host or found
     return found
 

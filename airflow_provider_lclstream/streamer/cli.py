@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
@@ -151,15 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def emit_line(line: str) -> None:
-    """One stdout line in one write: ``print`` writes the text and the newline apart, and the
-    ranks share mpiexec's stdout, so another rank's line could land between them."""
-    sys.stdout.flush()
+def emit_line(line: str, stream: TextIO | None = None) -> None:
+    """One line in one write to ``stream`` (stdout by default). ``print`` writes the text and
+    the newline apart, and the ranks share mpiexec's stdout and stderr (one job log), so another
+    rank's line could land between them, and a line parsed from the log (the standby's address,
+    a rank's summary) would start mid-line."""
+    out = sys.stdout if stream is None else stream
+    out.flush()
     try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # a captured or replaced stdout
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured or replaced stream
+        out.write(line + "\n")
+        out.flush()
         return
     data = (line + "\n").encode()
     while data:  # a pipe takes up to PIPE_BUF (4096) bytes at once, unsplit
@@ -215,12 +218,12 @@ def standby(args: argparse.Namespace) -> int:
         try:
             server = warm.ControlServer(args.standby, size, parse_streamer_config)
         except Exception as err:  # zmq.ZMQError: the address is taken or not ours
-            print(f"lclstreamer: cannot bind {args.standby}: {err}", file=sys.stderr)
+            emit_line(f"lclstreamer: cannot bind {args.standby}: {err}", sys.stderr)
             message = {"error": str(err)}
         if server is not None:
             server.start()
-            print(f"lclstreamer: standby: {size} rank(s), imported {', '.join(loaded)}",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            emit_line(f"lclstreamer: standby: {size} rank(s), imported {', '.join(loaded)}",
+                      sys.stderr)  # fmt: skip
             emit_line(warm.standby_line(warm.standby_host(), server.port))
             message = server.wait(args.idle_timeout)
     message = warm.share(comm, rank, size, message)
@@ -230,12 +233,11 @@ def standby(args: argparse.Namespace) -> int:
         if server is not None:
             server.close()
         if rank == 0:
-            print("lclstreamer: standby ended unused (stopped, or idle for "
-                  f"{args.idle_timeout:g} s)", file=sys.stderr, flush=True)  # fmt: skip
+            emit_line("lclstreamer: standby ended unused (stopped, or idle for "
+                      f"{args.idle_timeout:g} s)", sys.stderr)  # fmt: skip
         return 0
     if rank == 0:
-        print(f"lclstreamer: standby: claimed by {message.get('claim')}", file=sys.stderr,
-              flush=True)  # fmt: skip
+        emit_line(f"lclstreamer: standby: claimed by {message.get('claim')}", sys.stderr)
     config = parse_streamer_config(message["config"], {})
     args.num_events = message.get("num_events")
     try:
@@ -255,11 +257,10 @@ def stream(config: Any, args: argparse.Namespace, comm: Any, rank: int, size: in
     keep_freed_memory()
 
     def progress(stats: dict[str, Any]) -> None:
-        print(
+        emit_line(
             f"[rank {rank}] {stats['events']} events, {stats['events_per_s']:.1f} ev/s, "
             f"{stats['mb_per_s']:.1f} MB/s",
-            file=sys.stderr,
-            flush=True,
+            sys.stderr,
         )
 
     barrier = RankBarrier(comm if size > 1 else None)
@@ -290,15 +291,14 @@ def stream(config: Any, args: argparse.Namespace, comm: Any, rank: int, size: in
         # psana2's ranks wait on each other: the others would wait forever for this one.
         # (A rank whose stream ended, e.g. a stalled live run, fails after the gather instead:
         # the others end too, and every rank's messages and counts get out.)
-        print(f"lclstreamer: rank {rank} failed: {error}; ending all ranks", file=sys.stderr)
-        sys.stderr.flush()
+        emit_line(f"lclstreamer: rank {rank} failed: {error}; ending all ranks", sys.stderr)
         comm.Abort(1)
     barrier()
     all_summaries = comm.gather(summary, root=0) if comm is not None else [summary]
     if rank == 0 and all_summaries:
         emit_line("TOTAL " + json.dumps(totals(all_summaries)))
     if error:
-        print(f"lclstreamer: rank {rank} failed: {error}", file=sys.stderr)
+        emit_line(f"lclstreamer: rank {rank} failed: {error}", sys.stderr)
         return 1
     return 0
 

@@ -58,12 +58,16 @@ def standby_line(host: str, port: int) -> str:
 
 
 def parse_standby(text: str) -> tuple[str, int] | None:
-    """(host, port) of the last :func:`standby_line` in a job's log, or None."""
+    """(host, port) of the last :func:`standby_line` in a job's log, or None.
+
+    The line may start mid-line: its own write is whole, but another process sharing the log
+    (psana's C code, a rank's ``print``) can have left a line without its newline yet."""
     found: tuple[str, int] | None = None
     for line in text.splitlines():
-        if not line.startswith(STANDBY_PREFIX):
+        at = line.rfind(STANDBY_PREFIX)
+        if at < 0:
             continue
-        parts = line[len(STANDBY_PREFIX) :].split()
+        parts = line[at + len(STANDBY_PREFIX) :].split()
         if len(parts) == 4 and parts[0] == "host" and parts[2] == "port" and parts[3].isdigit():
             found = (parts[1], int(parts[3]))
     return found

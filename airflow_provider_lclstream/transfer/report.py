@@ -67,14 +67,21 @@ def receive_summary(text: str) -> dict[str, Any] | None:
 
 
 def _json_object(line: str) -> dict[str, Any] | None:
+    """The JSON object that ends ``line``, or None. It may start mid-line: each rank writes its
+    summary whole, but another process sharing the log (psana's C code, a ``print``) can have
+    left its line unfinished before it."""
     line = line.strip()
-    if not (line.startswith("{") and line.endswith("}")):
+    if not line.endswith("}"):
         return None
-    try:
-        data = json.loads(line)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+    at = line.find("{")
+    while at >= 0:
+        try:
+            data = json.loads(line[at:])
+        except ValueError:
+            at = line.find("{", at + 1)
+            continue
+        return data if isinstance(data, dict) else None
+    return None
 
 
 def lost_buffer_accounting(

@@ -135,4 +135,8 @@ def test_standby_line_round_trip() -> None:
     text = "noise\n" + standby.standby_line("lcls-n1", 40123) + "\nmore\n"
     assert standby.parse_standby(text) == ("lcls-n1", 40123)
     assert standby.parse_standby("lclstreamer: standby on host x port y\n") is None
+    # another process's unfinished line before it (seen in CI: rank 0's stderr ``print``
+    # wrote its text and its newline apart, and the standby line landed between them)
+    mixed = "imported h5py, psana" + standby.standby_line("vm", 46645) + "\n, x\n"
+    assert standby.parse_standby(mixed) == ("vm", 46645)
     assert json.loads(json.dumps({"a": 1}))  # the protocol is JSON either way

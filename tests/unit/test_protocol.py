@@ -76,3 +76,11 @@ def test_hdf5_serializer_ends_with_its_own_datasets_empty() -> None:
     with h5py.File(io.BytesIO(raw)) as h5:
         assert h5["data"].shape == (0, 2, 4, 6) and h5["data"].dtype == np.uint16
         assert h5["time"].shape == (0,) and h5["name"].shape == (0,)
+
+
+def test_the_buffer_host_line_is_found_after_another_process_s_unfinished_line() -> None:
+    from airflow_provider_lclstream.protocol import buffer_host_line, parse_buffer_host
+
+    assert parse_buffer_host("x\n" + buffer_host_line("n1") + "\n") == "n1"
+    assert parse_buffer_host("psana: warn" + buffer_host_line("n2") + "\nmore\n") == "n2"
+    assert parse_buffer_host("lclstream-buffer: runs on host \n") is None

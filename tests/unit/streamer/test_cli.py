@@ -57,3 +57,28 @@ def test_help_names_the_default() -> None:
     assert result.returncode == 0 and "default: ./lclstreamer.yaml" in " ".join(
         result.stdout.split()
     )
+
+
+def test_emit_line_writes_a_line_to_stderr_in_one_write(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Ranks share the job's log: a line written in two pieces (``print`` writes the text, then
+    the newline) lets another rank's line land mid-line, as a standby's address line did in CI."""
+    import io
+    import os
+
+    from airflow_provider_lclstream.streamer.cli import emit_line
+
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def recording_write(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return real_write(fd, data)
+
+    with open(tmp_path / "log", "wb", buffering=0) as raw:
+        stream = io.TextIOWrapper(io.BufferedWriter(raw), write_through=True)  # type: ignore[arg-type]
+        stream.write("pending ")  # buffered text goes out first, on its own
+        monkeypatch.setattr(os, "write", recording_write)
+        emit_line("lclstreamer: standby on host vm port 1", stream)
+        monkeypatch.undo()
+    assert writes == [b"lclstreamer: standby on host vm port 1\n"]
+    assert (tmp_path / "log").read_text() == "pending lclstreamer: standby on host vm port 1\n"

@@ -69,3 +69,8 @@ def test_the_last_line_of_a_rank_counts_and_other_json_is_ignored() -> None:
     log = streamer_log(rank_line(0, 1), '{"unrelated": 1}', "{not json}", rank_line(0, 4))
     assert rank_summaries(log)[0]["events"] == 4
     assert receive_summary('{"events": 3}\n') is None
+
+
+def test_a_summary_after_another_process_s_unfinished_line_still_counts() -> None:
+    log = streamer_log(rank_line(0, 1), "[rank 1] 10 events, 3.0 ev/s {x" + rank_line(1, 5))
+    assert {rank: s["events"] for rank, s in rank_summaries(log).items()} == {0: 1, 1: 5}
