@@ -22,9 +22,10 @@ import hmac
 import json
 import os
 import socket
+import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
@@ -174,6 +175,24 @@ def is_hdf5(message: bytes | memoryview) -> bool:
 def producer_name(rank: int) -> str:
     """A name that identifies one producer rank across hosts: ``host:pid/rRANK``."""
     return f"{socket.gethostname()}:{os.getpid()}/r{rank}"
+
+
+def emit_line(line: str, stream: TextIO | None = None) -> None:
+    """One line in one write to ``stream`` (stdout by default). ``print`` writes the text and
+    the newline apart, and the ranks share mpiexec's stdout and stderr (one job log), so another
+    rank's line could land between them, and a line parsed from the log (the standby's address,
+    a rank's summary) would start mid-line."""
+    out = sys.stdout if stream is None else stream
+    out.flush()
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured or replaced stream
+        out.write(line + "\n")
+        out.flush()
+        return
+    data = (line + "\n").encode()
+    while data:  # a pipe takes up to PIPE_BUF (4096) bytes at once, unsplit
+        data = data[os.write(fd, data) :]
 
 
 BUFFER_HOST_PREFIX = "lclstream-buffer: runs on host "

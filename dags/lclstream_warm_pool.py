@@ -1,10 +1,14 @@
-"""lclstream_warm_pool: keep warm streamers ready, so a run start streams within seconds.
+"""lclstream_warm_pool: keep warm streamers (or buffers) ready, so a run start streams within
+seconds.
 
 Each run is the health check of one warm pool (``WarmStreamerPoolOperator``): it drops standby
-jobs that ended or do not answer, and submits ``lclstreamer --standby`` jobs up to ``size``.
+jobs that ended or do not answer, and submits ``lclstreamer --standby`` jobs (``role:
+buffer``: ``lclstream-buffer --standby`` jobs) up to ``size``, on ``streamer_backend`` (the
+backend of the pool's jobs, whatever their role).
 A transfer whose streamer matches the pool (backend connection, ranks, job attributes,
 instrument) claims a standby job instead of submitting one: no SLURM queue, no MPI start and no
-psana import before its first event. With none ready it submits a fresh job, and the pool
+psana import before its first event; a transfer with one unpinned buffer on a buffer pool's
+backend claims a standby buffer the same way. With none ready it submits a fresh job, and the pool
 counts the fallback (shown on the transfers page and at ``GET /pools`` of the transfer API).
 
 Paused when created. Unpause it for a shift (it runs every 5 minutes; the standby jobs end
@@ -42,6 +46,7 @@ with DAG(
         "idle_timeout_s": Param(900, type="number", exclusiveMinimum=0),
         "instrument": Param(None, type=["null", "string"]),
         "wait_ready_s": Param(0, type="number", minimum=0),
+        "role": Param("streamer", enum=["streamer", "buffer"], description="what to keep"),
     },
 ) as dag:
     WarmStreamerPoolOperator(
@@ -53,6 +58,7 @@ with DAG(
         idle_timeout_s="{{ params.idle_timeout_s }}",
         instrument="{{ params.instrument }}",
         wait_ready_s="{{ params.wait_ready_s }}",
+        role="{{ params.role }}",
     )
 
 __all__ = ["dag"]

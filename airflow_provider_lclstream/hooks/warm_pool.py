@@ -20,10 +20,10 @@ from airflow_provider_lclstream.exceptions import LCLStreamError
 from airflow_provider_lclstream.hooks.job_backend import JobBackendHook
 from airflow_provider_lclstream.hooks.settings import _variable
 from airflow_provider_lclstream.transfer import warm_pool
-from airflow_provider_lclstream.transfer.warm_pool import PoolBook, PoolSpec, PoolState
+from airflow_provider_lclstream.transfer.warm_pool import PoolBook, PoolSpec, PoolState, Role
 
 WARM_POOLS_VARIABLE = "lclstream_warm_pools"
-NO_POOL = "no warm pool serves this streamer"
+NO_POOL = "no warm pool serves this job"
 log = logging.getLogger(__name__)
 
 
@@ -108,16 +108,17 @@ def claim_warm(
     num_events: int | None,
     claim_id: str,
     logbook_url: str | None = None,
+    role: Role = "streamer",
 ) -> tuple[str | None, str]:
-    """A standby job of a pool that serves this streamer, now running ``config_text``; or None
-    and why (no pool serves it: nothing is counted; else the fallback is counted). The pool is
-    topped up to its size after the claim."""
+    """A standby job of a pool that serves this streamer (or buffer: ``role``), now running
+    ``config_text``; or None and why (no pool serves it: nothing is counted; else the fallback
+    is counted). The pool is topped up to its size after the claim."""
     try:
         book = load_book()
     except Exception as err:  # a broken Variable or no metadata database: no warm pool
         log.warning("warm pools unusable: %s", err)
         return None, NO_POOL
-    pools = book.serving(conn_id, ranks, launcher, attributes, exp)
+    pools = book.serving(conn_id, ranks, launcher, attributes, exp, role)
     if not pools:
         return None, NO_POOL
     backend = JobBackendHook(conn_id).get_conn()

@@ -19,7 +19,9 @@ wait with the buffer job: a buffer that ends first fails it at once, with the bu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -57,6 +59,7 @@ from airflow_provider_lclstream.operators.submit_job import (
 from airflow_provider_lclstream.transfer import layout
 from airflow_provider_lclstream.transfer.jobs import (
     BufferEndpoints,
+    buffer_args,
     buffer_job,
     buffer_of,
     buffer_ports,
@@ -76,6 +79,8 @@ BUFFER_TASK_ID = layout.START_BUFFER  # the default ``buffer_task``
 CONSUMERS_TASK_ID = layout.START_CONSUMERS  # the default ``consumers_task``
 WARM_XCOM_KEY = "warm_streamer"
 """XCom of ``run_streamer``: True when its streamer ran in a claimed standby job."""
+WARM_BUFFER_XCOM_KEY = "warm_buffer"
+"""XCom of ``start_buffer``: True when its buffer runs in a claimed standby job."""
 __all__ = [  # pull_ids and role_conn_id: their old home
     "ConsumerOperator",
     "LCLStreamerOperator",
@@ -196,7 +201,9 @@ class StartBufferOperator(BufferWaitMixin, BaseOperator):
             try:
                 if request.buffer_pin is not None:  # SLURM may queue a job for no such node
                     backend.node_address(request.buffer_pin)
-                job_id = submit_fresh(backend, spec, self.log)
+                job_id = self._claim_warm(context, request, endpoints, spec, backend)
+                if job_id is None:
+                    job_id = submit_fresh(backend, spec, self.log)
             except JobBackendError as err:
                 self._cancel_buffers(request, [job for job, _ in submitted])
                 if request.buffer_pin is None:
@@ -211,6 +218,48 @@ class StartBufferOperator(BufferWaitMixin, BaseOperator):
             ids = [job for job, _ in submitted]
             context["ti"].xcom_push(key=layout.JOB_ID, value=ids[0] if len(ids) == 1 else ids)
         return submitted
+
+    def _claim_warm(
+        self,
+        context: Context,
+        request: TransferRequest,
+        endpoints: BufferEndpoints,
+        spec: JobSpec,
+        backend: JobBackend,
+    ) -> str | None:
+        """A standby buffer of a warm pool (``role: buffer``) that serves this transfer, handed
+        the buffer's arguments (``hooks/warm_pool.py``); None: submit a fresh job (the
+        fallback is counted in the pool). Only a transfer with one buffer, not pinned to a
+        node, uses one. A standby that an earlier try of this task claimed serves that try's
+        ports: it is cancelled, as ``submit_fresh`` cancels an earlier try's job."""
+        if request.buffers != 1 or request.buffer_pin is not None:
+            return None
+        name = spec.name or ""
+        earlier = claimed_job(name)
+        if earlier is not None:
+            with contextlib.suppress(JobBackendError):
+                if not backend.state(earlier).is_final:
+                    self.log.info("cancelling standby buffer %s claimed by an earlier try", earlier)
+                    backend.cancel(earlier)
+        args = buffer_args(request, endpoints, capacity_bytes=self.capacity_bytes, index=0)
+        job_id, why = claim_warm(
+            conn_id=role_conn_id(request, layout.BUFFER),
+            ranks=request.ranks,
+            launcher="mpiexec",
+            attributes=request.buffer.attributes,
+            exp=request.exp,
+            config_text=json.dumps(args),
+            num_events=None,
+            claim_id=name,
+            role="buffer",
+        )
+        if job_id is not None:
+            self.log.info("%s: the buffer runs in it (no submission)", why)
+            context["ti"].xcom_push(key=WARM_BUFFER_XCOM_KEY, value=True)
+            return job_id
+        if why != NO_POOL:
+            self.log.warning("no warm buffer (%s); submitting a fresh job", why)
+        return None
 
     def _cancel_buffers(self, request: TransferRequest, job_ids: list[str]) -> None:
         """This task failed with buffer jobs submitted: cancel them. The group's teardown

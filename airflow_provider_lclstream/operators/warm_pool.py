@@ -1,9 +1,11 @@
-"""``WarmStreamerPoolOperator``: keep a pool of standby streamer jobs ready (issue #19).
+"""``WarmStreamerPoolOperator``: keep a pool of standby streamer (or buffer) jobs ready (#19).
 
 Run it at shift start and then every few minutes (``dags/lclstream_warm_pool.py``): each run
 is the pool's health check (``transfer/warm_pool.py``: ``maintain``). A transfer whose streamer
 matches the pool (connection, ranks, launcher, job attributes, instrument) then claims a
-standby job instead of submitting one (``LCLStreamerOperator``).
+standby job instead of submitting one (``LCLStreamerOperator``); with ``role="buffer"`` a
+transfer with one unpinned buffer on that connection claims a standby buffer
+(``StartBufferOperator``).
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ class WarmStreamerPoolOperator(BaseOperator):
     The jobs run on connection ``conn_id``, else on ``backend``'s default connection
     (``lclstream_<backend>``; ``local`` or neither: the local backend), as a transfer's
     streamer with that backend would.
-    ``wait_ready_s``: wait that long for every job to print its control address. Returns the
-    pool's summary (jobs, counters, recent events)."""
+    ``wait_ready_s``: wait that long for every job to print its control address. ``role``:
+    ``streamer`` (``lclstreamer --standby`` jobs of ``ranks`` ranks) or ``buffer``
+    (``lclstream-buffer --standby`` jobs). Returns the pool's summary (jobs, counters, recent
+    events)."""
 
     template_fields = (
         "pool_name", "conn_id", "backend", "size", "ranks", "instrument", "idle_timeout_s",
-        "wait_ready_s",
+        "wait_ready_s", "role",
     )  # fmt: skip
     ui_color = "#fdebd0"
 
@@ -52,9 +56,11 @@ class WarmStreamerPoolOperator(BaseOperator):
         duration_min: int = 60,
         ping_timeout_s: float = 2.0,
         wait_ready_s: float = 0.0,
+        role: str = "streamer",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.role = role
         self.pool_name = pool_name
         self.conn_id = conn_id
         self.backend = backend
@@ -74,6 +80,7 @@ class WarmStreamerPoolOperator(BaseOperator):
             conn_id = backend_conn_id(self.backend)
         spec = PoolSpec(
             name=self.pool_name,
+            role=self.role,  # type: ignore[arg-type]  # validated by PoolSpec
             conn_id=conn_id,
             ranks=int(self.ranks),
             launcher=self.launcher,  # type: ignore[arg-type]  # validated by PoolSpec

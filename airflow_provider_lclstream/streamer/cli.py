@@ -21,11 +21,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import yaml
 
 from airflow_provider_lclstream.exceptions import LCLStreamError
+from airflow_provider_lclstream.protocol import emit_line
 
 
 def parse_settings(pairs: list[str]) -> dict[str, str]:
@@ -151,24 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def emit_line(line: str, stream: TextIO | None = None) -> None:
-    """One line in one write to ``stream`` (stdout by default). ``print`` writes the text and
-    the newline apart, and the ranks share mpiexec's stdout and stderr (one job log), so another
-    rank's line could land between them, and a line parsed from the log (the standby's address,
-    a rank's summary) would start mid-line."""
-    out = sys.stdout if stream is None else stream
-    out.flush()
-    try:
-        fd = out.fileno()
-    except (AttributeError, OSError, ValueError):  # a captured or replaced stream
-        out.write(line + "\n")
-        out.flush()
-        return
-    data = (line + "\n").encode()
-    while data:  # a pipe takes up to PIPE_BUF (4096) bytes at once, unsplit
-        data = data[os.write(fd, data) :]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -216,7 +199,7 @@ def standby(args: argparse.Namespace) -> int:
     server = None
     if rank == 0:
         try:
-            server = warm.ControlServer(args.standby, size, parse_streamer_config)
+            server = warm.ControlServer(args.standby, parse_streamer_config, {"ranks": size})
         except Exception as err:  # zmq.ZMQError: the address is taken or not ours
             emit_line(f"lclstreamer: cannot bind {args.standby}: {err}", sys.stderr)
             message = {"error": str(err)}

@@ -143,11 +143,32 @@ def buffer_job(
     receiver) instead of listening for consumer jobs. The request's ``buffer_host`` pins the
     job to that node (the ``nodelist`` attribute: sbatch's ``--nodelist``, slurmrestd's
     ``required_nodes``)."""
+    args = buffer_args(request, endpoints, capacity_bytes=capacity_bytes, index=index)
+    command = [tool("lclstream-buffer", bin_dir), *args]
+    return JobSpec(
+        name=f"buffer{index if request.buffers > 1 else ''}-{request.label}",
+        script="#!/bin/bash\nexec " + shell_join(command) + "\n",
+        resources=ResourceSpec(duration=BUFFER_MINUTES, process_count=1, exclusive_node_use=False),
+        attributes={
+            **request.buffer.attributes,
+            **({"nodelist": request.buffer_pin} if request.buffer_pin else {}),
+        },
+    )
+
+
+BUFFER_MINUTES = 24 * 60
+"""A buffer job's time limit: it stays up until its transfer's teardown stops it."""
+
+
+def buffer_args(
+    request: TransferRequest, endpoints: BufferEndpoints, *, capacity_bytes: str, index: int
+) -> list[str]:
+    """``lclstream-buffer``'s arguments for buffer ``index`` of ``request`` (:func:`buffer_job`;
+    a claimed standby buffer gets the same)."""
     output = ["--output", f"tcp://0.0.0.0:{endpoints.output_port}"]
     if request.addr:
         output = ["--output", request.addr, "--dial-output"]
-    command = [
-        tool("lclstream-buffer", bin_dir),
+    return [
         "--input", f"tcp://0.0.0.0:{endpoints.input_port}",
         *output,
         "--input-transport", request.library,
@@ -158,14 +179,30 @@ def buffer_job(
         "--drain-timeout", "30",
         "--persistent",
     ]  # fmt: skip
+
+
+def standby_buffer_job(
+    name: str,
+    *,
+    idle_timeout_s: float = 600,
+    duration_min: int = BUFFER_MINUTES,
+    attributes: dict[str, str] | None = None,
+    bin_dir: str | None = None,
+) -> JobSpec:
+    """A warm buffer: ``lclstream-buffer --standby tcp://0.0.0.0:0`` waiting ``idle_timeout_s``
+    for one transfer's arguments (:func:`buffer_args`), then serving it as :func:`buffer_job`'s
+    buffer would. Its time limit covers the wait and at least a fresh buffer's."""
+    command = [tool("lclstream-buffer", bin_dir), "--standby", "tcp://0.0.0.0:0",
+               "--standby-timeout", f"{idle_timeout_s:g}"]  # fmt: skip
     return JobSpec(
-        name=f"buffer{index if request.buffers > 1 else ''}-{request.label}",
+        name=name,
         script="#!/bin/bash\nexec " + shell_join(command) + "\n",
-        resources=ResourceSpec(duration=24 * 60, process_count=1, exclusive_node_use=False),
-        attributes={
-            **request.buffer.attributes,
-            **({"nodelist": request.buffer_pin} if request.buffer_pin else {}),
-        },
+        resources=ResourceSpec(
+            duration=max(duration_min, BUFFER_MINUTES) + int(idle_timeout_s // 60) + 1,
+            process_count=1,
+            exclusive_node_use=False,
+        ),
+        attributes=dict(attributes or {}),
     )
 
 
@@ -334,10 +371,13 @@ __all__ = [
     "buffer_of",
     "buffer_ports",
     "producers_of",
+    "BUFFER_MINUTES",
+    "buffer_args",
     "buffer_job",
     "consumer_job",
     "render_config",
     "shell_quote",
+    "standby_buffer_job",
     "standby_streamer_job",
     "streamer_job",
     "streamer_num_events",

@@ -1,9 +1,11 @@
-"""Warm streamer pools: standby ``lclstreamer`` jobs kept ready per instrument (issue #19).
+"""Warm pools: standby ``lclstreamer`` and ``lclstream-buffer`` jobs kept ready (issue #19).
 
-A pool (:class:`PoolSpec`) keeps ``size`` standby jobs (``transfer/jobs.py``:
-``standby_streamer_job``) on one job backend connection, for ``ranks`` ranks. A transfer's
-``run_streamer`` claims one (:func:`claim`): it hands the job its streamer config over the job's
-control socket (``streamer/standby.py``) and then watches that job as if it had submitted it.
+A pool (:class:`PoolSpec`) keeps ``size`` standby jobs of one ``role`` on one job backend
+connection: streamers (``transfer/jobs.py``: ``standby_streamer_job``, for ``ranks`` ranks) or
+buffers (``standby_buffer_job``). A transfer's ``run_streamer`` claims a streamer, its
+``start_buffer`` a buffer (:func:`claim`): it hands the job its run (a streamer config; a
+buffer's arguments) over the job's control socket (``transports/control.py``) and then watches
+that job as if it had submitted it.
 The claim is atomic on the job (a standby accepts one run), so the pool's record may be stale
 without two transfers ever sharing a job. With no live standby job the transfer submits a fresh
 one, as without a pool, and the pool counts the fallback.
@@ -26,8 +28,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field
 
 from airflow_provider_lclstream.backends.base import JobBackendError
-from airflow_provider_lclstream.streamer import standby
-from airflow_provider_lclstream.transfer.jobs import standby_streamer_job
+from airflow_provider_lclstream.transfer.jobs import standby_buffer_job, standby_streamer_job
+from airflow_provider_lclstream.transports import control as standby
 
 if TYPE_CHECKING:
     from airflow_provider_lclstream.backends.base import JobBackend
@@ -45,12 +47,21 @@ is longer than a ping's timeout: only a hung standby costs it."""
 COUNTERS = ("submitted", "claimed", "fallbacks", "dead", "expired", "refused")
 
 
+Role = Literal["streamer", "buffer"]
+PROGRAMS: dict[str, str] = {"streamer": "lclstreamer", "buffer": "lclstream-buffer"}
+"""The program of each role: its standby line names it (``transports/control.py``)."""
+
+
 class PoolSpec(BaseModel):
-    """What a pool keeps ready. It serves a transfer whose streamer runs on ``conn_id`` (None:
-    the local backend) with ``ranks`` ranks, ``launcher``, the same job ``attributes`` and, when
-    ``instrument`` is set, an experiment of that instrument (its name's prefix, e.g. ``mfx``)."""
+    """What a pool keeps ready. A streamer pool serves a transfer whose streamer runs on
+    ``conn_id`` (None: the local backend) with ``ranks`` ranks, ``launcher``, the same job
+    ``attributes`` and, when ``instrument`` is set, an experiment of that instrument (its name's
+    prefix, e.g. ``mfx``). A buffer pool (``role: buffer``) serves a transfer with one buffer,
+    not pinned to a node, on ``conn_id`` with the same ``attributes`` and instrument (``ranks``
+    and ``launcher`` do not apply)."""
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    role: Role = Field(default="streamer", description="what the pool keeps: streamer or buffer")
     conn_id: str | None = None
     ranks: int = Field(default=2, ge=1, le=4096)
     launcher: Literal["mpiexec", "srun"] = "mpiexec"
@@ -67,12 +78,14 @@ class PoolSpec(BaseModel):
         launcher: str,
         attributes: dict[str, str],
         exp: str | None,
+        role: Role = "streamer",
     ) -> bool:
         instrument_ok = self.instrument is None or (exp or "").startswith(self.instrument)
+        shape_ok = role == "buffer" or (self.ranks == ranks and self.launcher == launcher)
         return (
-            self.conn_id == conn_id
-            and self.ranks == ranks
-            and self.launcher == launcher
+            self.role == role
+            and self.conn_id == conn_id
+            and shape_ok
             and self.attributes == attributes
             and instrument_ok
         )
@@ -82,6 +95,7 @@ class StandbyJob(BaseModel):
     job_id: str
     submitted: float
     address: str | None = None
+    role: Role = "streamer"
 
 
 class PoolState(BaseModel):
@@ -117,13 +131,14 @@ class PoolBook(BaseModel):
         launcher: str,
         attributes: dict[str, str],
         exp: str | None,
+        role: Role = "streamer",
     ) -> list[PoolState]:
-        """The pools that may serve this streamer (an emptied pool, size 0, serves none);
-        instrument pools first."""
+        """The pools that may serve this streamer (or buffer: ``role``); an emptied pool, size
+        0, serves none; instrument pools first."""
         found = [
             p
             for p in self.pools.values()
-            if p.spec.size > 0 and p.spec.serves(conn_id, ranks, launcher, attributes, exp)
+            if p.spec.size > 0 and p.spec.serves(conn_id, ranks, launcher, attributes, exp, role)
         ]
         return sorted(found, key=lambda p: p.spec.instrument is None)
 
@@ -153,7 +168,7 @@ def address_of(backend: JobBackend, job: StandbyJob) -> str | None:
             text, _ = backend.log_tail(job.job_id, offset, size)
         except JobBackendError:
             return None
-        found = standby.parse_standby(text or "")
+        found = standby.parse_standby(text or "", PROGRAMS[job.role])
         if found is not None:
             break
     if found is None:
@@ -170,17 +185,26 @@ def address_of(backend: JobBackend, job: StandbyJob) -> str | None:
 def submit(state: PoolState, backend: JobBackend, logbook_url: str | None = None) -> str:
     """Submit one standby job for the pool and record it."""
     spec = state.spec
-    job = standby_streamer_job(
-        f"standby-{spec.name}",
-        spec.ranks,
-        launcher=spec.launcher,
-        idle_timeout_s=spec.idle_timeout_s,
-        duration_min=spec.duration_min,
-        attributes=spec.attributes,
-        logbook_url=logbook_url,
-    )
+    if spec.role == "buffer":
+        job = standby_buffer_job(
+            f"standby-{spec.name}",
+            idle_timeout_s=spec.idle_timeout_s,
+            duration_min=spec.duration_min,
+            attributes=spec.attributes,
+        )
+    else:
+        job = standby_streamer_job(
+            f"standby-{spec.name}",
+            spec.ranks,
+            launcher=spec.launcher,
+            idle_timeout_s=spec.idle_timeout_s,
+            duration_min=spec.duration_min,
+            attributes=spec.attributes,
+            logbook_url=logbook_url,
+        )
     job_id = backend.submit(job)
-    state.jobs = [*state.jobs, StandbyJob(job_id=job_id, submitted=time.time())]
+    record = StandbyJob(job_id=job_id, submitted=time.time(), role=spec.role)
+    state.jobs = [*state.jobs, record]
     state.count("submitted")
     return job_id
 

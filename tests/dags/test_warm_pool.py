@@ -36,9 +36,11 @@ def pool_name(jobs_dir: Path, request: pytest.FixtureRequest) -> Any:
     keep_warm(name, size=0)
 
 
-def keep_warm(pool: str, size: int = 1, wait_ready_s: float = 0) -> dict[str, Any]:
+def keep_warm(
+    pool: str, size: int = 1, wait_ready_s: float = 0, role: str = "streamer"
+) -> dict[str, Any]:
     conf = {"pool": pool, "streamer_backend": "local", "ranks": 2, "size": size,
-            "idle_timeout_s": 300, "wait_ready_s": wait_ready_s}  # fmt: skip
+            "idle_timeout_s": 300, "wait_ready_s": wait_ready_s, "role": role}  # fmt: skip
     run = load_dag("lclstream_warm_pool").test(run_conf=conf)
     assert run.state == "success", task_states(run)
     summary = run.get_task_instance("keep_warm").xcom_pull(task_ids="keep_warm")
@@ -52,9 +54,9 @@ a clean-clone CI run it starts while the test services (Kafka's JVM, SLURM) warm
 MPI ranks importing psana took longer than 90 s there once."""
 
 
-def warm_one(pool: str, jobs_dir: Path) -> dict[str, Any]:
+def warm_one(pool: str, jobs_dir: Path, role: str = "streamer") -> dict[str, Any]:
     """A pool of one standby job, ready; on a timeout the assertion shows the job's log."""
-    summary = keep_warm(pool, wait_ready_s=READY_S)
+    summary = keep_warm(pool, wait_ready_s=READY_S, role=role)
     logs = {
         job["job_id"]: (jobs_dir / job["job_id"] / "output.log").read_text()[-3000:]
         if (jobs_dir / job["job_id"] / "output.log").exists()
@@ -120,3 +122,31 @@ def test_a_dead_warm_streamer_falls_back_to_a_fresh_job(
     assert pool.counters["dead"] == 1 and pool.counters["fallbacks"] == 1, pool.counters
     assert any(f"standby job {standby_id}" in e and "dead" in e for e in pool.events), pool.events
     assert any("fallback:" in e for e in pool.events)
+
+
+def test_a_transfer_claims_a_warm_buffer(jobs_dir: Path, tmp_path: Path, pool_name: str) -> None:
+    """A buffer pool (``role: buffer``): ``start_buffer`` hands a standby ``lclstream-buffer``
+    the transfer's arguments instead of submitting a buffer job; the stream is exact."""
+    summary = warm_one(pool_name, jobs_dir, role="buffer")
+    standby_id = summary["jobs"][0]["job_id"]
+    assert summary["spec"]["role"] == "buffer"
+    assert "lclstream-buffer --standby" in (jobs_dir / standby_id / "script").read_text()
+
+    run, stats = transfer(tmp_path, events=10)
+    ti = run.get_task_instance("start_buffer")
+    assert ti.xcom_pull(task_ids="start_buffer", key="job_id") == standby_id
+    assert ti.xcom_pull(task_ids="start_buffer", key="warm_buffer") is True
+    assert stats["ok"] is True and stats["events"] == 20 and stats["lost"] == 0
+    # no buffer job was submitted for the transfer: the only buffer jobs are standbys
+    scripts = [(job / "script").read_text() for job in jobs_dir.iterdir()]
+    buffers = [s for s in scripts if "lclstream-buffer" in s]
+    assert buffers and all("--standby" in s for s in buffers)
+    log = (jobs_dir / standby_id / "output.log").read_text()
+    assert "standby: claimed by" in log and "runs on host" in log
+    assert run.get_task_instance("stop_jobs").state == "success"
+    assert JobBackendHook(None).get_conn().state(standby_id).is_final  # the teardown stopped it
+
+    pool = load_book().pools[pool_name]
+    assert pool.counters["claimed"] == 1 and pool.counters["fallbacks"] == 0
+    assert len(pool.jobs) == 1 and pool.jobs[0].job_id != standby_id  # topped up
+    assert pool.jobs[0].role == "buffer"

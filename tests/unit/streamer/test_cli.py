@@ -65,7 +65,7 @@ def test_emit_line_writes_a_line_to_stderr_in_one_write(monkeypatch, tmp_path: P
     import io
     import os
 
-    from airflow_provider_lclstream.streamer.cli import emit_line
+    from airflow_provider_lclstream.protocol import emit_line
 
     writes: list[bytes] = []
     real_write = os.write

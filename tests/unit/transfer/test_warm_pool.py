@@ -17,7 +17,11 @@ from airflow_provider_lclstream.exceptions import LCLStreamError
 from airflow_provider_lclstream.hooks.warm_pool import load_book
 from airflow_provider_lclstream.streamer import standby
 from airflow_provider_lclstream.transfer import warm_pool
-from airflow_provider_lclstream.transfer.jobs import render_config, standby_streamer_job
+from airflow_provider_lclstream.transfer.jobs import (
+    render_config,
+    standby_buffer_job,
+    standby_streamer_job,
+)
 from airflow_provider_lclstream.transfer.warm_pool import PoolBook, PoolSpec, PoolState, StandbyJob
 
 CONFIG = render_config(TransferRequest(synthetic=True).to_streamer_config("tcp://127.0.0.1:1"))
@@ -63,6 +67,30 @@ def test_which_pools_serve_a_streamer() -> None:
     assert book.serving("other", 2, "mpiexec", {}, "mfx1") == []
 
 
+def test_buffer_pools_serve_buffers_only_whatever_the_ranks() -> None:
+    book = PoolBook(
+        pools={
+            "streamers": PoolState(spec=PoolSpec(name="streamers", conn_id="c", ranks=2)),
+            "buffers": PoolState(spec=PoolSpec(name="buffers", conn_id="c", role="buffer")),
+            "gpu": PoolState(
+                spec=PoolSpec(name="gpu", conn_id="c", role="buffer", attributes={"p": "gpu"})
+            ),
+        }
+    )
+    assert [p.spec.name for p in book.serving("c", 64, "srun", {}, "mfx1", "buffer")] == ["buffers"]
+    assert [p.spec.name for p in book.serving("c", 2, "mpiexec", {}, "mfx1")] == ["streamers"]
+    assert book.serving("other", 2, "mpiexec", {}, "mfx1", "buffer") == []
+    with pytest.raises(ValidationError, match="role"):
+        PoolSpec(name="p", role="consumer")  # type: ignore[arg-type]
+
+
+def test_standby_buffer_job_script() -> None:
+    spec = standby_buffer_job("standby-b", idle_timeout_s=120, attributes={"partition": "dtn"})
+    assert "lclstream-buffer --standby tcp://0.0.0.0:0 --standby-timeout 120\n" in spec.script
+    assert spec.resources.process_count == 1 and spec.attributes == {"partition": "dtn"}
+    assert spec.resources.duration == 24 * 60 + 2 + 1  # a fresh buffer's limit, the idle wait
+
+
 def test_a_broken_pool_variable_is_named() -> None:
     with pytest.raises(LCLStreamError, match="lclstream_warm_pools is not a warm pool book"):
         load_book('{"pools": {"x": {"spec": {"name": "bad name"}}}}')
@@ -78,7 +106,7 @@ def test_standby_job_script(tmp_path: Path) -> None:
 
 def test_claim_hands_the_run_over_and_a_taken_job_is_dropped(tmp_path: Path) -> None:
     backend = LocalBackend(tmp_path)
-    server = standby.ControlServer("tcp://127.0.0.1:0", 2, parse_streamer_config)
+    server = standby.ControlServer("tcp://127.0.0.1:0", parse_streamer_config, {"ranks": 2})
     server.start()
     try:
         job = fake_standby_job(backend, server.port)
@@ -101,7 +129,7 @@ def test_claim_hands_the_run_over_and_a_taken_job_is_dropped(tmp_path: Path) -> 
 
 def test_a_refused_config_is_counted_and_not_a_claim(tmp_path: Path) -> None:
     backend = LocalBackend(tmp_path)
-    server = standby.ControlServer("tcp://127.0.0.1:0", 1, parse_streamer_config)
+    server = standby.ControlServer("tcp://127.0.0.1:0", parse_streamer_config, {"ranks": 1})
     server.start()
     try:
         job = fake_standby_job(backend, server.port)
