@@ -19,6 +19,10 @@ serves the transfers. Before each timed transfer (untimed) the pool DAG runs its
 and waits until a standby job is ready, as a deployment keeps its pool between run starts. The
 line then adds ``warm_p50_s`` (the transfers that ran in a claimed standby job, Kafka and API
 together) and ``warm_runs=CLAIMED/ALL``.
+
+``--warm-buffer``: a warm buffer pool too (``role: buffer``, size 1 on SLURM): ``start_buffer``
+claims a standby ``lclstream-buffer`` instead of submitting one. The line adds
+``warm_buffer_runs=CLAIMED/ALL`` (XCom ``warm_buffer`` of ``start_buffer``).
 """
 
 from __future__ import annotations
@@ -96,10 +100,16 @@ def timeline(api: AirflowApi, dag_id: str, run_id: str, since: float) -> str:
 
 
 def wait_finished(
-    api: AirflowApi, known: set[str], since: float, show: bool, warm: list[bool] | None = None
+    api: AirflowApi,
+    known: set[str],
+    since: float,
+    show: bool,
+    warm: list[bool] | None = None,
+    warm_buffer: list[bool] | None = None,
 ) -> set[str]:
     """Wait for the new transfer run to succeed; with ``warm``, append whether its streamer ran
-    in a claimed standby job (XCom ``warm_streamer`` of ``run_streamer``)."""
+    in a claimed standby job (XCom ``warm_streamer`` of ``run_streamer``); with
+    ``warm_buffer``, whether its buffer did (``warm_buffer`` of ``start_buffer``)."""
     run_id = api.wait_for_new_run("lclstream_transfer", known, timeout=120)
     state = api.wait_for_run("lclstream_transfer", run_id, timeout=300)
     if state != "success":
@@ -111,6 +121,12 @@ def wait_finished(
             warm.append(api.xcom("lclstream_transfer", run_id, "run_streamer", "warm_streamer"))
         except Exception:  # no such XCom: a fresh job
             warm.append(False)
+    if warm_buffer is not None:
+        try:
+            claimed = api.xcom("lclstream_transfer", run_id, "start_buffer", "warm_buffer")
+            warm_buffer.append(bool(claimed))
+        except Exception:  # no such XCom: a fresh job
+            warm_buffer.append(False)
     return known | {run_id}
 
 
@@ -118,12 +134,18 @@ POOL_CONF = {"pool": "default", "streamer_backend": "slurm", "ranks": 2, "size":
              "idle_timeout_s": 900, "wait_ready_s": 60}  # fmt: skip
 
 
-def keep_warm(api: AirflowApi, size: int = 1) -> None:
-    """One run of the pool DAG (health check, top-up, wait until its standby job is ready)."""
-    run_id = api.trigger("lclstream_warm_pool", {**POOL_CONF, "size": size})
-    state = api.wait_for_run("lclstream_warm_pool", run_id, timeout=180)
-    if state != "success":
-        raise SystemExit(f"warm pool run {run_id} {state}")
+BUFFER_POOL_CONF = {**POOL_CONF, "pool": "buffers", "role": "buffer"}
+
+
+def keep_warm(api: AirflowApi, size: int = 1, streamer: bool = True, buffer: bool = False) -> None:
+    """One run of the pool DAG per pool (health check, top-up, wait until its standby job is
+    ready): the streamer pool, and with ``buffer`` the buffer pool."""
+    confs = ([POOL_CONF] if streamer else []) + ([BUFFER_POOL_CONF] if buffer else [])
+    for conf in confs:
+        run_id = api.trigger("lclstream_warm_pool", {**conf, "size": size})
+        state = api.wait_for_run("lclstream_warm_pool", run_id, timeout=180)
+        if state != "success":
+            raise SystemExit(f"warm pool run {run_id} {state}")
 
 
 def main() -> None:
@@ -139,6 +161,9 @@ def main() -> None:
         "--warm", action="store_true", help="a warm streamer pool serves the transfers"
     )
     parser.add_argument(
+        "--warm-buffer", action="store_true", help="a warm buffer pool serves them too"
+    )
+    parser.add_argument(
         "--postgres",
         action="store_true",
         help="Airflow's metadata database on a PostgreSQL server of its own "
@@ -148,7 +173,14 @@ def main() -> None:
     args = parser.parse_args()
     postgres_env = {**os.environ, "LCLSTREAM_POSTGRES_PORT": str(args.postgres_port)}
     warm: list[bool] | None = [] if args.warm else None
+    warm_buffer: list[bool] | None = [] if args.warm_buffer else None
+    pools = args.warm or args.warm_buffer
     warm_s: list[float] = []
+
+    def keep(size: int = 1) -> None:
+        if pools:
+            keep_warm(api, size, streamer=args.warm, buffer=args.warm_buffer)
+
     service("kafka", "start")
     service("slurm", "start")
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,7 +199,7 @@ def main() -> None:
             api.unpause("lclstream_transfer")
             api.unpause("lclstream_on_run_start")
             wait_for_group_member(KAFKA, "lclstream-on-run-start")
-            if args.warm:
+            if pools:
                 api.unpause("lclstream_warm_pool")
             known = {r["dag_run_id"] for r in api.runs("lclstream_transfer")}
             kafka_s, api_s = [], []
@@ -176,39 +208,35 @@ def main() -> None:
             producer = KafkaProducer(bootstrap_servers=KAFKA)
             producer.partitions_for("runs")  # connects and reads the topic metadata
             for i in range(args.warmup):  # untimed: the workers' first-task imports
-                if args.warm:
-                    keep_warm(api)
+                keep()
                 sent = time.time()
                 produce_run_start(KAFKA, "xpptut15", 14, producer)
                 first = first_file_after(root / "out", sent)
                 known = wait_finished(api, known, sent, False)
                 print(f"warm-up {i}: kafka -> first file {first:.2f} s (not counted)")
             for i in range(args.runs):
-                if args.warm:
-                    keep_warm(api)
+                keep()
                 sent = time.time()
                 produce_run_start(KAFKA, "xpptut15", 14, producer)
                 kafka_s.append(first_file_after(root / "out", sent))
                 if args.timeline:
                     hop = api.runs("lclstream_on_run_start")[0]["dag_run_id"]
                     print(timeline(api, "lclstream_on_run_start", hop, sent))
-                known = wait_finished(api, known, sent, args.timeline, warm)
+                known = wait_finished(api, known, sent, args.timeline, warm, warm_buffer)
                 if warm and warm[-1]:
                     warm_s.append(kafka_s[-1])
-                if args.warm:
-                    keep_warm(api)
+                keep()
                 sent = time.time()
                 api.trigger("lclstream_transfer", {"experiment": "xpptut15", "run": 14})
                 api_s.append(first_file_after(root / "out", sent))
-                known = wait_finished(api, known, sent, args.timeline, warm)
+                known = wait_finished(api, known, sent, args.timeline, warm, warm_buffer)
                 if warm and warm[-1]:
                     warm_s.append(api_s[-1])
                 print(f"run {i}: kafka -> first file {kafka_s[-1]:.2f} s, "
                       f"API -> first file {api_s[-1]:.2f} s"
                       + (f", warm {warm[-2:]}" if warm is not None else ""))  # fmt: skip
             producer.close()
-            if args.warm:
-                keep_warm(api, size=0)  # cancels the standby job
+            keep(size=0)  # cancels the standby jobs
         finally:
             service("airflow-standalone", "stop", env)
             if args.postgres:
@@ -218,6 +246,8 @@ def main() -> None:
     if warm is not None:
         p50 = f"{statistics.median(warm_s):.2f}" if warm_s else "nan"
         extra = f" warm_p50_s={p50} warm_runs={sum(warm)}/{len(warm)}"
+    if warm_buffer is not None:
+        extra += f" warm_buffer_runs={sum(warm_buffer)}/{len(warm_buffer)}"
     print(
         f"kafka_p50_s={statistics.median(kafka_s):.2f} kafka_max_s={max(kafka_s):.2f} "
         f"api_p50_s={statistics.median(api_s):.2f} api_max_s={max(api_s):.2f} runs={args.runs}"
