@@ -6,7 +6,7 @@
     GET    /v1/transfers            ?state=&limit=  -> {count, data: [TransferStatus]}
     GET    /v1/transfers/{id}       TransferDetail: state, task states, live buffer metrics
     DELETE /v1/transfers/{id}       cancel -> {message}
-    GET    /v1/warm-pools           {count, data: [warm streamer pool: jobs, counters, events]}
+    GET    /v1/warm-pools           {count, data: [warm pool: role, jobs, counters, events]}
     GET    /ui                      the transfers page (polls the JSON API)
 
 ``principal`` is a FastAPI dependency returning the caller's :class:`Principal`: the Airflow
@@ -349,8 +349,9 @@ def build_app(
 
     @app.get("/v1/warm-pools", responses=_ERRORS)
     async def list_warm_pools(caller: Principal = Depends(principal)) -> dict[str, Any]:
-        """The warm streamer pools: standby jobs, counters (claimed, fallbacks, dead, expired)
-        and recent events. Every signed-in user may read them (they name no user's data)."""
+        """The warm pools (streamers and buffers): standby jobs, counters (claimed, fallbacks,
+        dead, expired) and recent events. Every signed-in user may read them (they name no
+        user's data)."""
         pools = await anyio.to_thread.run_sync(warm_pools)
         return {"count": len(pools), "data": pools}
 

@@ -4,7 +4,8 @@ It polls the JSON API next to it (``../v1/transfers``) with the browser's own cr
 (Airflow's session cookie inside the API server; the client certificate standalone), so the
 page itself holds no data. ``?id=RUN_ID`` selects a transfer (the DAG-run tab links so). Below,
 the caller's subscriptions and the count of run starts that no subscription matched, then the
-warm streamer pools (``../v1/warm-pools``): standby jobs ready, claims, fallbacks, dead jobs.
+warm pools of streamers and buffers (``../v1/warm-pools``): standby jobs ready, claims,
+fallbacks, dead jobs.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ _PAGE = """<!doctype html>
 <span id="unmatched-latest"></span></div>
 <table id="subscriptions"><thead><tr><th>id</th><th>owner</th><th>match</th><th>detector</th>
 <th>consumer</th><th>enabled</th></tr></thead><tbody></tbody></table>
-<h2>Warm streamers</h2>
-<table id="warm-pools"><thead><tr><th>pool</th><th>backend</th><th>ranks</th><th>ready</th>
-<th>claimed</th><th>fallbacks</th><th>dead</th><th>expired</th><th>latest event</th></tr></thead>
+<h2>Warm pools</h2>
+<table id="warm-pools"><thead><tr><th>pool</th><th>role</th><th>backend</th><th>ranks</th>
+<th>ready</th><th>claimed</th><th>fallbacks</th><th>dead</th><th>expired</th>
+<th>latest event</th></tr></thead>
 <tbody></tbody></table>
 <script>
 "use strict";
@@ -163,7 +165,9 @@ async function warmPools() {
     body.replaceChildren(...pools.data.map(p => {
       const tr = document.createElement("tr"); tr.dataset.pool = p.name;
       const c = p.counters, spec = p.spec;
-      for (const v of [p.name, spec.conn_id || "local", spec.ranks,
+      const role = spec.role || "streamer";
+      for (const v of [p.name, role, spec.conn_id || "local",
+                       role === "streamer" ? spec.ranks : "–",
                        p.ready + "/" + spec.size, c.claimed, c.fallbacks, c.dead, c.expired,
                        p.events.length ? p.events[p.events.length - 1] : "–"]) {
         const td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
