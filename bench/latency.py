@@ -23,6 +23,8 @@ together) and ``warm_runs=CLAIMED/ALL``.
 ``--warm-buffer``: a warm buffer pool too (``role: buffer``, size 1 on SLURM): ``start_buffer``
 claims a standby ``lclstream-buffer`` instead of submitting one. The line adds
 ``warm_buffer_runs=CLAIMED/ALL`` (XCom ``warm_buffer`` of ``start_buffer``).
+``--warm-consumer``: a warm consumer pool too (``role: consumer``): ``start_consumers`` claims a
+standby ``lclstream-receive``; the line adds ``warm_consumer_runs=CLAIMED/ALL``.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def wait_finished(
     show: bool,
     warm: list[bool] | None = None,
     warm_buffer: list[bool] | None = None,
+    warm_consumer: list[bool] | None = None,
 ) -> set[str]:
     """Wait for the new transfer run to succeed; with ``warm``, append whether its streamer ran
     in a claimed standby job (XCom ``warm_streamer`` of ``run_streamer``); with
@@ -127,6 +130,12 @@ def wait_finished(
             warm_buffer.append(bool(claimed))
         except Exception:  # no such XCom: a fresh job
             warm_buffer.append(False)
+    if warm_consumer is not None:
+        try:
+            claimed = api.xcom("lclstream_transfer", run_id, "start_consumers", "warm_consumers")
+            warm_consumer.append(bool(claimed))
+        except Exception:  # no such XCom: fresh jobs
+            warm_consumer.append(False)
     return known | {run_id}
 
 
@@ -135,12 +144,27 @@ POOL_CONF = {"pool": "default", "streamer_backend": "slurm", "ranks": 2, "size":
 
 
 BUFFER_POOL_CONF = {**POOL_CONF, "pool": "buffers", "role": "buffer"}
+CONSUMER_POOL_CONF = {**POOL_CONF, "pool": "consumers", "role": "consumer"}
 
 
-def keep_warm(api: AirflowApi, size: int = 1, streamer: bool = True, buffer: bool = False) -> None:
+def keep_warm(
+    api: AirflowApi,
+    size: int = 1,
+    streamer: bool = True,
+    buffer: bool = False,
+    consumer: bool = False,
+) -> None:
     """One run of the pool DAG per pool (health check, top-up, wait until its standby job is
-    ready): the streamer pool, and with ``buffer`` the buffer pool."""
-    confs = ([POOL_CONF] if streamer else []) + ([BUFFER_POOL_CONF] if buffer else [])
+    ready): the streamer pool, and the buffer and consumer pools when asked."""
+    confs = [
+        conf
+        for conf, wanted in (
+            (POOL_CONF, streamer),
+            (BUFFER_POOL_CONF, buffer),
+            (CONSUMER_POOL_CONF, consumer),
+        )  # fmt: skip
+        if wanted
+    ]
     for conf in confs:
         run_id = api.trigger("lclstream_warm_pool", {**conf, "size": size})
         state = api.wait_for_run("lclstream_warm_pool", run_id, timeout=180)
@@ -164,6 +188,9 @@ def main() -> None:
         "--warm-buffer", action="store_true", help="a warm buffer pool serves them too"
     )
     parser.add_argument(
+        "--warm-consumer", action="store_true", help="a warm consumer pool serves them too"
+    )
+    parser.add_argument(
         "--postgres",
         action="store_true",
         help="Airflow's metadata database on a PostgreSQL server of its own "
@@ -174,12 +201,14 @@ def main() -> None:
     postgres_env = {**os.environ, "LCLSTREAM_POSTGRES_PORT": str(args.postgres_port)}
     warm: list[bool] | None = [] if args.warm else None
     warm_buffer: list[bool] | None = [] if args.warm_buffer else None
-    pools = args.warm or args.warm_buffer
+    warm_consumer: list[bool] | None = [] if args.warm_consumer else None
+    pools = args.warm or args.warm_buffer or args.warm_consumer
+    claims = (warm, warm_buffer, warm_consumer)
     warm_s: list[float] = []
 
     def keep(size: int = 1) -> None:
         if pools:
-            keep_warm(api, size, streamer=args.warm, buffer=args.warm_buffer)
+            keep_warm(api, size, args.warm, args.warm_buffer, args.warm_consumer)
 
     service("kafka", "start")
     service("slurm", "start")
@@ -222,14 +251,14 @@ def main() -> None:
                 if args.timeline:
                     hop = api.runs("lclstream_on_run_start")[0]["dag_run_id"]
                     print(timeline(api, "lclstream_on_run_start", hop, sent))
-                known = wait_finished(api, known, sent, args.timeline, warm, warm_buffer)
+                known = wait_finished(api, known, sent, args.timeline, *claims)
                 if warm and warm[-1]:
                     warm_s.append(kafka_s[-1])
                 keep()
                 sent = time.time()
                 api.trigger("lclstream_transfer", {"experiment": "xpptut15", "run": 14})
                 api_s.append(first_file_after(root / "out", sent))
-                known = wait_finished(api, known, sent, args.timeline, warm, warm_buffer)
+                known = wait_finished(api, known, sent, args.timeline, *claims)
                 if warm and warm[-1]:
                     warm_s.append(api_s[-1])
                 print(f"run {i}: kafka -> first file {kafka_s[-1]:.2f} s, "
@@ -248,6 +277,8 @@ def main() -> None:
         extra = f" warm_p50_s={p50} warm_runs={sum(warm)}/{len(warm)}"
     if warm_buffer is not None:
         extra += f" warm_buffer_runs={sum(warm_buffer)}/{len(warm_buffer)}"
+    if warm_consumer is not None:
+        extra += f" warm_consumer_runs={sum(warm_consumer)}/{len(warm_consumer)}"
     print(
         f"kafka_p50_s={statistics.median(kafka_s):.2f} kafka_max_s={max(kafka_s):.2f} "
         f"api_p50_s={statistics.median(api_s):.2f} api_max_s={max(api_s):.2f} runs={args.runs}"

@@ -3,12 +3,13 @@ seconds.
 
 Each run is the health check of one warm pool (``WarmStreamerPoolOperator``): it drops standby
 jobs that ended or do not answer, and submits ``lclstreamer --standby`` jobs (``role:
-buffer``: ``lclstream-buffer --standby`` jobs) up to ``size``, on ``streamer_backend`` (the
-backend of the pool's jobs, whatever their role).
+buffer``: ``lclstream-buffer --standby``; ``role: consumer``: ``lclstream-receive --standby``)
+up to ``size``, on ``streamer_backend`` (the backend of the pool's jobs, whatever their role).
 A transfer whose streamer matches the pool (backend connection, ranks, job attributes,
 instrument) claims a standby job instead of submitting one: no SLURM queue, no MPI start and no
 psana import before its first event; a transfer with one unpinned buffer on a buffer pool's
-backend claims a standby buffer the same way. With none ready it submits a fresh job, and the pool
+backend claims a standby buffer the same way, and its ``lclstream-receive`` consumers standby
+consumers of a consumer pool. With none ready it submits a fresh job, and the pool
 counts the fallback (shown on the transfers page and at ``GET /pools`` of the transfer API).
 
 Paused when created. Unpause it for a shift (it runs every 5 minutes; the standby jobs end
@@ -46,7 +47,9 @@ with DAG(
         "idle_timeout_s": Param(900, type="number", exclusiveMinimum=0),
         "instrument": Param(None, type=["null", "string"]),
         "wait_ready_s": Param(0, type="number", minimum=0),
-        "role": Param("streamer", enum=["streamer", "buffer"], description="what to keep"),
+        "role": Param(
+            "streamer", enum=["streamer", "buffer", "consumer"], description="what to keep"
+        ),
     },
 ) as dag:
     WarmStreamerPoolOperator(

@@ -12,6 +12,12 @@ Exit status: 0 when every expected producer ended and nothing is missing; 3 when
 ended by ``--end-after-idle`` (no end-of-stream record from some producer: completeness unknown,
 ``"eos": false`` in the summary) with nothing wrong in what arrived; 1 on a timeout, a gap or a
 corrupt message; 2 on bad arguments.
+
+``--standby tcp://HOST:PORT`` (port 0: any free one) starts a warm consumer (issue #19): it
+imports the receive path, answers a control socket (``transports/control.py``) and prints where
+on stdout. A ``run`` whose ``config`` is a JSON list of this command's arguments (``--url``,
+``--out``, ...) is checked as the command line would be; once accepted it runs exactly as if
+started with those arguments. After ``--standby-timeout`` idle seconds it exits 0 unused.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -29,16 +36,37 @@ from typing import Any
 from airflow_provider_lclstream.consumer.receiver import ReceiveReport, receive_messages
 from airflow_provider_lclstream.consumer.records import MessageRecord, records_path
 from airflow_provider_lclstream.exceptions import LCLStreamError
-from airflow_provider_lclstream.protocol import EXIT_ENDED_BY_IDLE, is_hdf5
+from airflow_provider_lclstream.protocol import EXIT_ENDED_BY_IDLE, emit_line, is_hdf5
+from airflow_provider_lclstream.transports import control
 from airflow_provider_lclstream.transports.base import DEFAULT_MAX_MESSAGE_MB, max_message_bytes
+
+PROGRAM = "lclstream-receive"
+STANDBY_ONLY = ("--standby", "--standby-timeout")
+"""Options a claimed run's arguments may not carry."""
+EXAMPLES = """examples:
+  lclstream-receive --url tcp://0.0.0.0:5001 --out run14/          # producers dial here
+  lclstream-receive --url tcp://buffer-node:5001 --dial --out run14/ --timeout 600
+  lclstream-receive --standby tcp://0.0.0.0:0 --standby-timeout 600   # a warm consumer
+"""
+
+
+class ArgumentError(ValueError):
+    """Bad arguments (a claimed run's: the standby answers with the message and keeps waiting)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ArgumentError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lclstream-receive",
+        prog=PROGRAM,
         description="Receive LCLStreamer messages from producers or a buffer (NNG or ZeroMQ).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--url", required=True, help="e.g. tcp://127.0.0.1:5000")
+    parser.add_argument("--url", help="e.g. tcp://127.0.0.1:5000 (required)")
     parser.add_argument("--transport", choices=["zmq", "nng"], default="zmq")
     role = parser.add_mutually_exclusive_group()
     role.add_argument(
@@ -74,23 +102,100 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MAX_MESSAGE_MB:g})",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--standby",
+        metavar="URL",
+        help="a warm consumer: wait on this control socket (tcp://HOST:PORT, port 0: any free "
+        "one) for one run's arguments instead of taking --url here",
+    )
+    parser.add_argument(
+        "--standby-timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="with --standby: exit 0 unused after S idle seconds (default 600)",
+    )
     return parser
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the (non-standby) arguments, or None."""
+    if not args.url:
+        return "--url is required (or --standby URL)"
+    if args.expect_producers < 1:
+        return "--expect-producers must be >= 1"
+    if args.timeout <= 0:
+        return "--timeout must be > 0"
+    if args.end_after_idle is not None and args.end_after_idle <= 0:
+        return "--end-after-idle must be > 0"
+    if args.max_message_mb < 0:
+        return "--max-message-mb must be >= 0 (0: no limit)"
+    return None
+
+
+def run_args(text: str) -> argparse.Namespace:
+    """A claimed run's arguments (a JSON list of strings), checked as :func:`main` checks its
+    command line; raises :class:`ArgumentError` naming what is wrong."""
+    try:
+        argv = json.loads(text)
+    except ValueError as err:
+        raise ArgumentError(f"the run's arguments are not JSON: {err}") from None
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        raise ArgumentError("the run's arguments must be a JSON list of strings")
+    taken = [a for a in argv if a.split("=", 1)[0] in STANDBY_ONLY]
+    if taken:
+        raise ArgumentError(f"a run's arguments cannot carry {', '.join(taken)}")
+    parser = build_parser()
+    parser.__class__ = _Parser
+    args = parser.parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        raise ArgumentError(problem)
+    return args
+
+
+def standby(args: argparse.Namespace) -> argparse.Namespace | None:
+    """``--standby``: answer the control socket, print where, and wait; the claimed run's
+    arguments, or None when it ended unused (stopped, or idle). Raises :class:`ArgumentError`
+    for bad standby options."""
+    if not args.standby.startswith("tcp://") or args.standby_timeout <= 0:
+        raise ArgumentError(
+            "--standby takes tcp://HOST:PORT (port 0: any free one) and --standby-timeout a "
+            "positive number of seconds"
+        )
+    if args.url:
+        raise ArgumentError("--standby takes a run's --url from its claim, not here")
+    try:
+        server = control.ControlServer(args.standby, run_args, {"role": "consumer"})
+    except Exception as err:  # zmq.ZMQError: the address is taken or not ours
+        raise ArgumentError(f"cannot bind --standby {args.standby}: {err}") from None
+    server.start()
+    emit_line(control.standby_line(socket.gethostname(), server.port, PROGRAM))
+    message = server.wait(args.standby_timeout)
+    if message is None:
+        server.close()
+        emit_line(f"{PROGRAM}: standby ended unused (stopped, or idle for "
+                  f"{args.standby_timeout:g} s)", sys.stderr)  # fmt: skip
+        return None
+    emit_line(f"{PROGRAM}: standby: claimed by {message.get('claim')}", sys.stderr)
+    return run_args(message["config"])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.expect_producers < 1:
-        print("lclstream-receive: --expect-producers must be >= 1", file=sys.stderr)
-        return 2
-    if args.timeout <= 0:
-        print("lclstream-receive: --timeout must be > 0", file=sys.stderr)
-        return 2
-    if args.end_after_idle is not None and args.end_after_idle <= 0:
-        print("lclstream-receive: --end-after-idle must be > 0", file=sys.stderr)
-        return 2
-    if args.max_message_mb < 0:
-        print("lclstream-receive: --max-message-mb must be >= 0 (0: no limit)", file=sys.stderr)
+    if args.standby:
+        try:
+            claimed = standby(args)
+        except ArgumentError as err:
+            print(f"{PROGRAM}: {err}", file=sys.stderr)
+            return 2
+        if claimed is None:
+            return 0
+        args = claimed
+    problem = check_args(args)
+    if problem:
+        print(f"{PROGRAM}: {problem}", file=sys.stderr)
         return 2
     records = None
     if args.out is not None:

@@ -64,6 +64,7 @@ from airflow_provider_lclstream.transfer.jobs import (
     buffer_of,
     buffer_ports,
     consumer_job,
+    receive_args,
     render_config,
     streamer_job,
     streamer_num_events,
@@ -81,6 +82,8 @@ WARM_XCOM_KEY = "warm_streamer"
 """XCom of ``run_streamer``: True when its streamer ran in a claimed standby job."""
 WARM_BUFFER_XCOM_KEY = "warm_buffer"
 """XCom of ``start_buffer``: True when its buffer runs in a claimed standby job."""
+WARM_CONSUMERS_XCOM_KEY = "warm_consumers"
+"""XCom of ``start_consumers``: how many of its consumers run in claimed standby jobs."""
 __all__ = [  # pull_ids and role_conn_id: their old home
     "ConsumerOperator",
     "LCLStreamerOperator",
@@ -119,6 +122,48 @@ def submit_fresh(backend: JobBackend, spec: JobSpec, log: Any) -> str:
     job_id = backend.submit(spec)
     log.info("submitted job %s (%s) to %s", job_id, spec.name, getattr(backend, "name", "?"))
     return job_id
+
+
+def claim_standby(
+    backend: JobBackend,
+    request: TransferRequest,
+    role: str,
+    attributes: dict[str, str],
+    args: list[str],
+    spec: JobSpec,
+    task_log: Any,
+) -> str | None:
+    """A standby job of a warm pool of ``role`` (``buffer``, ``consumer``) that serves this
+    transfer's job, handed the program's arguments ``args`` (``hooks/warm_pool.py``); None:
+    submit ``spec`` fresh (the fallback is counted in the pool). A standby that an earlier try
+    of this task claimed (under the job's name) listens on that try's ports or writes that
+    try's files: it is cancelled, as ``submit_fresh`` cancels an earlier try's job."""
+    name = spec.name or ""
+    earlier = claimed_job(name)
+    if earlier is not None:
+        with contextlib.suppress(JobBackendError):
+            if not backend.state(earlier).is_final:
+                task_log.info(
+                    "cancelling standby %s job %s claimed by an earlier try", role, earlier
+                )
+                backend.cancel(earlier)
+    job_id, why = claim_warm(
+        conn_id=role_conn_id(request, role),
+        ranks=request.ranks,
+        launcher="mpiexec",
+        attributes=attributes,
+        exp=request.exp,
+        config_text=json.dumps(args),
+        num_events=None,
+        claim_id=name,
+        role=role,  # type: ignore[arg-type]  # layout.BUFFER / layout.CONSUMER
+    )
+    if job_id is not None:
+        task_log.info("%s: the %s runs in it (no submission)", why, role)
+        return job_id
+    if why != NO_POOL:
+        task_log.warning("no warm %s (%s); submitting a fresh job", role, why)
+    return None
 
 
 def buffer_url(
@@ -228,38 +273,17 @@ class StartBufferOperator(BufferWaitMixin, BaseOperator):
         backend: JobBackend,
     ) -> str | None:
         """A standby buffer of a warm pool (``role: buffer``) that serves this transfer, handed
-        the buffer's arguments (``hooks/warm_pool.py``); None: submit a fresh job (the
-        fallback is counted in the pool). Only a transfer with one buffer, not pinned to a
-        node, uses one. A standby that an earlier try of this task claimed serves that try's
-        ports: it is cancelled, as ``submit_fresh`` cancels an earlier try's job."""
+        the buffer's arguments (:func:`claim_standby`); None: submit a fresh job. Only a
+        transfer with one buffer, not pinned to a node, uses one."""
         if request.buffers != 1 or request.buffer_pin is not None:
             return None
-        name = spec.name or ""
-        earlier = claimed_job(name)
-        if earlier is not None:
-            with contextlib.suppress(JobBackendError):
-                if not backend.state(earlier).is_final:
-                    self.log.info("cancelling standby buffer %s claimed by an earlier try", earlier)
-                    backend.cancel(earlier)
         args = buffer_args(request, endpoints, capacity_bytes=self.capacity_bytes, index=0)
-        job_id, why = claim_warm(
-            conn_id=role_conn_id(request, layout.BUFFER),
-            ranks=request.ranks,
-            launcher="mpiexec",
-            attributes=request.buffer.attributes,
-            exp=request.exp,
-            config_text=json.dumps(args),
-            num_events=None,
-            claim_id=name,
-            role="buffer",
+        job_id = claim_standby(
+            backend, request, layout.BUFFER, request.buffer.attributes, args, spec, self.log
         )
         if job_id is not None:
-            self.log.info("%s: the buffer runs in it (no submission)", why)
             context["ti"].xcom_push(key=WARM_BUFFER_XCOM_KEY, value=True)
-            return job_id
-        if why != NO_POOL:
-            self.log.warning("no warm buffer (%s); submitting a fresh job", why)
-        return None
+        return job_id
 
     def _cancel_buffers(self, request: TransferRequest, job_ids: list[str]) -> None:
         """This task failed with buffer jobs submitted: cancel them. The group's teardown
@@ -400,11 +424,22 @@ class ConsumerOperator(BufferWaitMixin, BaseOperator):
             )
         )
         job_ids = []
+        warm = 0
         for index in range(request.consumers):
             url = urls[buffer_of(index, len(urls))]  # consumer i reads buffer i % buffers
             spec = named(consumer_job(request, url, index), context, f"-{index}")
-            job_ids.append(submit_fresh(backend, spec, self.log))
+            job_id = None
+            if not request.consumer_command:  # lclstream-receive: a warm consumer can run it
+                args = receive_args(request, url, index)
+                job_id = claim_standby(
+                    backend, request, layout.CONSUMER, request.consumer.attributes, args, spec,
+                    self.log,
+                )  # fmt: skip
+                warm += job_id is not None
+            job_ids.append(job_id or submit_fresh(backend, spec, self.log))
         context["ti"].xcom_push(key=layout.JOB_IDS, value=job_ids)
+        if warm:
+            context["ti"].xcom_push(key=WARM_CONSUMERS_XCOM_KEY, value=warm)
         if self.buffer_ready_timeout is not None:
             self._check_buffer(context, request)
         return job_ids

@@ -5,7 +5,8 @@ is the pool's health check (``transfer/warm_pool.py``: ``maintain``). A transfer
 matches the pool (connection, ranks, launcher, job attributes, instrument) then claims a
 standby job instead of submitting one (``LCLStreamerOperator``); with ``role="buffer"`` a
 transfer with one unpinned buffer on that connection claims a standby buffer
-(``StartBufferOperator``).
+(``StartBufferOperator``), with ``role="consumer"`` a standby ``lclstream-receive`` for each of
+its default consumers (``ConsumerOperator``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ class WarmStreamerPoolOperator(BaseOperator):
     (``lclstream_<backend>``; ``local`` or neither: the local backend), as a transfer's
     streamer with that backend would.
     ``wait_ready_s``: wait that long for every job to print its control address. ``role``:
-    ``streamer`` (``lclstreamer --standby`` jobs of ``ranks`` ranks) or ``buffer``
-    (``lclstream-buffer --standby`` jobs). Returns the pool's summary (jobs, counters, recent
-    events)."""
+    ``streamer`` (``lclstreamer --standby`` jobs of ``ranks`` ranks), ``buffer``
+    (``lclstream-buffer --standby`` jobs) or ``consumer`` (``lclstream-receive --standby``).
+    Returns the pool's summary (jobs, counters, recent events)."""
 
     template_fields = (
         "pool_name", "conn_id", "backend", "size", "ranks", "instrument", "idle_timeout_s",

@@ -327,6 +327,55 @@ def standby_streamer_job(
     )
 
 
+def receive_args(
+    request: TransferRequest, output_url: str, index: int, *, timeout_s: float = 600
+) -> list[str]:
+    """``lclstream-receive``'s arguments for consumer ``index`` of ``request``
+    (:func:`consumer_job` without a consumer command; a claimed standby consumer gets the
+    same)."""
+    out = Path(request.output_dir or "lclstream-output") / request.label / f"consumer-{index}"
+    return [
+        "--url", output_url,
+        "--dial",
+        "--transport", request.library,
+        "--expect-producers", "1",
+        "--out", str(out),
+        "--prefix", f"c{index}",
+        "--timeout", str(timeout_s),
+        "--quiet",
+    ]  # fmt: skip
+
+
+def standby_consumer_job(
+    name: str,
+    *,
+    idle_timeout_s: float = 600,
+    duration_min: int = 60,
+    attributes: dict[str, str] | None = None,
+    bin_dir: str | None = None,
+) -> JobSpec:
+    """A warm consumer: ``lclstream-receive --standby tcp://0.0.0.0:0`` waiting
+    ``idle_timeout_s`` for one consumer's arguments (:func:`receive_args`), then receiving as
+    :func:`consumer_job`'s ``lclstream-receive`` would. Its time limit covers the wait and
+    ``duration_min`` of receiving (at least a fresh consumer job's)."""
+    command = [tool("lclstream-receive", bin_dir), "--standby", "tcp://0.0.0.0:0",
+               "--standby-timeout", f"{idle_timeout_s:g}"]  # fmt: skip
+    return JobSpec(
+        name=name,
+        script="#!/bin/bash\nexec " + shell_join(command) + "\n",
+        resources=ResourceSpec(
+            duration=max(duration_min, CONSUMER_MINUTES) + int(idle_timeout_s // 60) + 1,
+            process_count=1,
+            exclusive_node_use=False,
+        ),
+        attributes=dict(attributes or {}),
+    )
+
+
+CONSUMER_MINUTES = 20
+"""A fresh consumer job's time limit with the default 600 s receive timeout."""
+
+
 def consumer_job(
     request: TransferRequest,
     output_url: str,
@@ -341,18 +390,8 @@ def consumer_job(
     if request.consumer_command:
         script = "#!/bin/bash\nset -euo pipefail\n" + request.consumer_command + "\n"
     else:
-        out = Path(request.output_dir or "lclstream-output") / request.label / f"consumer-{index}"
-        command = [
-            tool("lclstream-receive", bin_dir),
-            "--url", output_url,
-            "--dial",
-            "--transport", request.library,
-            "--expect-producers", "1",
-            "--out", str(out),
-            "--prefix", f"c{index}",
-            "--timeout", str(timeout_s),
-            "--quiet",
-        ]  # fmt: skip
+        args = receive_args(request, output_url, index, timeout_s=timeout_s)
+        command = [tool("lclstream-receive", bin_dir), *args]
         script = "#!/bin/bash\nexec " + shell_join(command) + "\n"
     return JobSpec(
         name=f"consumer{index}-{request.label}",
@@ -378,6 +417,8 @@ __all__ = [
     "render_config",
     "shell_quote",
     "standby_buffer_job",
+    "standby_consumer_job",
+    "receive_args",
     "standby_streamer_job",
     "streamer_job",
     "streamer_num_events",

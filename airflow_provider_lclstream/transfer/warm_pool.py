@@ -1,11 +1,12 @@
-"""Warm pools: standby ``lclstreamer`` and ``lclstream-buffer`` jobs kept ready (issue #19).
+"""Warm pools: standby streamer, buffer and consumer jobs kept ready (issue #19).
 
 A pool (:class:`PoolSpec`) keeps ``size`` standby jobs of one ``role`` on one job backend
-connection: streamers (``transfer/jobs.py``: ``standby_streamer_job``, for ``ranks`` ranks) or
-buffers (``standby_buffer_job``). A transfer's ``run_streamer`` claims a streamer, its
-``start_buffer`` a buffer (:func:`claim`): it hands the job its run (a streamer config; a
-buffer's arguments) over the job's control socket (``transports/control.py``) and then watches
-that job as if it had submitted it.
+connection: streamers (``transfer/jobs.py``: ``standby_streamer_job``, for ``ranks`` ranks),
+buffers (``standby_buffer_job``) or consumers (``standby_consumer_job``). A transfer's
+``run_streamer`` claims a streamer, its ``start_buffer`` a buffer and its ``start_consumers``
+consumers (:func:`claim`): it hands the job its run (a streamer config; a buffer's or a
+receiver's arguments) over the job's control socket (``transports/control.py``) and then
+watches that job as if it had submitted it.
 The claim is atomic on the job (a standby accepts one run), so the pool's record may be stale
 without two transfers ever sharing a job. With no live standby job the transfer submits a fresh
 one, as without a pool, and the pool counts the fallback.
@@ -28,7 +29,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field
 
 from airflow_provider_lclstream.backends.base import JobBackendError
-from airflow_provider_lclstream.transfer.jobs import standby_buffer_job, standby_streamer_job
+from airflow_provider_lclstream.transfer.jobs import (
+    standby_buffer_job,
+    standby_consumer_job,
+    standby_streamer_job,
+)
 from airflow_provider_lclstream.transports import control as standby
 
 if TYPE_CHECKING:
@@ -47,8 +52,12 @@ is longer than a ping's timeout: only a hung standby costs it."""
 COUNTERS = ("submitted", "claimed", "fallbacks", "dead", "expired", "refused")
 
 
-Role = Literal["streamer", "buffer"]
-PROGRAMS: dict[str, str] = {"streamer": "lclstreamer", "buffer": "lclstream-buffer"}
+Role = Literal["streamer", "buffer", "consumer"]
+PROGRAMS: dict[str, str] = {
+    "streamer": "lclstreamer",
+    "buffer": "lclstream-buffer",
+    "consumer": "lclstream-receive",
+}
 """The program of each role: its standby line names it (``transports/control.py``)."""
 
 
@@ -58,10 +67,13 @@ class PoolSpec(BaseModel):
     ``attributes`` and, when ``instrument`` is set, an experiment of that instrument (its name's
     prefix, e.g. ``mfx``). A buffer pool (``role: buffer``) serves a transfer with one buffer,
     not pinned to a node, on ``conn_id`` with the same ``attributes`` and instrument (``ranks``
-    and ``launcher`` do not apply)."""
+    and ``launcher`` do not apply); a consumer pool (``role: consumer``) serves each
+    ``lclstream-receive`` consumer (no consumer command) of a transfer the same way."""
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
-    role: Role = Field(default="streamer", description="what the pool keeps: streamer or buffer")
+    role: Role = Field(
+        default="streamer", description="what the pool keeps: streamer, buffer or consumer"
+    )
     conn_id: str | None = None
     ranks: int = Field(default=2, ge=1, le=4096)
     launcher: Literal["mpiexec", "srun"] = "mpiexec"
@@ -81,7 +93,7 @@ class PoolSpec(BaseModel):
         role: Role = "streamer",
     ) -> bool:
         instrument_ok = self.instrument is None or (exp or "").startswith(self.instrument)
-        shape_ok = role == "buffer" or (self.ranks == ranks and self.launcher == launcher)
+        shape_ok = role != "streamer" or (self.ranks == ranks and self.launcher == launcher)
         return (
             self.role == role
             and self.conn_id == conn_id
@@ -185,7 +197,14 @@ def address_of(backend: JobBackend, job: StandbyJob) -> str | None:
 def submit(state: PoolState, backend: JobBackend, logbook_url: str | None = None) -> str:
     """Submit one standby job for the pool and record it."""
     spec = state.spec
-    if spec.role == "buffer":
+    if spec.role == "consumer":
+        job = standby_consumer_job(
+            f"standby-{spec.name}",
+            idle_timeout_s=spec.idle_timeout_s,
+            duration_min=spec.duration_min,
+            attributes=spec.attributes,
+        )
+    elif spec.role == "buffer":
         job = standby_buffer_job(
             f"standby-{spec.name}",
             idle_timeout_s=spec.idle_timeout_s,

@@ -124,29 +124,46 @@ def test_a_dead_warm_streamer_falls_back_to_a_fresh_job(
     assert any("fallback:" in e for e in pool.events)
 
 
-def test_a_transfer_claims_a_warm_buffer(jobs_dir: Path, tmp_path: Path, pool_name: str) -> None:
-    """A buffer pool (``role: buffer``): ``start_buffer`` hands a standby ``lclstream-buffer``
-    the transfer's arguments instead of submitting a buffer job; the stream is exact."""
-    summary = warm_one(pool_name, jobs_dir, role="buffer")
-    standby_id = summary["jobs"][0]["job_id"]
-    assert summary["spec"]["role"] == "buffer"
-    assert "lclstream-buffer --standby" in (jobs_dir / standby_id / "script").read_text()
+def test_a_transfer_claims_a_warm_buffer_and_consumer(
+    jobs_dir: Path, tmp_path: Path, pool_name: str
+) -> None:
+    """Buffer and consumer pools (``role: buffer``, ``role: consumer``): ``start_buffer`` and
+    ``start_consumers`` hand standby ``lclstream-buffer`` and ``lclstream-receive`` jobs the
+    transfer's arguments instead of submitting jobs; the stream is exact."""
+    consumers_pool = pool_name + "-c"
+    try:
+        buffer_id = warm_one(pool_name, jobs_dir, role="buffer")["jobs"][0]["job_id"]
+        summary = warm_one(consumers_pool, jobs_dir, role="consumer")
+        consumer_id = summary["jobs"][0]["job_id"]
+        assert summary["spec"]["role"] == "consumer"
+        assert "lclstream-buffer --standby" in (jobs_dir / buffer_id / "script").read_text()
 
-    run, stats = transfer(tmp_path, events=10)
-    ti = run.get_task_instance("start_buffer")
-    assert ti.xcom_pull(task_ids="start_buffer", key="job_id") == standby_id
-    assert ti.xcom_pull(task_ids="start_buffer", key="warm_buffer") is True
-    assert stats["ok"] is True and stats["events"] == 20 and stats["lost"] == 0
-    # no buffer job was submitted for the transfer: the only buffer jobs are standbys
-    scripts = [(job / "script").read_text() for job in jobs_dir.iterdir()]
-    buffers = [s for s in scripts if "lclstream-buffer" in s]
-    assert buffers and all("--standby" in s for s in buffers)
-    log = (jobs_dir / standby_id / "output.log").read_text()
-    assert "standby: claimed by" in log and "runs on host" in log
-    assert run.get_task_instance("stop_jobs").state == "success"
-    assert JobBackendHook(None).get_conn().state(standby_id).is_final  # the teardown stopped it
+        run, stats = transfer(tmp_path, events=10)
+        ti = run.get_task_instance("start_buffer")
+        assert ti.xcom_pull(task_ids="start_buffer", key="job_id") == buffer_id
+        assert ti.xcom_pull(task_ids="start_buffer", key="warm_buffer") is True
+        ti = run.get_task_instance("start_consumers")
+        assert ti.xcom_pull(task_ids="start_consumers", key="job_ids") == [consumer_id]
+        assert ti.xcom_pull(task_ids="start_consumers", key="warm_consumers") == 1
+        assert stats["ok"] is True and stats["events"] == 20 and stats["lost"] == 0
+        # no buffer or consumer job was submitted for the transfer: only standbys
+        scripts = [(job / "script").read_text() for job in jobs_dir.iterdir()]
+        for program in ("lclstream-buffer", "lclstream-receive"):
+            jobs = [s for s in scripts if program in s]
+            assert jobs and all("--standby" in s for s in jobs), program
+        assert len(list((tmp_path / "out").rglob("c0_*.h5"))) == 2 * 3  # 2 ranks: 4, 4, 2 events
+        log = (jobs_dir / buffer_id / "output.log").read_text()
+        assert "standby: claimed by" in log and "runs on host" in log
+        assert '"eos": true' in (jobs_dir / consumer_id / "output.log").read_text()
+        assert run.get_task_instance("stop_jobs").state == "success"
+        assert JobBackendHook(None).get_conn().state(buffer_id).is_final  # the teardown
 
-    pool = load_book().pools[pool_name]
-    assert pool.counters["claimed"] == 1 and pool.counters["fallbacks"] == 0
-    assert len(pool.jobs) == 1 and pool.jobs[0].job_id != standby_id  # topped up
-    assert pool.jobs[0].role == "buffer"
+        book = load_book()
+        for name, role, claimed in ((pool_name, "buffer", buffer_id),
+                                    (consumers_pool, "consumer", consumer_id)):  # fmt: skip
+            pool = book.pools[name]
+            assert pool.counters["claimed"] == 1 and pool.counters["fallbacks"] == 0, name
+            assert len(pool.jobs) == 1 and pool.jobs[0].job_id != claimed  # topped up
+            assert pool.jobs[0].role == role
+    finally:
+        keep_warm(consumers_pool, size=0)

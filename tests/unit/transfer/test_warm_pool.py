@@ -20,6 +20,7 @@ from airflow_provider_lclstream.transfer import warm_pool
 from airflow_provider_lclstream.transfer.jobs import (
     render_config,
     standby_buffer_job,
+    standby_consumer_job,
     standby_streamer_job,
 )
 from airflow_provider_lclstream.transfer.warm_pool import PoolBook, PoolSpec, PoolState, StandbyJob
@@ -80,8 +81,11 @@ def test_buffer_pools_serve_buffers_only_whatever_the_ranks() -> None:
     assert [p.spec.name for p in book.serving("c", 64, "srun", {}, "mfx1", "buffer")] == ["buffers"]
     assert [p.spec.name for p in book.serving("c", 2, "mpiexec", {}, "mfx1")] == ["streamers"]
     assert book.serving("other", 2, "mpiexec", {}, "mfx1", "buffer") == []
+    consumers = PoolBook(pools={"c": PoolState(spec=PoolSpec(name="c", role="consumer"))})
+    assert [p.spec.name for p in consumers.serving(None, 8, "srun", {}, None, "consumer")] == ["c"]
+    assert consumers.serving(None, 2, "mpiexec", {}, None, "buffer") == []
     with pytest.raises(ValidationError, match="role"):
-        PoolSpec(name="p", role="consumer")  # type: ignore[arg-type]
+        PoolSpec(name="p", role="inference")  # type: ignore[arg-type]
 
 
 def test_standby_buffer_job_script() -> None:
@@ -89,6 +93,9 @@ def test_standby_buffer_job_script() -> None:
     assert "lclstream-buffer --standby tcp://0.0.0.0:0 --standby-timeout 120\n" in spec.script
     assert spec.resources.process_count == 1 and spec.attributes == {"partition": "dtn"}
     assert spec.resources.duration == 24 * 60 + 2 + 1  # a fresh buffer's limit, the idle wait
+    spec = standby_consumer_job("standby-c", idle_timeout_s=60, duration_min=90)
+    assert "lclstream-receive --standby tcp://0.0.0.0:0 --standby-timeout 60\n" in spec.script
+    assert spec.resources.duration == 90 + 1 + 1
 
 
 def test_a_broken_pool_variable_is_named() -> None:

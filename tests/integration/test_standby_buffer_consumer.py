@@ -1,10 +1,12 @@
-"""A warm buffer (issue #19): ``lclstream-buffer --standby`` as a real process, claimed over its
-real control socket, then a stream through it from a real producer to a real consumer."""
+"""Warm buffers and consumers (issue #19): ``lclstream-buffer --standby`` and
+``lclstream-receive --standby`` as real processes, claimed over their real control sockets, then
+a stream from a real producer through them."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,11 +24,13 @@ from tests.integration.buffer_consumer import (
 PROGRAM = "lclstream-buffer"
 
 
-def wait_standby(log: Path, proc: subprocess.Popen, timeout_s: float = 60) -> str:
+def wait_standby(
+    log: Path, proc: subprocess.Popen, timeout_s: float = 60, program: str = PROGRAM
+) -> str:
     """The standby's control URL, from the line it printed into its log."""
     deadline = time.monotonic() + timeout_s
     while True:
-        found = control.parse_standby(log.read_text(), PROGRAM)
+        found = control.parse_standby(log.read_text(), program)
         if found is not None:
             return f"tcp://127.0.0.1:{found[1]}"
         assert proc.poll() is None, log.read_text()
@@ -92,3 +96,43 @@ def test_an_idle_standby_buffer_exits_unused_and_bad_options_fail_clearly(tmp_pa
         proc = start_buffer(log, *args)
         assert proc.wait(60) == 2, (args, log.read_text())
         assert message in log.read_text(), (args, log.read_text())
+
+
+def start_receiver(log: Path, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "airflow_provider_lclstream.consumer.cli", *args]
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def test_a_claimed_standby_consumer_receives_its_stream(tmp_path: Path) -> None:
+    log = tmp_path / "receive.log"
+    proc = start_receiver(log, "--standby", "tcp://127.0.0.1:0", "--standby-timeout", "60")
+    try:
+        address = wait_standby(log, proc, program="lclstream-receive")
+        assert control.ping(address)["role"] == "consumer"
+        bad = control.claim(address, json.dumps(["--out", "x"]), None, "t-bad")
+        assert not bad["ok"] and "--url is required" in bad["error"], bad
+        zero = control.claim(address, json.dumps(["--url", url(), "--timeout", "0"]), None, "t")
+        assert not zero["ok"] and "--timeout must be > 0" in zero["error"], zero
+        inp, n, out = url(), 40, tmp_path / "out"
+        args = ["--url", inp, "--out", str(out), "--prefix", "c0", "--timeout", "30", "--quiet"]
+        taken = control.claim(address, json.dumps(args), None, "t-1")
+        assert taken == {"ok": True, "accepted": True, "role": "consumer"}, taken
+        producer = start_producer(inp, n, "--rank", "0")
+        assert producer.wait(60) == 0
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert len(list(out.glob("c0_*.bin"))) == n
+    summary = json.loads(log.read_text().splitlines()[-1])
+    assert summary["messages"] == n and summary["eos"] is True, summary
+    assert "standby: claimed by t-1" in log.read_text()
+    unused = start_receiver(log, "--standby", "tcp://127.0.0.1:0", "--standby-timeout", "0.5")
+    assert unused.wait(60) == 0 and "standby ended unused" in log.read_text()
+    for bad_args, message in (
+        (["--standby", "tcp://127.0.0.1:0", "--url", "tcp://x:1"], "from its claim"),
+        ([], "--url is required"),
+    ):
+        failed = start_receiver(log, *bad_args)
+        assert failed.wait(60) == 2 and message in log.read_text(), log.read_text()
