@@ -197,7 +197,9 @@ def test_frames_of_a_wrong_shape_or_dtype_name_the_field(
     address = url()
 
     def produce() -> None:
-        with open_sender(address, "zmq", bind=True) as sender:
+        # no send timeout: the reader connects once Ray started its actor, which took over
+        # 60 s on a loaded machine (the test's timeout bounds the wait)
+        with open_sender(address, "zmq", bind=True, send_timeout_s=None) as sender:
             sender.send(_message(data))  # waits for the reader to connect
             sender.send(EndOfStream(producer="test", messages=1).encode())
 
