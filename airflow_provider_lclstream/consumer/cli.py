@@ -50,7 +50,7 @@ EXAMPLES = """examples:
 """
 
 
-class ArgumentError(ValueError):
+class ArgumentError(LCLStreamError):
     """Bad arguments (a claimed run's: the standby answers with the message and keeps waiting)."""
 
 
