@@ -109,10 +109,12 @@ def claim_warm(
     claim_id: str,
     logbook_url: str | None = None,
     role: Role = "streamer",
+    top_up: bool = True,
 ) -> tuple[str | None, str]:
     """A standby job of a pool that serves this streamer (or buffer: ``role``), now running
     ``config_text``; or None and why (no pool serves it: nothing is counted; else the fallback
-    is counted). The pool is topped up to its size after the claim."""
+    is counted). The pool is topped up to its size after the claim (``top_up``; a caller that
+    claims several jobs at once tops up after the last: :func:`top_up_pools`)."""
     try:
         book = load_book()
     except Exception as err:  # a broken Variable or no metadata database: no warm pool
@@ -133,17 +135,54 @@ def claim_warm(
         reasons.append(f"pool {state.spec.name}: {result.reason}")
     if found is None:
         warm_pool.fell_back(pools[0], claim_id, "; ".join(reasons))
-    for state in pools:  # top up (after the claim: not on the run's critical path)
-        try:
-            while len(state.jobs) < state.spec.size:
-                warm_pool.submit(state, backend, logbook_url)
-        except JobBackendError as err:
-            log.warning("could not top up warm pool %s: %s", state.spec.name, err)
+    if top_up:  # after the claim: not on the run's critical path
+        for state in pools:
+            _top_up(state, backend, logbook_url)
     try:
         save_book(book)
     except Exception as err:  # the claimed job runs the stream whatever the record says
         log.warning("could not record the warm pools (%s); the next health check will", err)
     return found, "; ".join(reasons)
+
+
+def _top_up(state: PoolState, backend: Any, logbook_url: str | None) -> int:
+    """Submit standby jobs until the pool has its size; how many were submitted."""
+    submitted = 0
+    try:
+        while len(state.jobs) < state.spec.size:
+            warm_pool.submit(state, backend, logbook_url)
+            submitted += 1
+    except JobBackendError as err:
+        log.warning("could not top up warm pool %s: %s", state.spec.name, err)
+    return submitted
+
+
+def top_up_pools(logbook_url: str | None = None) -> int:
+    """Submit standby jobs to every pool below its size (after claims made with ``top_up``
+    off); how many were submitted. Jobs that ended are left to the health check."""
+    book = load_book()
+    submitted = 0
+    for state in book.pools.values():
+        if len(state.jobs) < state.spec.size:
+            backend = JobBackendHook(state.spec.conn_id).get_conn()
+            submitted += _top_up(state, backend, logbook_url)
+    if submitted:
+        save_book(book)
+    return submitted
+
+
+def serves_now(
+    book: PoolBook,
+    conn_id: str | None,
+    ranks: int,
+    launcher: str,
+    attributes: dict[str, str],
+    exp: str | None,
+    role: Role = "streamer",
+) -> bool:
+    """Whether a pool of ``book`` serves this job and holds a standby job (ready or starting)."""
+    pools = book.serving(conn_id, ranks, launcher, attributes, exp, role)
+    return any(state.jobs for state in pools)
 
 
 def claimed_job(name: str) -> str | None:
@@ -171,4 +210,6 @@ __all__ = [
     "pool_summaries",
     "pool_summary",
     "save_book",
+    "serves_now",
+    "top_up_pools",
 ]

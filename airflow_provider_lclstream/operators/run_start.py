@@ -19,9 +19,11 @@ So the task also takes the run starts of its inlet asset that arrived after its 
 queued (:func:`late_events`); one that a later DAG run takes too starts nothing twice (run ids).
 
 The first transfer is triggered by this task itself (no task in between: every scheduling hop
-costs about half a second before the data flows). The others (several subscriptions, or run
-starts that arrived together) go to XCom ``more`` for a mapped ``TriggerDagRunOperator``
-downstream, so none is dropped.
+costs about half a second before the data flows). When warm pools serve it, this task first
+claims its buffer, streamer and consumers (``prestart``, ``operators/prestart.py``): the run
+streams while its DAG run is created, and the transfer's tasks adopt those jobs. The others
+(several subscriptions, or run starts that arrived together) go to XCom ``more`` for a mapped
+``TriggerDagRunOperator`` downstream, so none is dropped.
 """
 
 from __future__ import annotations
@@ -183,9 +185,35 @@ class StartRunTransfersOperator(TriggerDagRunOperator):
     Skips when no transfer is to start. A transfer whose run id exists already (a replayed
     message) is skipped, not started again."""
 
-    def __init__(self, *, trigger_dag_id: str = "lclstream_transfer", **kwargs: Any) -> None:
+    def __init__(
+        self, *, trigger_dag_id: str = "lclstream_transfer", prestart: bool = True, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("skip_when_already_exists", True)
         super().__init__(trigger_dag_id=trigger_dag_id, **kwargs)
+        self.prestart = prestart
+
+    def _prestart(self, context: Context, run_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+        """The first transfer's conf after claiming its warm jobs (``operators/prestart.py``),
+        or ``conf`` unchanged: no warm buffer, its DAG run exists (a replayed message), or any
+        error (the transfer's own tasks then start its jobs, as without prestart)."""
+        from airflow_provider_lclstream.operators.prestart import (
+            PRESTART_CONF_KEY,
+            prestart_transfer,
+        )
+
+        ti = context["ti"]
+        try:
+            if ti.get_dr_count(dag_id=self.trigger_dag_id, run_ids=[run_id]):
+                self.log.info("no prestart: transfer %s exists already", run_id)
+                return conf
+            started = prestart_transfer(conf, run_id, dag_id=self.trigger_dag_id, task_log=self.log)
+        except Exception as err:
+            self.log.warning("no prestart (%s: %s)", type(err).__name__, err)
+            return conf
+        if started is None:
+            return conf
+        ti.xcom_push(key=PRESTART_CONF_KEY, value=started[PRESTART_CONF_KEY])
+        return started
 
     def execute(self, context: Context) -> None:
         planned, unmatched = run_start_confs(context, list(self.inlets))
@@ -216,6 +244,8 @@ class StartRunTransfersOperator(TriggerDagRunOperator):
         )
         if len(planned) > 1:
             self.log.info("%d more transfers: see start_more_transfers", len(planned) - 1)
+        if self.prestart:
+            conf = self._prestart(context, first["trigger_run_id"], conf)
         self.conf = conf
         self.trigger_run_id = first["trigger_run_id"]
         super().execute(context)

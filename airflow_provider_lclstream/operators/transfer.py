@@ -51,6 +51,7 @@ from airflow_provider_lclstream.operators.jobs import (
     _ended,
     _log_text,
 )
+from airflow_provider_lclstream.operators.prestart import prestarted_job
 from airflow_provider_lclstream.operators.submit_job import (
     JobLink,
     SubmitJobOperator,
@@ -132,19 +133,31 @@ def claim_standby(
     args: list[str],
     spec: JobSpec,
     task_log: Any,
+    context: Context | None = None,
+    index: int | None = None,
 ) -> str | None:
     """A standby job of a warm pool of ``role`` (``buffer``, ``consumer``) that serves this
     transfer's job, handed the program's arguments ``args`` (``hooks/warm_pool.py``); None:
-    submit ``spec`` fresh (the fallback is counted in the pool). A standby that an earlier try
-    of this task claimed (under the job's name) listens on that try's ports or writes that
-    try's files: it is cancelled, as ``submit_fresh`` cancels an earlier try's job."""
+    submit ``spec`` fresh (the fallback is counted in the pool).
+
+    The job the run start prestarted for this task (``operators/prestart.py``; consumer
+    ``index``) is adopted as it is. Any other standby claimed under the job's name (an earlier
+    try's, or a prestart that no conf names) listens on other ports or writes other files: it
+    is cancelled, as ``submit_fresh`` cancels an earlier try's job."""
     name = spec.name or ""
+    if context is not None:
+        adopted = prestarted_job(context, name, role, index, task_log)
+        if adopted is not None:
+            return adopted
     earlier = claimed_job(name)
     if earlier is not None:
         with contextlib.suppress(JobBackendError):
             if not backend.state(earlier).is_final:
                 task_log.info(
-                    "cancelling standby %s job %s claimed by an earlier try", role, earlier
+                    "cancelling standby %s job %s claimed under this job's name before "
+                    "(an earlier try, or a run start's prestart for another trigger)",
+                    role,
+                    earlier,
                 )
                 backend.cancel(earlier)
     job_id, why = claim_warm(
@@ -279,8 +292,9 @@ class StartBufferOperator(BufferWaitMixin, BaseOperator):
             return None
         args = buffer_args(request, endpoints, capacity_bytes=self.capacity_bytes, index=0)
         job_id = claim_standby(
-            backend, request, layout.BUFFER, request.buffer.attributes, args, spec, self.log
-        )
+            backend, request, layout.BUFFER, request.buffer.attributes, args, spec, self.log,
+            context,
+        )  # fmt: skip
         if job_id is not None:
             context["ti"].xcom_push(key=WARM_BUFFER_XCOM_KEY, value=True)
         return job_id
@@ -433,7 +447,7 @@ class ConsumerOperator(BufferWaitMixin, BaseOperator):
                 args = receive_args(request, url, index)
                 job_id = claim_standby(
                     backend, request, layout.CONSUMER, request.consumer.attributes, args, spec,
-                    self.log,
+                    self.log, context, index,
                 )  # fmt: skip
                 warm += job_id is not None
             job_ids.append(job_id or submit_fresh(backend, spec, self.log))
@@ -626,6 +640,17 @@ class LCLStreamerOperator(SubmitJobOperator):
         """An earlier try's job: a standby job it claimed (by this task's job name), else the
         job of that name (``SubmitJobOperator``)."""
         claimed = claimed_job(name)
+        if claimed is not None and self._context is not None:
+            adopted = prestarted_job(self._context, name, layout.STREAMER, task_log=self.log)
+            if adopted is not None:
+                self._context["ti"].xcom_push(key=WARM_XCOM_KEY, value=True)
+                return adopted
+            if int(getattr(self._context["ti"], "try_number", 1) or 1) <= 1:
+                # a first try has no earlier try: a prestart that no conf names claimed it
+                self.log.info("cancelling standby job %s of a prestart not for this run", claimed)
+                with contextlib.suppress(JobBackendError):
+                    backend.cancel(claimed)
+                claimed = None
         if claimed is not None:
             status = backend.state(claimed)
             if status.state not in (JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT):

@@ -167,3 +167,72 @@ def test_a_transfer_claims_a_warm_buffer_and_consumer(
             assert pool.jobs[0].role == role
     finally:
         keep_warm(consumers_pool, size=0)
+
+
+def test_a_prestarted_transfer_streams_before_its_dag_run_and_is_adopted(
+    jobs_dir: Path, tmp_path: Path, pool_name: str
+) -> None:
+    """Prestart (``operators/prestart.py``, what ``lclstream_on_run_start`` does before it
+    triggers the transfer): the run start claims a warm buffer, streamer and consumer under
+    the job names of the transfer's tasks, and the stream reaches the consumer before the
+    transfer's DAG run exists. The DAG run then adopts those three jobs (same XComs as any
+    transfer, nothing submitted or claimed again), watches the exact stream and stops the
+    buffer."""
+    from datetime import datetime, timezone
+
+    from airflow_provider_lclstream.operators.prestart import prestart_transfer
+
+    pools = {"streamer": pool_name, "buffer": pool_name + "-b", "consumer": pool_name + "-c"}
+    try:
+        standby = {
+            role: warm_one(name, jobs_dir, role=role)["jobs"][0]["job_id"]
+            for role, name in pools.items()
+        }
+        request = {"synthetic": True, "events": 10, "img_per_file": 4, "ranks": 2,
+                   "output_dir": str(tmp_path / "out"), "detector_name": "epix10k2M"}  # fmt: skip
+        when = datetime.now(timezone.utc)
+        run_id = f"manual__{when.isoformat()}"  # what dag.test() names a run at ``when``
+        conf = prestart_transfer({"request": request}, run_id)
+        assert conf is not None
+        assert conf["prestart"] == {
+            "buffer": standby["buffer"],
+            "streamer": standby["streamer"],
+            "consumers": [standby["consumer"]],
+        }
+        assert conf["request"]["buffer_ports"]  # chosen once, for the buffer and the DAG run
+        # the stream arrives with no DAG run: 2 ranks of 10 events, 4 per file: 6 files
+        deadline = time.monotonic() + 120
+        while len(list((tmp_path / "out").rglob("c0_*.h5"))) < 6:
+            assert time.monotonic() < deadline, (jobs_dir / standby["consumer"] / "output.log")
+            time.sleep(0.2)
+
+        run = load_dag("lclstream_transfer").test(run_after=when, logical_date=when, run_conf=conf)
+        assert run.run_id == run_id and run.state == "success", task_states(run)
+
+        def xcom(task: str, key: str) -> Any:
+            return run.get_task_instance(task).xcom_pull(task_ids=task, key=key)
+
+        assert xcom("start_buffer", "job_id") == standby["buffer"]
+        assert xcom("start_buffer", "warm_buffer") is True
+        assert xcom("start_consumers", "job_ids") == [standby["consumer"]]
+        assert xcom("start_consumers", "warm_consumers") == 1
+        assert xcom("run_streamer", "job_id") == standby["streamer"]
+        assert xcom("run_streamer", "warm_streamer") is True
+        stats = xcom("watch_transfer", "return_value")
+        assert stats["ok"] is True and stats["events"] == 20 and stats["lost"] == 0
+        assert len(list((tmp_path / "out").rglob("c0_*.h5"))) == 6
+        scripts = [(job / "script").read_text() for job in jobs_dir.iterdir()]
+        for program in ("lclstreamer", "lclstream-buffer", "lclstream-receive"):
+            jobs = [s for s in scripts if f"{program} " in s]
+            assert jobs and all("--standby" in s for s in jobs), program
+        assert run.get_task_instance("stop_jobs").state == "success"
+        assert JobBackendHook(None).get_conn().state(standby["buffer"]).is_final  # the teardown
+
+        book = load_book()
+        for role, name in pools.items():
+            pool = book.pools[name]
+            assert pool.counters["claimed"] == 1 and pool.counters["fallbacks"] == 0, name
+            assert len(pool.jobs) == 1 and pool.jobs[0].job_id != standby[role]  # topped up
+    finally:
+        for name in list(pools.values())[1:]:
+            keep_warm(name, size=0)
