@@ -25,6 +25,11 @@ claims a standby ``lclstream-buffer`` instead of submitting one. The line adds
 ``warm_buffer_runs=CLAIMED/ALL`` (XCom ``warm_buffer`` of ``start_buffer``).
 ``--warm-consumer``: a warm consumer pool too (``role: consumer``): ``start_consumers`` claims a
 standby ``lclstream-receive``; the line adds ``warm_consumer_runs=CLAIMED/ALL``.
+
+With any pool, the line adds ``prestart_runs=PRESTARTED/KAFKA_RUNS``: the Kafka-path transfers
+whose jobs ``lclstream_on_run_start`` claimed before it triggered the transfer (XCom
+``prestart`` of ``start_transfer``; ``operators/prestart.py``). ``--no-prestart`` turns that off
+(``[lclstream] prestart = False``), for an A/B in one hour.
 """
 
 from __future__ import annotations
@@ -147,6 +152,15 @@ BUFFER_POOL_CONF = {**POOL_CONF, "pool": "buffers", "role": "buffer"}
 CONSUMER_POOL_CONF = {**POOL_CONF, "pool": "consumers", "role": "consumer"}
 
 
+def was_prestarted(api: AirflowApi, hop_run_id: str) -> bool:
+    """Whether ``lclstream_on_run_start``'s run claimed its transfer's jobs (XCom ``prestart``)."""
+    try:
+        record = api.xcom("lclstream_on_run_start", hop_run_id, "start_transfer", "prestart")
+    except Exception:  # no such XCom: not prestarted
+        return False
+    return bool(record)
+
+
 def keep_warm(
     api: AirflowApi,
     size: int = 1,
@@ -191,6 +205,11 @@ def main() -> None:
         "--warm-consumer", action="store_true", help="a warm consumer pool serves them too"
     )
     parser.add_argument(
+        "--no-prestart",
+        action="store_true",
+        help="[lclstream] prestart = False: the transfer's own tasks claim the warm jobs",
+    )
+    parser.add_argument(
         "--postgres",
         action="store_true",
         help="Airflow's metadata database on a PostgreSQL server of its own "
@@ -204,6 +223,7 @@ def main() -> None:
     warm_consumer: list[bool] | None = [] if args.warm_consumer else None
     pools = args.warm or args.warm_buffer or args.warm_consumer
     claims = (warm, warm_buffer, warm_consumer)
+    prestarted: list[bool] = []
     warm_s: list[float] = []
 
     def keep(size: int = 1) -> None:
@@ -218,6 +238,8 @@ def main() -> None:
             (root / sub).mkdir()
         write_xtc2(root / "xtc" / "xpptut15-r0014-s000-c000.xtc2", events=10)
         env = standalone_env(STATE, root / "dags", root / "out", root / "xtc", KAFKA)
+        if args.no_prestart:
+            env["AIRFLOW__LCLSTREAM__PRESTART"] = "False"
         if args.postgres:
             service("postgres", "start", postgres_env)
             env["LCLSTREAM_AIRFLOW_DB_URL"] = service("postgres", "url", postgres_env).strip()
@@ -248,9 +270,11 @@ def main() -> None:
                 sent = time.time()
                 produce_run_start(KAFKA, "xpptut15", 14, producer)
                 kafka_s.append(first_file_after(root / "out", sent))
+                hop = api.runs("lclstream_on_run_start")[0]["dag_run_id"]
                 if args.timeline:
-                    hop = api.runs("lclstream_on_run_start")[0]["dag_run_id"]
                     print(timeline(api, "lclstream_on_run_start", hop, sent))
+                if pools:
+                    prestarted.append(was_prestarted(api, hop))
                 known = wait_finished(api, known, sent, args.timeline, *claims)
                 if warm and warm[-1]:
                     warm_s.append(kafka_s[-1])
@@ -279,6 +303,8 @@ def main() -> None:
         extra += f" warm_buffer_runs={sum(warm_buffer)}/{len(warm_buffer)}"
     if warm_consumer is not None:
         extra += f" warm_consumer_runs={sum(warm_consumer)}/{len(warm_consumer)}"
+    if pools:
+        extra += f" prestart_runs={sum(prestarted)}/{len(prestarted)}"
     print(
         f"kafka_p50_s={statistics.median(kafka_s):.2f} kafka_max_s={max(kafka_s):.2f} "
         f"api_p50_s={statistics.median(api_s):.2f} api_max_s={max(api_s):.2f} runs={args.runs}"

@@ -39,7 +39,7 @@ class Option:
     """One option of ``[lclstream]``; ``old_env`` is the deprecated variable it replaces."""
 
     key: str
-    type: Literal["string", "float"]
+    type: Literal["string", "float", "boolean"]
     default: str
     description: str
     example: str | None = None
@@ -181,6 +181,16 @@ OPTIONS: dict[str, Option] = {
             old_env="LCLSTREAM_XTC_DIR",
         ),
         Option(
+            "prestart",
+            "boolean",
+            "True",
+            "Whether ``lclstream_on_run_start`` claims a run start's warm buffer, streamer and "
+            "consumers itself before it triggers ``lclstream_transfer``, whose tasks then adopt "
+            "them (``operators/prestart.py``): the run streams while its DAG run is created. "
+            "Applies only where warm pools serve the transfer. Read by the workers.",
+            example="False",
+        ),
+        Option(
             "logbook_url",
             "string",
             "https://pswww.slac.stanford.edu/ws/lgbk",
@@ -265,6 +275,19 @@ def get_float(key: str) -> float:
         raise ValueError(
             f"[{SECTION}] {key} must be a number of seconds, got {raw!r} (set {OPTIONS[key].env})"
         ) from None
+
+
+def get_bool(key: str) -> bool:
+    """A ``boolean`` option (``true``/``false``, ``1``/``0``, ``yes``/``no``, ``on``/``off``);
+    anything else fails naming the option."""
+    raw = get(key).strip().lower()
+    if raw in ("true", "1", "yes", "on"):
+        return True
+    if raw in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(
+        f"[{SECTION}] {key} must be true or false, got {raw!r} (set {OPTIONS[key].env})"
+    )
 
 
 def get_optional(key: str) -> str | None:

@@ -244,7 +244,7 @@ class StartRunTransfersOperator(TriggerDagRunOperator):
         )
         if len(planned) > 1:
             self.log.info("%d more transfers: see start_more_transfers", len(planned) - 1)
-        if self.prestart:
+        if self.prestart and settings.get_bool("prestart"):
             conf = self._prestart(context, first["trigger_run_id"], conf)
         self.conf = conf
         self.trigger_run_id = first["trigger_run_id"]
