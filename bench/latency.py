@@ -273,9 +273,9 @@ def main() -> None:
                 hop = api.runs("lclstream_on_run_start")[0]["dag_run_id"]
                 if args.timeline:
                     print(timeline(api, "lclstream_on_run_start", hop, sent))
-                if pools:
-                    prestarted.append(was_prestarted(api, hop))
                 known = wait_finished(api, known, sent, args.timeline, *claims)
+                if pools:  # after the transfer: start_transfer has pushed it by then
+                    prestarted.append(was_prestarted(api, hop))
                 if warm and warm[-1]:
                     warm_s.append(kafka_s[-1])
                 keep()

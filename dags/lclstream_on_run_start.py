@@ -3,7 +3,9 @@
 An ``AssetWatcher`` runs ``ElogRunEventTrigger`` in the triggerer; each run-start event updates
 the asset and schedules this DAG, which starts ``lclstream_transfer`` runs: the first from
 ``start_transfer`` at once, the others (several subscriptions matched, or run starts arrived
-together) from the mapped ``start_more_transfers`` after it.
+together) from the mapped ``start_more_transfers`` after it. Where warm pools serve the first
+transfer, ``start_transfer`` claims its jobs before it triggers it (prestart:
+``operators/prestart.py``), and ``top_up_warm_pools`` submits the pools' new standby jobs.
 
 Which transfers: one per enabled **subscription** that matches the run start (created through
 the transfer API, ``lclstream subscriptions create``; read at every run start, so a change
@@ -75,7 +77,24 @@ with DAG(
 ) as dag:
     # inlets: it also takes run starts that came after its DAG run was queued (Airflow 3.3
     # would leave them to the next run start's DAG run)
-    first = StartRunTransfersOperator(task_id=RUN_START_TASK_ID, inlets=[run_starts])
+    first = StartRunTransfersOperator(
+        task_id=RUN_START_TASK_ID,
+        inlets=[run_starts],
+        top_up=False,  # top_up_warm_pools does, while the transfer runs
+    )
+
+    @task(trigger_rule="all_done")
+    def top_up_warm_pools() -> int:
+        """New standby jobs for the warm pools the first transfer's prestart claimed from."""
+        from airflow_provider_lclstream.hooks.warm_pool import top_up_pools
+        from airflow_provider_lclstream.operators.prestart import PRESTART_CONF_KEY
+
+        ti = get_current_context()["ti"]
+        if not ti.xcom_pull(task_ids=first.task_id, key=PRESTART_CONF_KEY):
+            return 0
+        return top_up_pools(settings.get_optional("logbook_url"))
+
+    first >> top_up_warm_pools()
 
     @task(trigger_rule="none_failed")  # also when the first was a replay (skipped)
     def more_run_starts() -> list[dict]:

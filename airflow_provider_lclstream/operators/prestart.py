@@ -101,9 +101,12 @@ def prestart_transfer(
     *,
     dag_id: str = TRANSFER_DAG_ID,
     task_log: Any = log,
+    top_up: bool = True,
 ) -> dict[str, Any] | None:
     """Claim the transfer's warm jobs for DAG run ``run_id`` of ``dag_id``; the conf to trigger
-    it with (the request with its ports, ``prestart``), or None when nothing was claimed."""
+    it with (the request with its ports, ``prestart``), or None when nothing was claimed.
+    ``top_up``: submit the pools' new standby jobs before returning (off: the caller does, off
+    the run's path; ``dags/lclstream_on_run_start.py`` has a task for it)."""
     data = request_from(
         conf,
         {},
@@ -170,10 +173,11 @@ def prestart_transfer(
             jobs["consumers"].append(job_id)
     except Exception as err:  # what was claimed is in jobs: the transfer adopts it
         task_log.warning("prestart stopped after the buffer: %s", err)
-    try:
-        top_up_pools(settings.get_optional("logbook_url"))
-    except Exception as err:  # the pools' health check tops them up later
-        task_log.warning("could not top up the warm pools: %s", err)
+    if top_up:
+        try:
+            top_up_pools(settings.get_optional("logbook_url"))
+        except Exception as err:  # the pools' health check tops them up later
+            task_log.warning("could not top up the warm pools: %s", err)
     return {**conf, "request": data, PRESTART_CONF_KEY: jobs}
 
 

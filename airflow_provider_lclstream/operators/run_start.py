@@ -183,14 +183,25 @@ class StartRunTransfersOperator(TriggerDagRunOperator):
     """Trigger ``trigger_dag_id`` (default ``lclstream_transfer``) for the first planned
     transfer; push the others to XCom ``more`` and unmatched run starts to XCom ``unmatched``.
     Skips when no transfer is to start. A transfer whose run id exists already (a replayed
-    message) is skipped, not started again."""
+    message) is skipped, not started again.
+
+    ``prestart`` (and ``[lclstream] prestart``): claim the first transfer's warm jobs before
+    triggering it (XCom ``prestart``; ``operators/prestart.py``). ``top_up``: then submit the
+    pools' new standby jobs in this task; off, a task after it does (about a second per job on
+    a loaded SLURM: off the run's path)."""
 
     def __init__(
-        self, *, trigger_dag_id: str = "lclstream_transfer", prestart: bool = True, **kwargs: Any
+        self,
+        *,
+        trigger_dag_id: str = "lclstream_transfer",
+        prestart: bool = True,
+        top_up: bool = True,
+        **kwargs: Any,
     ) -> None:
         kwargs.setdefault("skip_when_already_exists", True)
         super().__init__(trigger_dag_id=trigger_dag_id, **kwargs)
         self.prestart = prestart
+        self.top_up = top_up
 
     def _prestart(self, context: Context, run_id: str, conf: dict[str, Any]) -> dict[str, Any]:
         """The first transfer's conf after claiming its warm jobs (``operators/prestart.py``),
@@ -206,7 +217,9 @@ class StartRunTransfersOperator(TriggerDagRunOperator):
             if ti.get_dr_count(dag_id=self.trigger_dag_id, run_ids=[run_id]):
                 self.log.info("no prestart: transfer %s exists already", run_id)
                 return conf
-            started = prestart_transfer(conf, run_id, dag_id=self.trigger_dag_id, task_log=self.log)
+            started = prestart_transfer(
+                conf, run_id, dag_id=self.trigger_dag_id, task_log=self.log, top_up=self.top_up
+            )
         except Exception as err:
             self.log.warning("no prestart (%s: %s)", type(err).__name__, err)
             return conf

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,7 @@ def test_a_prestarted_transfer_streams_before_its_dag_run_and_is_adopted(
     transfer's DAG run exists. The DAG run then adopts those three jobs (same XComs as any
     transfer, nothing submitted or claimed again), watches the exact stream and stops the
     buffer."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from airflow_provider_lclstream.operators.prestart import prestart_transfer
 
@@ -190,7 +191,7 @@ def test_a_prestarted_transfer_streams_before_its_dag_run_and_is_adopted(
         }
         request = {"synthetic": True, "events": 10, "img_per_file": 4, "ranks": 2,
                    "output_dir": str(tmp_path / "out"), "detector_name": "epix10k2M"}  # fmt: skip
-        when = datetime.now(timezone.utc)
+        when = datetime.now(UTC)
         run_id = f"manual__{when.isoformat()}"  # what dag.test() names a run at ``when``
         conf = prestart_transfer({"request": request}, run_id)
         assert conf is not None
@@ -203,7 +204,7 @@ def test_a_prestarted_transfer_streams_before_its_dag_run_and_is_adopted(
         # the stream arrives with no DAG run: 2 ranks of 10 events, 4 per file: 6 files
         deadline = time.monotonic() + 120
         while len(list((tmp_path / "out").rglob("c0_*.h5"))) < 6:
-            assert time.monotonic() < deadline, (jobs_dir / standby["consumer"] / "output.log")
+            assert time.monotonic() < deadline, jobs_dir / standby["consumer"] / "output.log"
             time.sleep(0.2)
 
         run = load_dag("lclstream_transfer").test(run_after=when, logical_date=when, run_conf=conf)

@@ -199,3 +199,90 @@ def test_run_starts_queued_after_the_dag_run_are_taken_too(
     assert accessor.asked == {"asset": "the-asset", "after": "2026-01-01T00:00:00+00:00"}
     more = [(m["conf"]["subscription"], m["conf"]["event"]["run"]) for m in ctx["ti"].xcom["more"]]
     assert more == [("sub2", 7), ("sub2", 8)]  # sub1 for run 7 was the first; nothing twice
+
+
+class PrestartTi(FakeTi):
+    """A task instance that answers how many transfer DAG runs have a run id."""
+
+    def __init__(self, existing: int = 0) -> None:
+        super().__init__()
+        self.existing = existing
+        self.asked: list[tuple[str, list[str]]] = []
+
+    def get_dr_count(self, dag_id: str, run_ids: list[str]) -> int:
+        self.asked.append((dag_id, run_ids))
+        return self.existing
+
+
+@pytest.fixture
+def prestarts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict[str, Any], str]]:
+    """Calls of ``prestart_transfer`` (recorded; it claims jobs ``b1``, ``s1``, ``c1``)."""
+    from airflow_provider_lclstream.operators import prestart
+
+    calls: list[tuple[dict[str, Any], str]] = []
+
+    def fake(conf: dict[str, Any], run_id: str, **kwargs: Any) -> dict[str, Any]:
+        calls.append((conf, run_id))
+        jobs = {"buffer": "b1", "streamer": "s1", "consumers": ["c1"]}
+        return {**conf, "request": {**conf["request"], "buffer_ports": [1, 2, 3]}, "prestart": jobs}
+
+    monkeypatch.setattr(prestart, "prestart_transfer", fake)
+    return calls
+
+
+def test_the_first_transfer_is_prestarted_before_it_is_triggered(
+    prestarts: list[tuple[dict[str, Any], str]],
+) -> None:
+    ctx = context(("xpptut15", 14))
+    ctx["ti"] = PrestartTi()
+    with pytest.raises(DagRunTriggerException) as raised:
+        StartRunTransfersOperator(task_id="start_transfer").execute(ctx)  # type: ignore[arg-type]
+    run_id = raised.value.dag_run_id
+    assert ctx["ti"].asked == [("lclstream_transfer", [run_id])]
+    assert [r for _, r in prestarts] == [run_id]
+    assert raised.value.conf["prestart"] == {"buffer": "b1", "streamer": "s1", "consumers": ["c1"]}
+    assert raised.value.conf["request"]["buffer_ports"] == [1, 2, 3]
+    assert ctx["ti"].xcom["prestart"]["buffer"] == "b1"
+
+
+def test_no_prestart_for_a_transfer_that_exists_a_replayed_message(
+    prestarts: list[tuple[dict[str, Any], str]],
+) -> None:
+    ctx = context(("xpptut15", 14))
+    ctx["ti"] = PrestartTi(existing=1)
+    with pytest.raises(DagRunTriggerException) as raised:
+        StartRunTransfersOperator(task_id="start_transfer").execute(ctx)  # type: ignore[arg-type]
+    assert prestarts == [] and "prestart" not in raised.value.conf
+    assert raised.value.skip_when_already_exists is True  # the task runner skips it
+
+
+def test_no_prestart_when_turned_off(
+    prestarts: list[tuple[dict[str, Any], str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__LCLSTREAM__PRESTART", "False")
+    ctx = context(("xpptut15", 14))
+    ctx["ti"] = PrestartTi()
+    with pytest.raises(DagRunTriggerException) as raised:
+        StartRunTransfersOperator(task_id="start_transfer").execute(ctx)  # type: ignore[arg-type]
+    assert prestarts == [] and "prestart" not in raised.value.conf
+    with pytest.raises(DagRunTriggerException):
+        StartRunTransfersOperator(task_id="t", prestart=False).execute(context(("xpptut15", 1)))  # type: ignore[arg-type]
+    assert prestarts == []
+
+
+def test_a_prestart_that_fails_still_triggers_the_transfer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_provider_lclstream.operators import prestart
+
+    def broken(conf: dict[str, Any], run_id: str, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("the pool Variable is not readable")
+
+    monkeypatch.setattr(prestart, "prestart_transfer", broken)
+    ctx = context(("xpptut15", 14))
+    ctx["ti"] = PrestartTi()
+    with pytest.raises(DagRunTriggerException) as raised:
+        StartRunTransfersOperator(task_id="start_transfer").execute(ctx)  # type: ignore[arg-type]
+    assert "prestart" not in raised.value.conf
+    assert raised.value.conf["request"]["exp"] == "xpptut15"
+    assert "prestart" not in ctx["ti"].xcom
