@@ -69,3 +69,18 @@ print(json.dumps(new))
     new = json.loads(done.stdout.strip().splitlines()[-1])
     assert "lclstream_on_run_start.py" in new and "lclstream_transfer.py" in new
     assert {name: mods for name, mods in new.items() if mods} == {}
+
+
+@pytest.mark.airflow
+def test_the_run_start_tops_up_the_warm_pools_after_its_trigger(airflow_db: Path) -> None:
+    """Prestart (#19): ``start_transfer`` claims warm jobs and triggers the transfer without
+    submitting the pools' new standby jobs (about a second each on a loaded SLURM); a task after
+    it does, whatever ``start_transfer`` ended with."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS / "lclstream_on_run_start.py")).dags["lclstream_on_run_start"]
+    first = dag.get_task("start_transfer")
+    top_up = dag.get_task("top_up_warm_pools")
+    assert first.prestart is True and first.top_up is False
+    assert top_up.upstream_task_ids == {"start_transfer"}
+    assert top_up.trigger_rule == "all_done"
