@@ -83,6 +83,18 @@ def test_a_bad_number_names_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
         settings.get_float("trigger_settle_seconds")
 
 
+@pytest.mark.parametrize(("raw", "value"), [("True", True), ("off", False), (" 0 ", False)])
+def test_a_boolean_option(monkeypatch: pytest.MonkeyPatch, raw: str, value: bool) -> None:
+    monkeypatch.setenv("AIRFLOW__LCLSTREAM__PRESTART", raw)
+    assert settings.get_bool("prestart") is value
+
+
+def test_a_bad_boolean_names_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__LCLSTREAM__PRESTART", "maybe")
+    with pytest.raises(ValueError, match=r"\[lclstream\] prestart must be true or false.*PRESTART"):
+        settings.get_bool("prestart")
+
+
 def test_empty_optional_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.get_optional("xtc_dir") is None
     monkeypatch.setenv("AIRFLOW__LCLSTREAM__XTC_DIR", "/data/xtc")
