@@ -2,7 +2,9 @@
 
 PUSH sockets (NNG and ZeroMQ alike) do not say which peer took a message, so per-consumer counts
 are estimates: each message handed to the socket adds ``1/n`` to each of the ``n`` consumers
-connected at that moment (fair round-robin). Totals (``messages_out``) are exact.
+connected at that moment (fair round-robin). Totals (``messages_out``) are exact. The shares are
+handed out lazily, whenever the table is read or the connected set changes, so that a message
+costs one addition, not one per consumer.
 """
 
 from __future__ import annotations
@@ -41,11 +43,21 @@ class ConsumerTable:
         self.gone: deque[Consumer] = deque(maxlen=KEEP_GONE)
         self.lost = 0
         self.last_disconnect = 0.0  # time.monotonic() of the latest hang-up
+        self.unshared = 0  # messages sent since the live consumers' estimates were last updated
+
+    def _share(self) -> None:
+        if self.unshared and self.live:
+            share = self.unshared / len(self.live)
+            for record in self.live.values():
+                record.sent_estimate += share
+        self.unshared = 0
 
     def connect(self, key: str, address: str) -> None:
+        self._share()
         self.live[key] = Consumer(key, address)
 
     def disconnect(self, key: str, mid_stream: bool) -> Consumer | None:
+        self._share()
         record = self.live.pop(key, None)
         self.last_disconnect = time.monotonic()
         if record is None:
@@ -57,15 +69,14 @@ class ConsumerTable:
         return record
 
     def connected(self) -> list[Consumer]:
+        self._share()
         return list(self.live.values())
 
     def account_send(self) -> None:
-        if self.live:
-            share = 1.0 / len(self.live)
-            for record in self.live.values():
-                record.sent_estimate += share
+        self.unshared += 1
 
     def snapshot(self) -> dict[str, Any]:
+        self._share()
         return {
             "connected": len(self.live),
             "lost": self.lost,

@@ -107,6 +107,27 @@ def test_slow_consumer_keeps_memory_under_the_cap(tmp_path: Path) -> None:
     assert growth < 32 + 24
 
 
+def test_a_slow_consumer_does_not_hold_the_producer_back(tmp_path: Path) -> None:
+    """While data is queued the loop waits in the output's blocking send (#18). Between sends
+    it takes everything the input holds, so the FIFO absorbs what a slow consumer cannot take
+    yet and the producer finishes long before the consumer (not at the consumer's pace)."""
+    inp, out, port, n = url(), url(), free_port(), 300
+    buf = start_buffer(
+        tmp_path / "buffer.log", "--input", inp, "--output", out, "--expect-producers", "1",
+        "--metrics", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    consumer = Consumer(out, delay_s=0.005)  # >= 1.5 s for all n, a send every 5 ms
+    wait_consumers(port, 1)
+    producer = start_producer(inp, n, "--rank", "0", "--size", str(64 * 1024))
+    assert producer.wait(60) == 0
+    got_when_producer_ended = len(consumer.tags)
+    assert buf.wait(60) == 0
+    consumer.join(10)
+    assert len(consumer.tags) == n and consumer.sizes == n * 64 * 1024
+    print(f"the consumer had {got_when_producer_ended} of {n} when the producer ended")
+    assert got_when_producer_ended < n // 3
+
+
 def test_python_api_and_metrics_endpoints() -> None:
     inp, out = url(), url()
     config = BufferConfig(input=inp, output=out, expect_producers=1, metrics="127.0.0.1:0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pynng
 import pytest
@@ -82,3 +83,68 @@ def test_a_new_connection_on_a_reused_fd_gets_its_own_key() -> None:
     finally:
         inp.close()
         context.term()
+
+
+@pytest.mark.parametrize("library", ["zmq", "nng"])
+def test_has_input_says_whether_a_receive_would_find_a_message(library: str) -> None:
+    """The loop asks before each further receive (#18): a wrong "no" would leave data in the
+    input, a wrong "yes" costs a failed receive."""
+    url = _free_url()
+    context = zmq.Context()
+    inp = open_endpoint(library, url, "input", dial=False, queue=2, linger_s=0, context=context)
+    peer: Any = None
+    try:
+        assert not inp.has_input()
+        if library == "zmq":
+            peer = context.socket(zmq.PUSH)
+            peer.connect(url)
+        else:
+            peer = pynng.Push0()
+            peer.dial(url, block=True)
+        peer.send(b"one")
+        deadline = time.monotonic() + 5.0
+        while not inp.has_input():
+            assert time.monotonic() < deadline, "has_input never saw the message"
+            time.sleep(0.01)
+        got = inp.recv_nowait()
+        assert got is not None
+        assert not inp.has_input()
+        assert inp.recv_nowait() is None
+    finally:
+        if peer is not None:
+            peer.close()
+        inp.close()
+        context.term()
+
+
+def test_zmq_send_wait_times_out_without_a_consumer_then_delivers() -> None:
+    """``send_wait`` blocks in ZeroMQ's own send up to its timeout: False (the payload kept) while
+    no consumer is connected, True once one is; the timeout may change between calls."""
+    url = _free_url()
+    context = zmq.Context()
+    out = open_endpoint("zmq", url, "output", dial=False, queue=2, linger_s=0, context=context)
+    pull = context.socket(zmq.PULL)
+    try:
+        assert out.waits_in_send
+        started = time.monotonic()
+        assert out.send_wait(b"payload", 0.2) is False
+        assert 0.15 <= time.monotonic() - started < 2.0
+        pull.connect(url)
+        assert out.send_wait(b"payload", 5.0) is True
+        assert pull.poll(5000) and pull.recv() == b"payload"
+        frame = zmq.Frame(b"x" * 100_000)  # a received frame goes out without a copy
+        assert out.send_wait(frame, 0.05) is True
+        assert pull.poll(5000) and pull.recv() == frame.bytes
+    finally:
+        pull.close(0)
+        out.close()
+        context.term()
+
+
+def test_nng_output_keeps_the_poll() -> None:
+    """NNG's blocking send cost more CPU per GB than the poll path (A/B, #18)."""
+    out = open_endpoint("nng", _free_url(), "output", dial=False, queue=2, linger_s=0)
+    try:
+        assert not out.waits_in_send
+    finally:
+        out.close()

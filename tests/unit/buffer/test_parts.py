@@ -6,8 +6,11 @@ import hashlib
 import hmac
 import time
 
+import pytest
+
 from airflow_provider_lclstream.buffer.accounting import VANISH_GRACE_S, StreamAccounting
 from airflow_provider_lclstream.buffer.callbacks import sign, verify
+from airflow_provider_lclstream.buffer.consumers import ConsumerTable
 from airflow_provider_lclstream.buffer.fifo import BoundedFifo
 from airflow_provider_lclstream.buffer.metrics import prometheus_text
 from airflow_provider_lclstream.protocol import EndOfStream
@@ -97,3 +100,25 @@ def test_prometheus_text() -> None:
     assert 'lclstream_buffer_state{state="draining"} 1' in text
     assert 'lclstream_buffer_state{state="running"} 0' in text
     assert text.count("# TYPE lclstream_buffer_state gauge") == 1
+
+
+def test_consumer_estimates_share_each_message_among_those_connected_then() -> None:
+    """Shares are handed out lazily (one addition per message, #18), yet each message still
+    counts 1/n for each of the n consumers connected when it was sent."""
+    table = ConsumerTable()
+    table.connect("a", "")
+    table.connect("b", "")
+    for _ in range(10):
+        table.account_send()
+    table.connect("c", "")  # the 10 before it are a's and b's
+    for _ in range(9):
+        table.account_send()
+    gone = table.disconnect("a", mid_stream=True)
+    assert gone is not None and gone.sent_estimate == pytest.approx(8.0)
+    for _ in range(4):
+        table.account_send()
+    estimates = {c.key: c.sent_estimate for c in table.connected()}
+    assert estimates == pytest.approx({"b": 10.0, "c": 5.0})
+    snap = table.snapshot()
+    assert [c["sent_estimate"] for c in snap["live"]] == [10.0, 5.0]
+    assert snap["gone"][0]["sent_estimate"] == 8.0 and snap["lost"] == 1
