@@ -44,6 +44,7 @@ from airflow_provider_lclstream.buffer.stats import (
 )
 from airflow_provider_lclstream.exceptions import ProtocolError
 from airflow_provider_lclstream.protocol import (
+    EOS_MAGIC,
     EXIT_ENDED_BY_IDLE,
     SIMPLON_EOS_PREFIX,
     EndOfStream,
@@ -61,6 +62,10 @@ PEER_S = 0.02
 BATCH = 512
 SEND_WAIT_S = 0.01
 """The longest the loop waits in a blocking send before it polls the input again."""
+ABSORB_WAIT_S = 0.002
+"""A send that waited this long says the consumers are slower than the producers: the loop
+then reads what the input holds at once (into the FIFO) instead of at its next receive."""
+_EOS_FIRST_BYTES = frozenset({EOS_MAGIC[0], SIMPLON_EOS_PREFIX[0]})
 EOS_RESEND_S = 1.0
 RUNNING, DRAINING, FANOUT = "running", "draining", "fanout"
 ENDED_BY_IDLE = "ended by idleness"
@@ -69,6 +74,8 @@ ENDED_BY_IDLE = "ended by idleness"
 
 def _is_eos(payload: Any) -> bool:
     view = payload if isinstance(payload, bytes) else payload.buffer
+    if not view or view[0] not in _EOS_FIRST_BYTES:  # most data: one byte decides (#18)
+        return False
     return is_end_of_stream(view)  # either shape: NUL-prefixed JSON or a Simplon stop
 
 
@@ -267,19 +274,8 @@ class Buffer:
             want_in = self.phase == RUNNING and self.fifo.has_room()
             want_out = bool(self.fifo) or bool(self.control)
             if want_in and not want_out:
-                # Nothing queued: wait in the input's own blocking receive, not in a poll. A
-                # message goes out again at once, so while consumers keep up every message
-                # costs one receive and one send, as in a plain forwarding loop.
-                got = self.inp.recv_wait(POLL_S)
+                code = self._receive_waiting()
                 now = time.monotonic()
-                with self._lock:
-                    self._peer_events(now)
-                    if got is not None:
-                        self._take(*got)  # an end-of-stream record: _advance sees it
-                    if self.fifo:
-                        self._send()
-                    self.rates.sample(self.counts)
-                    code = self._advance(now)
             elif self.fifo and self.out.waits_in_send and not poller_state["send_stalled"]:
                 code = self._send_waiting(poller_state)
                 now = time.monotonic()
@@ -292,15 +288,34 @@ class Buffer:
             if code is not None:
                 return code
 
+    def _receive_waiting(self) -> int | None:
+        """Nothing queued: wait in the input's own blocking receive, not in a poll. Where the
+        output waits in its send (ZeroMQ) the message goes out at the next turn of the loop, so
+        while consumers keep up every message costs one blocking receive and one blocking send,
+        as in a plain forwarding loop; elsewhere (NNG) it is sent at once without waiting."""
+        got = self.inp.recv_wait(POLL_S)
+        now = time.monotonic()
+        with self._lock:
+            self._peer_events(now)
+            if got is not None:
+                self._take(*got)  # an end-of-stream record: _advance sees it
+            if self.fifo and not self.out.waits_in_send:
+                self._send()
+            self.rates.sample(self.counts)
+            return self._advance(now)
+
     def _send_waiting(self, state: dict[str, Any]) -> int | None:
         """Data is queued: wait in the output's own blocking send (up to ``SEND_WAIT_S``) for a
-        consumer to take the oldest message, then take what the input holds without waiting.
-        While data flows every message then costs one send and one receive, about as in a
-        plain forwarding loop; a poll per message and a receive that finds nothing cost the
-        buffer's main thread about half as much again (#18). A send that times out (no
-        consumer, or a slow one) hands the loop back to the poll, which keeps reading the
-        input, until a send through the poll succeeds."""
+        consumer to take the oldest message. A send that waited ``ABSORB_WAIT_S`` or more, or
+        that left data queued, means the consumers are the slower side: the loop then takes
+        what the input holds without waiting, and the FIFO absorbs it. Otherwise it goes back
+        to the input's blocking receive without asking the input anything: a poll, a receive
+        that finds nothing or a question per message cost the buffer's main thread about half
+        as much again as the forwarding itself (#18). A send that times out (no consumer, or a
+        slow one) hands the loop to the poll, which keeps reading the input, until a send
+        through the poll succeeds."""
         payload = self.fifo.peek()
+        started = time.monotonic()
         sent = self.out.send_wait(payload, SEND_WAIT_S)
         now = time.monotonic()
         with self._lock:
@@ -309,7 +324,7 @@ class Buffer:
             else:
                 state["send_stalled"] = True
             self._peer_events(now)
-            if self.phase == RUNNING:
+            if self.phase == RUNNING and (self.fifo or now - started >= ABSORB_WAIT_S):
                 self._refill()
             self.rates.sample(self.counts)
             return self._advance(now)

@@ -238,7 +238,7 @@ class ZmqEndpoint(Endpoint):
         self._monitor_fd = select.poll()
         self._monitor_fd.register(self.monitor.get(zmq.FD), select.POLLIN)
         self._monitor_unread = True
-        self._rcvtimeo_ms = -1
+        self._rcvtimeo_s = -1.0
         self._sndtimeo_s = -1.0
         self.fd_keys: dict[int, str] = {}
         self.closed_fds: set[int] = set()
@@ -296,10 +296,9 @@ class ZmqEndpoint(Endpoint):
         return frame, self._frame_key(frame)
 
     def recv_wait(self, timeout_s: float) -> tuple[zmq.Frame, str] | None:
-        ms = max(1, round(timeout_s * 1000))
-        if ms != self._rcvtimeo_ms:
-            self.socket.setsockopt(zmq.RCVTIMEO, ms)
-            self._rcvtimeo_ms = ms
+        if timeout_s != self._rcvtimeo_s:
+            self.socket.setsockopt(zmq.RCVTIMEO, max(1, round(timeout_s * 1000)))
+            self._rcvtimeo_s = timeout_s
         try:
             frame = self.socket.recv(copy=False)
         except zmq.Again:
