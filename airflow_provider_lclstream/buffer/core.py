@@ -32,7 +32,7 @@ from airflow_provider_lclstream.buffer.accounting import StreamAccounting
 from airflow_provider_lclstream.buffer.callbacks import CallbackSender
 from airflow_provider_lclstream.buffer.config import parse_hostport
 from airflow_provider_lclstream.buffer.consumers import ConsumerTable
-from airflow_provider_lclstream.buffer.endpoints import open_endpoint
+from airflow_provider_lclstream.buffer.endpoints import NngPayload, open_endpoint
 from airflow_provider_lclstream.buffer.fifo import BoundedFifo, payload_size
 from airflow_provider_lclstream.buffer.metrics import MetricsServer
 from airflow_provider_lclstream.buffer.stats import (
@@ -73,7 +73,10 @@ ENDED_BY_IDLE = "ended by idleness"
 
 
 def _is_eos(payload: Any) -> bool:
-    view = payload if isinstance(payload, bytes) else payload.buffer
+    if isinstance(payload, bytes):
+        view: Any = payload
+    else:
+        view = payload.head if isinstance(payload, NngPayload) else payload.buffer
     if not view or view[0] not in _EOS_FIRST_BYTES:  # most data: one byte decides (#18)
         return False
     return is_end_of_stream(view)  # either shape: NUL-prefixed JSON or a Simplon stop

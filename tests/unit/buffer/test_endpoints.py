@@ -148,3 +148,27 @@ def test_nng_output_keeps_the_poll() -> None:
         assert not out.waits_in_send
     finally:
         out.close()
+
+
+def test_an_nng_payload_keeps_enough_of_its_head_to_tell_an_end_of_stream() -> None:
+    """The loop reads an NNG message's body once at receipt (``head``): the end-of-stream check
+    must find both record shapes in it."""
+    from airflow_provider_lclstream.buffer.core import _is_eos
+    from airflow_provider_lclstream.buffer.endpoints import NngPayload
+    from airflow_provider_lclstream.protocol import EndOfStream
+
+    assert NngPayload.HEAD_BYTES >= 16
+    url = _free_url()
+    with pynng.Pull0(listen=url) as pull, pynng.Push0(dial=url) as push:
+        pull.recv_timeout = 5000
+        record = EndOfStream(producer="p", rank=0, messages=1)
+        for raw, is_eos in [
+            (record.encode(), True),
+            (record.encode_simplon(run="r1"), True),
+            (b"\x89HDF\r\n\x1a\n" + b"x" * 100, False),
+            (b"c" + b"y" * 100, False),
+        ]:
+            push.send(raw)
+            payload = NngPayload(pull.recv_msg())
+            assert len(payload) == len(raw) and bytes(payload.head) == raw[:32]
+            assert _is_eos(payload) is is_eos
