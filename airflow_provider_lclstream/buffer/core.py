@@ -277,7 +277,10 @@ class Buffer:
             want_in = self.phase == RUNNING and self.fifo.has_room()
             want_out = bool(self.fifo) or bool(self.control)
             if want_in and not want_out:
-                code = self._receive_waiting()
+                if self.out.waits_in_send and not poller_state["send_stalled"]:
+                    code = self._pump(poller_state)
+                else:
+                    code = self._receive_waiting()
                 now = time.monotonic()
             elif self.fifo and self.out.waits_in_send and not poller_state["send_stalled"]:
                 code = self._send_waiting(poller_state)
@@ -291,18 +294,58 @@ class Buffer:
             if code is not None:
                 return code
 
+    def _pump(self, state: dict[str, Any]) -> int | None:
+        """Nothing queued, and the output waits in its send (ZeroMQ): forward message by
+        message, each a blocking receive and a blocking send with the accounting between, as a
+        plain forwarding loop does, for up to ``PEER_S``. Then the loop's own checks run (peer
+        events, rates, stop requests, the stream's end), as after every step elsewhere: those
+        per message cost the buffer's main thread more than the forwarding itself (#18).
+
+        The pump stops early at an end-of-stream record, a receive or send that times out (a
+        send that timed out leaves its message queued and the loop polls), a stop request, and
+        a send that waited ``ABSORB_WAIT_S`` or more: consumers slower than producers, so the
+        input's backlog is read into the FIFO at once and the loop sends it from there."""
+        inp, out, fifo, lock, counts = self.inp, self.out, self.fifo, self._lock, self.counts
+        until = time.monotonic() + PEER_S
+        while not self._stops:
+            got = inp.recv_wait(POLL_S)
+            if got is None:
+                break
+            with lock:
+                before = counts["messages_in"]
+                if not self._take(*got) or counts["messages_in"] == before:
+                    break  # an end-of-stream record: _advance decides
+            payload = fifo.peek()
+            started = time.monotonic()
+            if not out.send_wait(payload, SEND_WAIT_S):
+                state["send_stalled"] = True
+                break
+            now = time.monotonic()
+            with lock:
+                self._sent(payload, True)
+                if now - started >= ABSORB_WAIT_S:
+                    self._refill()
+                    if fifo:
+                        break
+            if now >= until:
+                break
+        now = time.monotonic()
+        with lock:
+            self._peer_events(now)
+            self.rates.sample(counts)
+            return self._advance(now)
+
     def _receive_waiting(self) -> int | None:
-        """Nothing queued: wait in the input's own blocking receive, not in a poll. Where the
-        output waits in its send (ZeroMQ) the message goes out at the next turn of the loop, so
-        while consumers keep up every message costs one blocking receive and one blocking send,
-        as in a plain forwarding loop; elsewhere (NNG) it is sent at once without waiting."""
+        """Nothing queued: wait in the input's own blocking receive, not in a poll, and send
+        what came at once without waiting (NNG, or a ZeroMQ output whose last send timed out:
+        a message that cannot go yet stays queued and the loop polls)."""
         got = self.inp.recv_wait(POLL_S)
         now = time.monotonic()
         with self._lock:
             self._peer_events(now)
             if got is not None:
                 self._take(*got)  # an end-of-stream record: _advance sees it
-            if self.fifo and not self.out.waits_in_send:
+            if self.fifo:
                 self._send()
             self.rates.sample(self.counts)
             return self._advance(now)
