@@ -10,8 +10,11 @@ Every case is 2 producers -> hop -> 2 consumers, each party its own process, all
 
 Producers and consumers are raw pyzmq/pynng sockets (no framework) so that the hop is the only
 thing that differs. A case's throughput is the bytes the consumers got over the time from the
-first message any consumer saw to the last; each case runs ``--rounds`` times and the median is
-kept. The hop's cost is its CPU seconds (user + system, from ``psutil``, sampled every 20 ms)
+first message any consumer saw to the last. Each case runs ``--rounds`` rounds, and each round
+runs the three hops back to back; the table shows each hop's medians, and every ratio is the
+median over rounds of the buffer's figure over the other hop's in the same round, so that a
+drift in the machine's speed (often 10-30 % within minutes here) hits both sides of a ratio.
+The hop's cost is its CPU seconds (user + system, from ``psutil``, sampled every 20 ms)
 per GB, counted over that same span: what moving data costs. The buffer's fixed costs per stream
 are printed apart (``fixed CPU s``: the CPU outside the span, mostly its end-of-stream fan-out,
 which encodes an HDF5 record per consumer and round); its start-up (Python imports) is before
@@ -26,7 +29,7 @@ per GB / the forwarder's, ZeroMQ, 1 MiB), ``nng_cpu_ratio`` (NNG, 1 MiB) and ``b
 
 Examples::
 
-    python bench/buffer.py                # every case, 3 rounds (~4 min on 2 cores)
+    python bench/buffer.py                # every case, 5 rounds (~8 min on 2 cores)
     python bench/buffer.py --rounds 1 --gb 1   # a quick look
     python bench/buffer.py --buffer-args "--socket-queue 16"   # a buffer setting tried
 """
@@ -343,8 +346,7 @@ def run_case(library: str, hop: str, size: int, total_bytes: int) -> Result:
     )
 
 
-def median_case(library: str, hop: str, size: int, total: int, rounds: int) -> Result:
-    results = [run_case(library, hop, size, total) for _ in range(rounds)]
+def median_result(results: list[Result]) -> Result:
     cpus = [r.cpu_s_per_gb for r in results if r.cpu_s_per_gb is not None]
     fixed = [r.fixed_cpu_s for r in results if r.fixed_cpu_s is not None]
     return Result(
@@ -353,6 +355,19 @@ def median_case(library: str, hop: str, size: int, total: int, rounds: int) -> R
         complete=all(r.complete for r in results),
         fixed_cpu_s=statistics.median(fixed) if fixed else None,
     )
+
+
+def paired_ratio(buf: list[Result], other: list[Result], cpu: bool = False) -> float:
+    """The median over rounds of the buffer's figure over the other hop's in the same round
+    (the hops of a round run back to back, so a drift of the machine's speed cancels)."""
+    ratios = []
+    for b, o in zip(buf, other, strict=True):
+        if cpu:
+            if b.cpu_s_per_gb is not None and o.cpu_s_per_gb:
+                ratios.append(b.cpu_s_per_gb / o.cpu_s_per_gb)
+        elif o.gbps:
+            ratios.append(b.gbps / o.gbps)
+    return statistics.median(ratios) if ratios else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         epilog="examples:\n  python bench/buffer.py\n  python bench/buffer.py --rounds 1 --gb 1",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per case (median kept)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds per case, the hops interleaved (default 5)"
+    )
     parser.add_argument("--gb", type=float, default=3.0, help="GB moved per round (default 3)")
     parser.add_argument(
         "--buffer-args", default="", metavar="ARGS",
@@ -390,14 +407,20 @@ def main(argv: list[str] | None = None) -> int:
         ("nng", 40_000_000, "40 MB"),
     ]
     table: dict[tuple[str, int, str], Result] = {}
+    rounds: dict[tuple[str, int, str], list[Result]] = {}
+    hops = ("direct", "forwarder", "buffer")
     print(
         f"{'transport':9} {'size':>6} {'hop':>9} {'GB/s':>6} {'hop CPU s/GB':>12} "
         f"{'fixed CPU s':>11}  complete"
     )
     for library, size, label in cases:
-        for hop in ("direct", "forwarder", "buffer"):
-            r = median_case(library, hop, size, total, args.rounds)
-            table[library, size, hop] = r
+        for _ in range(args.rounds):  # the hops interleaved, round by round
+            for hop in hops:
+                rounds.setdefault((library, size, hop), []).append(
+                    run_case(library, hop, size, total)
+                )
+        for hop in hops:
+            r = table[library, size, hop] = median_result(rounds[library, size, hop])
             cpu = f"{r.cpu_s_per_gb:.3f}" if r.cpu_s_per_gb is not None else "-"
             fixed = f"{r.fixed_cpu_s:.2f}" if r.fixed_cpu_s is not None else "-"
             print(
@@ -408,13 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     def ratio(library: str, size: int, against: str) -> float:
-        return table[library, size, "buffer"].gbps / table[library, size, against].gbps
+        return paired_ratio(rounds[library, size, "buffer"], rounds[library, size, against])
 
     def cpu_ratio(library: str, size: int) -> float:
-        buf, fwd = table[library, size, "buffer"], table[library, size, "forwarder"]
-        if buf.cpu_s_per_gb is None or not fwd.cpu_s_per_gb:
-            return float("nan")
-        return buf.cpu_s_per_gb / fwd.cpu_s_per_gb
+        buf, fwd = rounds[library, size, "buffer"], rounds[library, size, "forwarder"]
+        return paired_ratio(buf, fwd, cpu=True)
 
     buf = table["zmq", MIB, "buffer"]
     print(
