@@ -71,11 +71,12 @@ class StreamAccounting:
             self.connections[key] = Connection(key)
         return self.connections[key]
 
-    def data(self, key: str, nbytes: int) -> None:
+    def data(self, key: str, nbytes: int, messages: int = 1) -> None:
+        """``messages`` data messages of ``nbytes`` bytes in all came on connection ``key``."""
         conn = self._conn(key)
-        conn.messages += 1
+        conn.messages += messages
         conn.bytes += nbytes
-        self.messages_in += 1
+        self.messages_in += messages
         self.bytes_in += nbytes
 
     def end(self, key: str, eos: EndOfStream) -> bool:

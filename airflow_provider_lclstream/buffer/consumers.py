@@ -72,8 +72,8 @@ class ConsumerTable:
         self._share()
         return list(self.live.values())
 
-    def account_send(self) -> None:
-        self.unshared += 1
+    def account_send(self, messages: int = 1) -> None:
+        self.unshared += messages
 
     def snapshot(self) -> dict[str, Any]:
         self._share()

@@ -277,7 +277,11 @@ class Buffer:
             want_in = self.phase == RUNNING and self.fifo.has_room()
             want_out = bool(self.fifo) or bool(self.control)
             if want_in and not want_out:
-                if self.out.waits_in_send and not poller_state["send_stalled"]:
+                if (
+                    self.out.waits_in_send
+                    and not poller_state["send_stalled"]
+                    and self.stream_first_data_at is not None  # _take saw the stream's shape
+                ):
                     code = self._pump(poller_state)
                 else:
                     code = self._receive_waiting()
@@ -295,45 +299,78 @@ class Buffer:
                 return code
 
     def _pump(self, state: dict[str, Any]) -> int | None:
-        """Nothing queued, and the output waits in its send (ZeroMQ): forward message by
-        message, each a blocking receive and a blocking send with the accounting between, as a
-        plain forwarding loop does, for up to ``PEER_S``. Then the loop's own checks run (peer
-        events, rates, stop requests, the stream's end), as after every step elsewhere: those
-        per message cost the buffer's main thread more than the forwarding itself (#18).
+        """Nothing queued, the output waits in its send (ZeroMQ) and the stream's data has
+        begun: forward message by message, each a blocking receive and a blocking send, as a
+        plain forwarding loop does, for up to ``PEER_S``. A message that goes straight through
+        never enters the FIFO, and its accounting is added up here and booked under the lock
+        once, when the pump stops; then the loop's own checks run (peer events, rates, stop
+        requests, the stream's end). Per message those cost the buffer's main thread more than
+        the forwarding itself (#18); ``/stats`` lags by at most ``PEER_S``.
 
-        The pump stops early at an end-of-stream record, a receive or send that times out (a
-        send that timed out leaves its message queued and the loop polls), a stop request, and
-        a send that waited ``ABSORB_WAIT_S`` or more: consumers slower than producers, so the
-        input's backlog is read into the FIFO at once and the loop sends it from there."""
-        inp, out, fifo, lock, counts = self.inp, self.out, self.fifo, self._lock, self.counts
+        The pump stops early at an end-of-stream record and at a send that times out (both
+        booked through ``_take`` after the data before them: a message that could not go out
+        is queued and the loop polls), at a receive that times out, at a stop request, and
+        after a send that waited ``ABSORB_WAIT_S`` or more: consumers slower than producers, so
+        the input's backlog is read into the FIFO at once and the loop sends it from there."""
+        inp, out = self.inp, self.out
         until = time.monotonic() + PEER_S
+        passed: dict[str, list[int]] = {}  # connection key -> [messages, bytes] sent through
+        left: tuple[Any, str] | None = None  # received, not sent: an EOS record or a stalled send
+        absorb = False
+        now = time.monotonic()
         while not self._stops:
             got = inp.recv_wait(POLL_S)
             if got is None:
                 break
-            with lock:
-                before = counts["messages_in"]
-                if not self._take(*got) or counts["messages_in"] == before:
-                    break  # an end-of-stream record: _advance decides
-            payload = fifo.peek()
+            payload, key = got
+            if _is_eos(payload):
+                left = got
+                break
             started = time.monotonic()
             if not out.send_wait(payload, SEND_WAIT_S):
                 state["send_stalled"] = True
+                left = got
                 break
             now = time.monotonic()
-            with lock:
-                self._sent(payload, True)
-                if now - started >= ABSORB_WAIT_S:
-                    self._refill()
-                    if fifo:
-                        break
+            tally = passed.get(key)
+            if tally is None:
+                passed[key] = [1, len(payload)]
+            else:
+                tally[0] += 1
+                tally[1] += len(payload)
+            if now - started >= ABSORB_WAIT_S:
+                absorb = True
+                break
             if now >= until:
                 break
         now = time.monotonic()
-        with lock:
+        with self._lock:
+            if passed:
+                self._book_passed(passed, now)
+            if left is not None:
+                self._take(*left)
+            if absorb and self.phase == RUNNING:
+                self._refill()
             self._peer_events(now)
-            self.rates.sample(counts)
+            self.rates.sample(self.counts)
             return self._advance(now)
+
+    def _book_passed(self, passed: dict[str, list[int]], now: float) -> None:
+        """Account messages that went from the input straight to the output (``_pump``)."""
+        messages = nbytes = 0
+        for key, (count, size) in passed.items():
+            self.acct.data(key, size, count)
+            messages += count
+            nbytes += size
+        counts = self.counts
+        counts["messages_in"] += messages
+        counts["bytes_in"] += nbytes
+        counts["messages_out"] += messages
+        counts["bytes_out"] += nbytes
+        self.stream_out[0] += messages
+        self.stream_out[1] += nbytes
+        self.consumers.account_send(messages)
+        self.last_input = now
 
     def _receive_waiting(self) -> int | None:
         """Nothing queued: wait in the input's own blocking receive, not in a poll, and send
