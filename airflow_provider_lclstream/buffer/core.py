@@ -389,14 +389,14 @@ class Buffer:
 
     def _send_waiting(self, state: dict[str, Any]) -> int | None:
         """Data is queued: wait in the output's own blocking send (up to ``SEND_WAIT_S``) for a
-        consumer to take the oldest message. A send that waited ``ABSORB_WAIT_S`` or more, or
-        that left data queued, means the consumers are the slower side: the loop then takes
-        what the input holds without waiting, and the FIFO absorbs it. Otherwise it goes back
-        to the input's blocking receive without asking the input anything: a poll, a receive
-        that finds nothing or a question per message cost the buffer's main thread about half
-        as much again as the forwarding itself (#18). A send that times out (no consumer, or a
-        slow one) hands the loop to the poll, which keeps reading the input, until a send
-        through the poll succeeds."""
+        consumer to take the oldest message. A send that waited ``ABSORB_WAIT_S`` or more means
+        the consumers are the slower side: the loop then takes what the input holds without
+        waiting, and the FIFO absorbs it. After a quicker send it asks the input nothing: what
+        is queued goes out first, then the loop waits in the input's blocking receive. A poll,
+        a receive that finds nothing or a question per message cost the buffer's main thread
+        about half as much again as the forwarding itself (#18). A send that times out (no
+        consumer, or a slow one) hands the loop to the poll, which keeps reading the input,
+        until a send through the poll succeeds."""
         payload = self.fifo.peek()
         started = time.monotonic()
         sent = self.out.send_wait(payload, SEND_WAIT_S)
@@ -407,7 +407,7 @@ class Buffer:
             else:
                 state["send_stalled"] = True
             self._peer_events(now)
-            if self.phase == RUNNING and (self.fifo or now - started >= ABSORB_WAIT_S):
+            if self.phase == RUNNING and now - started >= ABSORB_WAIT_S:
                 self._refill()
             self.rates.sample(self.counts)
             return self._advance(now)
