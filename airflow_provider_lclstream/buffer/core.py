@@ -1,8 +1,11 @@
 """The buffer: producers -> bounded FIFO -> consumers, with end-of-stream accounting.
 
-One thread runs the data path: it polls the input (only while the FIFO has room, so a full FIFO
-back-pressures producers through the transport) and the output (only while something is queued),
-moving messages without looking inside them except for the end-of-stream prefix.
+One thread runs the data path, moving messages without looking inside them except for the
+end-of-stream prefix. It reads the input only while the FIFO has room, so a full FIFO
+back-pressures producers through the transport. How it waits depends on what is queued (#18):
+a pump of blocking receives and sends while consumers keep up (``_pump``), blocking sends from
+the FIFO with read-ahead while they do not (``_send_waiting``), and a poll of both sides while no
+consumer takes data or for NNG output (``_poll_once``); docs/buffer.md has the rules.
 
 A stream ends when the expected producers have ended (or the idle timeout or a stop request
 cuts it short) and the FIFO is drained. Then the buffer sends its own ``EndOfStream`` once per
@@ -278,8 +281,7 @@ class Buffer:
             want_out = bool(self.fifo) or bool(self.control)
             if want_in and not want_out:
                 if (
-                    self.out.waits_in_send
-                    and not poller_state["send_stalled"]
+                    not (self.out.waits_in_send and poller_state["send_stalled"])
                     and self.stream_first_data_at is not None  # _take saw the stream's shape
                 ):
                     code = self._pump(poller_state)
@@ -299,20 +301,22 @@ class Buffer:
                 return code
 
     def _pump(self, state: dict[str, Any]) -> int | None:
-        """Nothing queued, the output waits in its send (ZeroMQ) and the stream's data has
-        begun: forward message by message, each a blocking receive and a blocking send, as a
-        plain forwarding loop does, for up to ``PEER_S``. A message that goes straight through
-        never enters the FIFO, and its accounting is added up here and booked under the lock
-        once, when the pump stops; then the loop's own checks run (peer events, rates, stop
-        requests, the stream's end). Per message those cost the buffer's main thread more than
-        the forwarding itself (#18); ``/stats`` lags by at most ``PEER_S``.
+        """Nothing queued and the stream's data has begun: forward message by message, each a
+        blocking receive and a send (blocking where the output ``waits_in_send``, ZeroMQ; else
+        without waiting, NNG), as a plain forwarding loop does, for up to ``PEER_S``. A message
+        that goes straight through never enters the FIFO, and its accounting is added up here
+        and booked under the lock once, when the pump stops; then the loop's own checks run
+        (peer events, rates, stop requests, the stream's end). Per message those cost the
+        buffer's main thread more than the forwarding itself (#18).
 
-        The pump stops early at an end-of-stream record and at a send that times out (both
-        booked through ``_take`` after the data before them: a message that could not go out
-        is queued and the loop polls), at a receive that times out, at a stop request, and
-        after a send that waited ``ABSORB_WAIT_S`` or more: consumers slower than producers, so
-        the input's backlog is read into the FIFO at once and the loop sends it from there."""
+        The pump stops early at an end-of-stream record and at a send that times out or, not
+        waiting, cannot go: both are booked through ``_take`` after the data before them (a
+        message that could not go out is queued and the loop polls). It also stops at a
+        receive that times out, at a stop request, and after a send that waited
+        ``ABSORB_WAIT_S`` or more: consumers slower than producers, so the input's backlog is
+        read into the FIFO at once and the loop sends it from there."""
         inp, out = self.inp, self.out
+        waits = out.waits_in_send
         until = time.monotonic() + PEER_S
         passed: dict[str, list[int]] = {}  # connection key -> [messages, bytes] sent through
         left: tuple[Any, str] | None = None  # received, not sent: an EOS record or a stalled send
@@ -327,8 +331,8 @@ class Buffer:
                 left = got
                 break
             started = time.monotonic()
-            if not out.send_wait(payload, SEND_WAIT_S):
-                state["send_stalled"] = True
+            if not (out.send_wait(payload, SEND_WAIT_S) if waits else out.send_nowait(payload)):
+                state["send_stalled"] = waits
                 left = got
                 break
             now = time.monotonic()
